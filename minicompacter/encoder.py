@@ -1,0 +1,219 @@
+"""A BERT-style encoder with adapter slots, and the heads that read it.
+
+One block (post-LN, as BERT; Devlin et al. 2019), with the two slots where adapter
+methods plug in (Houlsby et al. 2019; Compacter, Mahabadi et al. 2021, Section 2):
+
+    a = Dropout(SelfAttention(h))          # query/key/value/output: `hooks.projection`
+    a = slot_attention(a)                  # `hooks.attention_output`, identity by default
+    h = LN(h + a)
+    f = Dropout(W_out GELU(W_in h))
+    f = slot_ffn(f)                        # `hooks.ffn_output`, identity by default
+    h = LN(h + f)
+
+The adapter sits after the sublayer's dropout and before the residual add, as
+AdapterHub places it in a post-LN block: h = LN(h + A(Dropout(Sublayer(h)))). (The T5
+reference code applies dropout after the adapter instead; PAPER.md, "What the paper
+leaves open".) The encoder never learns a method's name: a method hands it `Hooks`.
+
+Parameter tree (dicts of arrays, lists for layers; the path is the checkpoint name):
+
+    embeddings: word (V, d), position (P, d), token_type (Tv, d), ln {g, b}
+    layers[i]:  attention {query, key, value, output: {w (d, d), b (d,)}}, attention_ln {g, b},
+                ffn {in: {w (d, k_ff), b}, out: {w (k_ff, d), b}}, ffn_ln {g, b}
+    (a method may add entries to a layer or to the top level; the hooks read them)
+"""
+
+import dataclasses
+from typing import Callable, NamedTuple, Optional
+
+import autograd.numpy as np
+import numpy as onp
+
+from .nn import (ACTIVATIONS, attention, dense, dropout, embedding, init_attention,
+                 init_dense, init_embedding, init_layer_norm, layer_norm, mask_bias)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """Shapes and settings of a BERT-style encoder. Defaults are all-MiniLM-L6-v2's."""
+    vocab_size: int = 30522          # V, rows of the word embedding
+    hidden_size: int = 384           # d, the model width
+    num_layers: int = 6              # L, transformer blocks
+    num_heads: int = 12              # attention heads; d must be a multiple
+    intermediate_size: int = 1536    # feed-forward width
+    max_positions: int = 512         # P, rows of the (absolute) position embedding
+    type_vocab_size: int = 2         # Tv, token type (segment) ids: 0 first text, 1 second
+    layer_norm_eps: float = 1e-12    # added to the variance in every layer norm
+    hidden_dropout: float = 0.1      # after each sublayer and on the embeddings
+    attention_dropout: float = 0.1   # on the attention probabilities
+    hidden_act: str = "gelu"         # "gelu" exact (erf) form; "gelu_new" tanh form
+    initializer_range: float = 0.02  # std of random weights in `init_encoder`
+    pad_token_id: int = 0            # id of [PAD]
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
+                     "intermediate_size", "max_positions", "type_vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, onp.integer)) or value < 1:
+                raise ValueError(f"EncoderConfig.{name} must be a positive integer, got {value!r}.")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"EncoderConfig: hidden_size {self.hidden_size} is not a multiple of "
+                             f"num_heads {self.num_heads}; choose a head count that divides it.")
+        for name in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"EncoderConfig.{name} must be in [0, 1), got {getattr(self, name)}.")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"EncoderConfig.hidden_act {self.hidden_act!r} is not supported; "
+                             f"use one of {sorted(ACTIVATIONS)}.")
+
+
+# A small encoder for gradient checks and fast tests (the `tiny` model). Its vocabulary
+# size is replaced by that of the tokenizer it is paired with (pretrained.py).
+TINY = EncoderConfig(vocab_size=1000, hidden_size=32, num_layers=2, num_heads=4,
+                     intermediate_size=64, max_positions=128, type_vocab_size=2)
+
+
+class Hooks(NamedTuple):
+    """Where a method plugs into the encoder. Each is optional (None: identity).
+
+    attention_output(params, i, a) -> a   the attention sublayer's output in block i, (B, T, d)
+    ffn_output(params, i, f) -> f         the feed-forward sublayer's output in block i, (B, T, d)
+    projection(params, i, name, x, y) -> y  each attention projection of block i
+                                          (name: query, key, value, output)
+    `params` is the whole tree the encoder was called with, so a hook finds both its
+    own per-layer entries (params["layers"][i][...]) and any shared ones."""
+    attention_output: Optional[Callable] = None
+    ffn_output: Optional[Callable] = None
+    projection: Optional[Callable] = None
+
+
+NO_HOOKS = Hooks()
+
+
+def init_encoder(rng, cfg, *, dtype=onp.float32):
+    """Random BERT initialisation: weights N(0, initializer_range^2), biases 0, LN g=1 b=0."""
+    d, std = cfg.hidden_size, cfg.initializer_range
+    r_emb, r_layers = rng.spawn(2)
+    e = r_emb.spawn(3)
+    params = {
+        "embeddings": {
+            "word": init_embedding(e[0], cfg.vocab_size, d, std=std, dtype=dtype),
+            "position": init_embedding(e[1], cfg.max_positions, d, std=std, dtype=dtype),
+            "token_type": init_embedding(e[2], cfg.type_vocab_size, d, std=std, dtype=dtype),
+            "ln": init_layer_norm(d, dtype=dtype),
+        },
+        "layers": [],
+    }
+    for r in r_layers.spawn(cfg.num_layers):
+        ra, ri, ro = r.spawn(3)
+        params["layers"].append({
+            "attention": init_attention(ra, d, std=std, dtype=dtype),
+            "attention_ln": init_layer_norm(d, dtype=dtype),
+            "ffn": {"in": init_dense(ri, d, cfg.intermediate_size, std=std, dtype=dtype),
+                    "out": init_dense(ro, cfg.intermediate_size, d, std=std, dtype=dtype)},
+            "ffn_ln": init_layer_norm(d, dtype=dtype),
+        })
+    return params
+
+
+def check_batch(batch, cfg):
+    """Clear errors for inputs the encoder cannot take; returns (B, T)."""
+    ids = onp.asarray(batch["input_ids"])
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must have shape (batch, tokens), got {ids.shape}.")
+    B, T = ids.shape
+    if T > cfg.max_positions:
+        raise ValueError(f"The batch has {T} tokens per row but the model has only "
+                         f"{cfg.max_positions} position embeddings; truncate the texts "
+                         f"(max_length <= {cfg.max_positions}).")
+    for key in ("token_type_ids", "attention_mask"):
+        if key in batch and onp.shape(batch[key]) != (B, T):
+            raise ValueError(f"{key} has shape {onp.shape(batch[key])}, expected {(B, T)} "
+                             f"like input_ids.")
+    if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
+        raise ValueError(f"input_ids hold values outside [0, {cfg.vocab_size}); the tokenizer "
+                         f"does not belong to this model's vocabulary.")
+    return B, T
+
+
+def embed(params, batch, cfg, rng=None):
+    """Word + position + token-type embeddings, layer norm, dropout.  -> (B, T, d)"""
+    p = params["embeddings"]
+    ids = batch["input_ids"]                                     # (B, T) int
+    B, T = ids.shape
+    types = batch.get("token_type_ids")
+    if types is None:
+        types = onp.zeros_like(ids)
+    h = (embedding(p["word"], ids)                               # (B, T, d)
+         + p["position"][:T]                                     # (T, d), positions 0..T-1
+         + embedding(p["token_type"], types))                    # (B, T, d)
+    return dropout(layer_norm(p["ln"], h, cfg.layer_norm_eps), cfg.hidden_dropout, rng)
+
+
+def block(params, i, h, bias, cfg, hooks=NO_HOOKS, rng=None):
+    """Transformer block i (post-LN) with its two adapter slots.  h: (B, T, d) -> (B, T, d)"""
+    p = params["layers"][i]
+    r_att, r_a, r_f = rng.spawn(3) if rng is not None else (None, None, None)
+    project = None
+    if hooks.projection is not None:
+        def project(name, x, y):
+            return hooks.projection(params, i, name, x, y)
+
+    a = attention(p["attention"], h, bias, cfg.num_heads, dropout_rate=cfg.attention_dropout,
+                  rng=r_att, project=project)                    # (B, T, d)
+    a = dropout(a, cfg.hidden_dropout, r_a)
+    if hooks.attention_output is not None:
+        a = hooks.attention_output(params, i, a)                 # slot 1
+    h = layer_norm(p["attention_ln"], h + a, cfg.layer_norm_eps)
+
+    act = ACTIVATIONS[cfg.hidden_act]
+    f = dense(p["ffn"]["out"], act(dense(p["ffn"]["in"], h)))    # (B, T, k_ff) -> (B, T, d)
+    f = dropout(f, cfg.hidden_dropout, r_f)
+    if hooks.ffn_output is not None:
+        f = hooks.ffn_output(params, i, f)                       # slot 2
+    return layer_norm(p["ffn_ln"], h + f, cfg.layer_norm_eps)
+
+
+def encoder(params, batch, cfg, *, hooks=NO_HOOKS, rng=None):
+    """The encoder's hidden states.
+
+    batch: {"input_ids": (B, T) int, "token_type_ids": (B, T) int (optional),
+            "attention_mask": (B, T) 1 real / 0 padding (optional)}
+    rng: a numpy Generator turns dropout on (training); None turns it off (evaluation).
+    Returns (B, T, d) in the dtype of the parameters."""
+    B, T = check_batch(batch, cfg)
+    dtype = params["embeddings"]["word"].dtype
+    mask = batch.get("attention_mask")
+    bias = mask_bias(onp.ones((B, T)) if mask is None else mask, dtype)    # (B, 1, 1, T)
+    rngs = rng.spawn(cfg.num_layers + 1) if rng is not None else [None] * (cfg.num_layers + 1)
+    h = embed(params, batch, cfg, rngs[0])                       # (B, T, d)
+    for i in range(cfg.num_layers):
+        h = block(params, i, h, bias, cfg, hooks, rngs[i + 1])
+    return h
+
+
+# --- heads -----------------------------------------------------------------------------
+
+def pool(hidden, mask, how="cls"):
+    """One vector per row: the [CLS] (first) token's state, or the mean over real tokens
+    (sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained with mean
+    pooling).   hidden: (B, T, d)  mask: (B, T)  ->  (B, d)"""
+    if how == "cls":
+        return hidden[:, 0, :]
+    if how == "mean":
+        m = onp.asarray(mask, hidden.dtype)[:, :, None]          # (B, T, 1), a constant
+        count = onp.maximum(m.sum(axis=1), 1.0)                  # (B, 1)
+        return np.sum(hidden * m, axis=1) / count                # (B, d)
+    raise ValueError(f"Unknown pooling {how!r}; use 'cls' or 'mean'.")
+
+
+def init_head(rng, d, num_labels, *, std=0.02, dtype=onp.float32):
+    """A linear head (d, num_labels) + bias; num_labels = 1 for regression (STS-B)."""
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be at least 1 (1 for regression), got {num_labels}.")
+    return init_dense(rng, d, num_labels, std=std, dtype=dtype)
+
+
+def head(params, pooled):
+    """Logits (classification) or the score (regression).  (B, d) -> (B, num_labels)"""
+    return dense(params, pooled)

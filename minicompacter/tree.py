@@ -1,0 +1,83 @@
+"""Parameter trees: nested dicts (string keys) and lists of arrays.
+
+A leaf's path is its name: ``params["layers"][3]["ffn"]["in"]["w"]`` is
+``layers.3.ffn.in.w`` in a checkpoint. Lists give numeric path parts, dict keys are
+never numeric, so a dotted name converts back to the same tree.
+"""
+
+import numpy as onp
+
+
+def leaves(tree, prefix=()):
+    """Yield (path, leaf) pairs in a fixed order (dict keys sorted, lists in order);
+    a path is a tuple of str and int parts."""
+    if isinstance(tree, dict):
+        for key in sorted(tree):
+            yield from leaves(tree[key], prefix + (key,))
+    elif isinstance(tree, (list, tuple)):
+        for i, item in enumerate(tree):
+            yield from leaves(item, prefix + (i,))
+    else:
+        yield prefix, tree
+
+
+def dotted(path):
+    """("layers", 3, "ffn") -> "layers.3.ffn" """
+    return ".".join(str(p) for p in path)
+
+
+def undotted(name):
+    """"layers.3.ffn" -> ("layers", 3, "ffn") """
+    return tuple(int(p) if p.isdigit() else p for p in name.split("."))
+
+
+def flatten(tree):
+    """{dotted path: leaf}"""
+    return {dotted(path): leaf for path, leaf in leaves(tree)}
+
+
+def unflatten(flat):
+    """The tree back from {dotted path: leaf}; numeric parts become list indices."""
+    root = {}
+    for name, leaf in flat.items():
+        set_path(root, undotted(name), leaf)
+    return _lists(root)
+
+
+def set_path(tree, path, leaf):
+    """Put a leaf at a path in a tree of dicts, creating dicts on the way (integer parts
+    make dict entries here; `unflatten` turns them into lists)."""
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = leaf
+
+
+def _lists(node):
+    if not isinstance(node, dict):
+        return node
+    if node and all(isinstance(k, int) for k in node):
+        if sorted(node) != list(range(len(node))):
+            raise ValueError(f"list indices {sorted(node)} are not 0..{len(node) - 1}")
+        return [_lists(node[i]) for i in range(len(node))]
+    return {k: _lists(v) for k, v in node.items()}
+
+
+def tree_map(fn, tree):
+    """The same tree with fn applied to every leaf."""
+    if isinstance(tree, dict):
+        return {k: tree_map(fn, v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(tree_map(fn, v) for v in tree)
+    return fn(tree)
+
+
+def cast(tree, dtype):
+    """Every floating-point leaf converted to dtype (float64 for gradient checks)."""
+    return tree_map(lambda x: onp.asarray(x, dtype)
+                    if onp.issubdtype(onp.asarray(x).dtype, onp.floating) else x, tree)
+
+
+def count(tree):
+    """The number of scalars in a tree."""
+    return sum(int(onp.size(leaf)) for _, leaf in leaves(tree))
