@@ -34,3 +34,26 @@ def tiny():
 @pytest.fixture(scope="session")
 def tiny64():
     return mc.load_pretrained("tiny", dtype=onp.float64)
+
+
+def backward_dtypes(fun, *args, argnum=0):
+    """The dtypes of every gradient that flows through autograd's backward pass of
+    fun(*args), not only the final ones: autograd accumulates gradients in place into
+    the first array that arrives, so a float64 leak can hide behind a float32 result."""
+    import autograd.core
+    from autograd import grad
+
+    seen = []
+    original = autograd.core.add_outgrads
+
+    def recording(prev, g):
+        if hasattr(g, "dtype"):
+            seen.append(onp.dtype(g.dtype))
+        return original(prev, g)
+
+    autograd.core.add_outgrads = recording
+    try:
+        grad(fun, argnum)(*args)
+    finally:
+        autograd.core.add_outgrads = original
+    return seen

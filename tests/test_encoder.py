@@ -15,6 +15,8 @@ from minicompacter.encoder import block, embed
 from minicompacter.nn import mask_bias
 from minicompacter.tree import cast, leaves
 
+from conftest import backward_dtypes
+
 CFG = dataclasses.replace(mc.TINY, vocab_size=50, max_positions=16, num_layers=2)
 
 
@@ -73,6 +75,8 @@ def test_float32_params_and_inputs_give_float32_everywhere():
     dtypes = {".".join(map(str, path)): g.dtype for path, g in leaves((gp, gh))}
     assert len(dtypes) == sum(1 for _ in leaves((p, h)))
     assert {str(t) for t in dtypes.values()} == {"float32"}, dtypes
+    flowing = backward_dtypes(loss, p, h)                    # every intermediate gradient
+    assert len(flowing) > 100 and set(flowing) == {onp.dtype(onp.float32)}, set(flowing)
 
 
 # --- the block and its slots, against a reference written out by hand -------------------

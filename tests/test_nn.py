@@ -13,6 +13,8 @@ from autograd.test_util import check_grads
 from minicompacter import nn
 from minicompacter.tree import leaves
 
+from conftest import backward_dtypes
+
 RNG = onp.random.default_rng(0)
 
 
@@ -165,3 +167,5 @@ def test_float32_in_float32_out_forward_and_backward(name):
     assert gx.dtype == onp.float32
     dtypes = [g.dtype for _, g in leaves(gp)]
     assert dtypes and all(t == onp.float32 for t in dtypes), dtypes
+    flowing = backward_dtypes(loss, p, x, argnum=(0, 1))     # every intermediate gradient
+    assert set(flowing) == {onp.dtype(onp.float32)}, set(flowing)
