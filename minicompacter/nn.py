@@ -161,3 +161,25 @@ def attention(params, x, bias, num_heads, *, dropout_rate=0.0, rng=None, project
     p = dropout(softmax(scores, axis=-1), dropout_rate, rng)     # (B, h, T, T)
     ctx = np.reshape(np.transpose(p @ v, (0, 2, 1, 3)), (B, T, d))         # (B, T, d)
     return proj("output", ctx)                                   # (B, T, d)
+
+
+# --- losses ------------------------------------------------------------------------------
+
+def log_softmax(x, axis=-1):
+    """x - log sum exp x, shifted by the (untraced) maximum for stability."""
+    z = x - onp.max(getval(x), axis=axis, keepdims=True)
+    return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+
+
+def cross_entropy(logits, labels):
+    """Mean negative log-likelihood of integer labels.  logits: (B, C)  labels: (B,) int"""
+    B = logits.shape[0]
+    picked = log_softmax(logits)[onp.arange(B), onp.asarray(labels)]          # (B,)
+    return -np.sum(picked) * (1.0 / B)
+
+
+def mse(pred, target):
+    """Mean squared error of a regression head.  pred: (B, 1) or (B,)  target: (B,)"""
+    pred = np.reshape(pred, (-1,))
+    diff = pred - onp.asarray(target, dtype=pred.dtype)
+    return np.sum(diff * diff) * (1.0 / pred.shape[0])

@@ -81,3 +81,43 @@ def cast(tree, dtype):
 def count(tree):
     """The number of scalars in a tree."""
     return sum(int(onp.size(leaf)) for _, leaf in leaves(tree))
+
+
+def split(tree, select, prefix=()):
+    """(selected, rest): two trees of the same nesting, each with only some leaves.
+    select(path) -> bool decides. Lists keep their length (an emptied item is {}), so
+    `merge(rest, selected)` gives the tree back."""
+    if isinstance(tree, dict):
+        parts = {k: split(v, select, prefix + (k,)) for k, v in tree.items()}
+        return ({k: a for k, (a, _) in parts.items() if not _empty(a)},
+                {k: b for k, (_, b) in parts.items() if not _empty(b)})
+    if isinstance(tree, list):
+        parts = [split(v, select, prefix + (i,)) for i, v in enumerate(tree)]
+        return [a if not _empty(a) else {} for a, _ in parts], [b if not _empty(b) else {}
+                                                               for _, b in parts]
+    return (tree, None) if select(prefix) else (None, tree)
+
+
+def _empty(tree):
+    if tree is None:
+        return True
+    if isinstance(tree, dict):
+        return all(_empty(v) for v in tree.values())
+    if isinstance(tree, list):
+        return all(_empty(v) for v in tree)
+    return False
+
+
+def merge(a, b):
+    """One tree from two with disjoint leaves (dicts joined key by key, lists item by item).
+    Works on autograd's traced values, so a loss can merge its trainable and frozen trees."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = merge(a[k], v) if k in a else v
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            raise ValueError(f"cannot merge lists of lengths {len(a)} and {len(b)}")
+        return [merge(x, y) for x, y in zip(a, b)]
+    raise ValueError("the two trees both hold a leaf at the same path")

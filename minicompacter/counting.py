@@ -1,0 +1,177 @@
+"""Counting parameters two ways: analytically from shapes, and by walking a tree.
+
+The analytic count needs only a model's shapes, so it covers models whose weights are
+not here: T5-base, the paper's model, reproduces the paper's table (PAPER.md) to the
+parameter. The measured count walks a trainable tree built by `model.init_model`; the
+tests check that the two agree for every method.
+
+The paper's formulas (Section 3.3): Adapter 2L(2kd); PHM-Adapter 4L(kd/n + n^3);
+Compacter 4L(k + d) + n^3, with L the number of transformer layers, leaving out biases
+and layer norms. Here every term is counted: biases, layer norms, the head, the shared A.
+Percentages divide by the base model's own parameters, as the paper does.
+"""
+
+import dataclasses
+
+from .encoder import EncoderConfig
+from .methods import AdapterConfig, BitFitConfig, FullConfig, LoRAConfig
+from .tree import leaves
+
+CATEGORIES = ("adapter weights", "adapter biases", "shared A", "lora weights",
+              "layer norms", "biases", "pretrained weights", "head")
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+    """What counting needs to know about a model."""
+    name: str
+    d: int                        # width
+    ffn: int                      # feed-forward width
+    vocab: int                    # vocabulary
+    encoder_layers: int
+    decoder_layers: int = 0       # T5: decoder blocks (self-attention, cross-attention, FFN)
+    kind: str = "bert"            # "bert": post-LN, biases, position tables; "t5": pre-LN, no biases
+    positions: int = 512          # BERT's absolute position table
+    type_vocab: int = 2           # BERT's token types
+    heads: int = 12
+    relative_buckets: int = 32    # T5's relative attention bias (first block of each stack)
+
+
+T5_BASE = Shapes("t5-base", d=768, ffn=3072, vocab=32100, encoder_layers=12, decoder_layers=12,
+                 kind="t5", heads=12)
+BERT_BASE = Shapes("bert-base-uncased", d=768, ffn=3072, vocab=30522, encoder_layers=12)
+
+
+def shapes_from_config(cfg: EncoderConfig, name="encoder"):
+    return Shapes(name, d=cfg.hidden_size, ffn=cfg.intermediate_size, vocab=cfg.vocab_size,
+                  encoder_layers=cfg.num_layers, positions=cfg.max_positions,
+                  type_vocab=cfg.type_vocab_size, heads=cfg.num_heads)
+
+
+# --- the base model ------------------------------------------------------------------------
+
+def base_breakdown(s: Shapes):
+    """The base model's parameters: {"weights": ..., "biases": ..., "layer norms": ...}."""
+    d, f = s.d, s.ffn
+    if s.kind == "bert":
+        weights = (s.vocab + s.positions + s.type_vocab) * d + s.encoder_layers * (4 * d * d + 2 * d * f)
+        biases = s.encoder_layers * (4 * d + f + d)
+        norms = (2 * s.encoder_layers + 1) * 2 * d                  # weight and bias each
+        return {"weights": weights, "biases": biases, "layer norms": norms}
+    # T5: shared embedding tied with the output layer, no biases, layer norms with a weight
+    # only; relative attention bias in the first block of each stack; a final LN per stack.
+    enc = s.encoder_layers * (4 * d * d + 2 * d * f)
+    dec = s.decoder_layers * (8 * d * d + 2 * d * f)
+    rel = s.relative_buckets * s.heads * (1 + (s.decoder_layers > 0))
+    norms = (2 * s.encoder_layers + 3 * s.decoder_layers + 1 + (s.decoder_layers > 0)) * d
+    return {"weights": s.vocab * d + enc + dec + rel, "biases": 0, "layer norms": norms}
+
+
+def base_total(s: Shapes):
+    return sum(base_breakdown(s).values())
+
+
+# --- a method's trainable parameters, analytically ------------------------------------------
+
+def adapter_positions(s: Shapes, cfg: AdapterConfig):
+    """Adapters sit after self-attention and/or the FFN of every block, encoder and decoder
+    (none on T5's cross-attention, as in the paper)."""
+    blocks = s.encoder_layers + s.decoder_layers
+    return blocks * (int(cfg.mh_adapter) + int(cfg.output_adapter))
+
+
+def projection_count(cfg: AdapterConfig, d_in, d_out):
+    """(weights, biases) of one adapter projection d_in -> d_out."""
+    if cfg.projection == "dense":
+        return d_in * d_out, d_out
+    if cfg.projection == "low-rank":
+        return cfg.phm_rank * (d_in + d_out), d_out
+    n = cfg.phm_dim
+    A = 0 if cfg.shared_phm_rule else n ** 3
+    B = cfg.phm_rank * (d_in + d_out) if cfg.factorized_phm_W else d_in * d_out // n
+    return A + B, d_out if cfg.phm_bias else 0
+
+
+def head_count(s: Shapes, num_labels):
+    """BERT-style models get a linear head; T5 answers in text and has none (the paper)."""
+    return 0 if s.kind == "t5" else s.d * num_labels + num_labels
+
+
+def count_analytic(config, s: Shapes, num_labels=2):
+    """{category: parameters} of what a method trains on a model of these shapes."""
+    out = dict.fromkeys(CATEGORIES, 0)
+    out["head"] = head_count(s, num_labels)
+    if isinstance(config, FullConfig):
+        out["pretrained weights"] = base_total(s)
+    elif isinstance(config, BitFitConfig):
+        if s.kind == "bert":
+            base = base_breakdown(s)
+            out["biases"] = base["biases"] + base["layer norms"] // 2       # LN biases too
+        else:  # the reference gives every T5 linear layer and layer norm a bias (PAPER.md)
+            d, f = s.d, s.ffn
+            out["biases"] = (s.encoder_layers * (4 * d + f + d + 2 * d)
+                             + s.decoder_layers * (8 * d + f + d + 3 * d) + s.vocab)
+    elif isinstance(config, LoRAConfig):
+        attention_modules = s.encoder_layers + 2 * s.decoder_layers           # T5: + cross
+        out["lora weights"] = attention_modules * len(config.target_modules) * config.r * 2 * s.d
+    elif isinstance(config, AdapterConfig):
+        k = config.bottleneck(s.d)
+        (w_down, b_down), (w_up, b_up) = projection_count(config, s.d, k), projection_count(config, k, s.d)
+        positions = adapter_positions(s, config)
+        out["adapter weights"] = positions * (w_down + w_up)
+        out["adapter biases"] = positions * (b_down + b_up)
+        if config.projection == "phm" and config.shared_phm_rule:
+            out["shared A"] = config.phm_dim ** 3
+        if config.train_layer_norms:
+            out["layer norms"] = base_breakdown(s)["layer norms"]
+    else:
+        raise TypeError(f"Not a method config: {config!r}")
+    return out
+
+
+# --- measured, by walking a tree --------------------------------------------------------------
+
+def category(path):
+    """The counting category of a leaf of a trainable tree, from its path."""
+    if path[0] == "head":
+        return "head"
+    if path[0] == "shared":
+        return "shared A"
+    if any(isinstance(p, str) and p.endswith("_adapter") for p in path):
+        return "adapter biases" if path[-1] == "b" else "adapter weights"
+    if "lora" in path:
+        return "lora weights"
+    if len(path) >= 2 and path[-2] in ("ln", "attention_ln", "ffn_ln"):
+        return "layer norms"
+    if path[-1] == "b":
+        return "biases"
+    return "pretrained weights"
+
+
+def count_measured(trainable, config=None):
+    """{category: parameters} of a trainable tree. With the full method every pretrained
+    leaf counts as "pretrained weights", as the analytic count has it."""
+    out = dict.fromkeys(CATEGORIES, 0)
+    for path, leaf in leaves(trainable):
+        c = category(path)
+        if isinstance(config, FullConfig) and c not in ("head",):
+            c = "pretrained weights"
+        if isinstance(config, BitFitConfig) and c == "layer norms":
+            c = "biases"                                  # an LN's bias is a bias
+        out[c] += int(leaf.size)
+    return out
+
+
+def summary(breakdown, base):
+    """The numbers a user wants: trainable, total (the base model), percent of the base,
+    and the peft-style "all params" (base + what the method adds)."""
+    trainable = sum(breakdown.values())
+    added = trainable - breakdown["pretrained weights"] - breakdown["biases"] - breakdown["layer norms"]
+    return {"trainable": trainable, "total": base, "percent": 100.0 * trainable / base,
+            "all": base + added, "breakdown": {k: v for k, v in breakdown.items() if v}}
+
+
+def peft_line(s):
+    """peft's print_trainable_parameters format (trainable% = trainable / all)."""
+    return (f"trainable params: {s['trainable']:,} || all params: {s['all']:,} || "
+            f"trainable%: {100.0 * s['trainable'] / s['all']:.4f}")

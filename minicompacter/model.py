@@ -1,0 +1,61 @@
+"""A task model: the frozen encoder, a method plugged into it, and a trainable head.
+
+The parameters live in two trees: `trainable` (the method's own parameters, the
+pretrained weights it unfreezes, and the head) and `frozen` (all the rest). The loss
+takes them separately and merges them inside, so `autograd.grad(loss)` differentiates
+with respect to argument 0, the trainable tree, only: that one line is what "train
+only the adapter" means.
+"""
+
+from typing import NamedTuple
+
+import numpy as onp
+from autograd import grad
+
+from .encoder import EncoderConfig, encoder, head, init_head, pool
+from .methods import Method, make_method
+from .nn import cross_entropy, mse
+from .tree import merge, split
+
+
+class TaskModel(NamedTuple):
+    """Everything static about a model for one task (no arrays)."""
+    encoder_config: EncoderConfig
+    method: Method
+    num_labels: int = 2            # 1: regression (STS-B)
+    pooling: str = "cls"           # "cls" or "mean"
+
+
+def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling="cls"):
+    """(model, trainable, frozen) for a pretrained encoder and a method (config or name).
+
+    trainable = the method's new parameters + the pretrained weights it unfreezes + a head;
+    frozen = every other pretrained weight."""
+    method = method if isinstance(method, Method) else make_method(method)
+    cfg = pretrained.config
+    if pooling not in ("cls", "mean"):
+        raise ValueError(f"Unknown pooling {pooling!r}; use 'cls' or 'mean'.")
+    dtype = pretrained.params["embeddings"]["word"].dtype
+    r_method, r_head = rng.spawn(2)
+    unfrozen, frozen = split(pretrained.params, method.unfreezes)
+    trainable = merge(unfrozen, method.init(r_method, cfg, dtype))
+    trainable["head"] = init_head(r_head, cfg.hidden_size, num_labels, dtype=dtype)
+    return TaskModel(cfg, method, num_labels, pooling), trainable, frozen
+
+
+def predict(trainable, frozen, batch, model, rng=None):
+    """Logits (B, num_labels), or scores (B, 1) for regression. Dropout when rng is given."""
+    params = merge(frozen, trainable)
+    hidden = encoder(params, batch, model.encoder_config, hooks=model.method.hooks, rng=rng)
+    return head(params["head"], pool(hidden, batch["attention_mask"], model.pooling))
+
+
+def loss(trainable, frozen, batch, model, rng=None):
+    """Cross-entropy for classification, mean squared error for regression."""
+    out = predict(trainable, frozen, batch, model, rng)
+    if model.num_labels == 1:
+        return mse(out, batch["labels"])
+    return cross_entropy(out, batch["labels"])
+
+
+loss_grad = grad(loss)          # d loss / d trainable: the frozen tree gets no gradient

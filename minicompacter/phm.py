@@ -1,0 +1,194 @@
+"""Kronecker products and the PHM layer (parameterised hypercomplex multiplication).
+
+The PHM layer (Zhang et al., ICLR 2021; Compacter, Mahabadi et al., NeurIPS 2021,
+arXiv 2106.04647, Eq. 3-5) is a linear layer whose weight is a sum of n Kronecker
+products,
+
+    y = x @ W + b,        W = sum_{i=1..n} A_i kron B_i                     (Eq. 3-4)
+
+    A: (n, n, n)  the "rules" A_i, n x n each (Compacter: one A shared by the whole model)
+    B: (n, d_in/n, d_out/n)                   W: (d_in, d_out)
+
+so it holds n^3 + d_in d_out / n numbers instead of d_in d_out. Compacter (LPHM, Eq. 5)
+makes each B_i low rank, B_i = s_i t_i, with s: (n, d_in/n, r) and t: (n, r, d_out/n).
+Row-vector convention as in the reference code (rabeehk/compacter,
+seq2seq/hypercomplex/layers.py): the row index of A_i picks the input block, the
+column index the output block,
+
+    W[a p + u, c q + v] = sum_i A_i[a, c] B_i[u, v]      (p = d_in/n, q = d_out/n)
+
+The layer can be computed two ways, equal up to float rounding:
+  - built: form W (one matrix product of A and B), then x @ W;
+  - factored: never form W. Split x into n blocks X_a of width p; output block c is
+        y_c = sum_i sum_a A_i[a, c] (X_a @ s_i) @ t_i
+    which costs about r (d_in + n^3 + n d_out) multiply-adds per row instead of d_in d_out.
+"""
+
+import math
+
+import autograd.numpy as np
+import numpy as onp
+
+
+# --- the weight ------------------------------------------------------------------------
+
+def kron(a, b):
+    """The Kronecker product of two matrices, written out: block (i, j) is a[i, j] * b.
+    a: (m, n)  b: (p, q)  ->  (m p, n q). Equals np.kron; kept as the definition."""
+    m, n = a.shape
+    p, q = b.shape
+    return np.reshape(a[:, None, :, None] * b[None, :, None, :], (m * p, n * q))
+
+
+def phm_weight(A, B):
+    """W = sum_i kron(A[i], B[i]).   A: (n, n, n)  B: (n, p, q)  ->  W: (n p, n q)
+
+    All n products at once: M[(a, c), (u, v)] = sum_i A[i, a, c] B[i, u, v] is one
+    matrix product, then (a, c, u, v) is reordered to (a, u, c, v)."""
+    n, p, q = B.shape
+    M = np.reshape(A, (n, n * n)).T @ np.reshape(B, (n, p * q))             # (n n, p q)
+    M = np.transpose(np.reshape(M, (n, n, p, q)), (0, 2, 1, 3))              # (a, u, c, v)
+    return np.reshape(M, (n * p, n * q))                                     # (d_in, d_out)
+
+
+def low_rank_B(s, t):
+    """B_i = s_i t_i for every i.   s: (n, p, r)  t: (n, r, q)  ->  B: (n, p, q)"""
+    return s @ t
+
+
+# --- the layer -------------------------------------------------------------------------
+
+# Where the factored product starts to pay: measured by bench/bench_phm.py (BENCHMARKS.md).
+FACTORED_MIN_WIDTH = 1024
+
+
+def phm_linear(params, x, *, shared_A=None, factored=None):
+    """The PHM layer y = x @ (sum_i A_i kron B_i) + b.
+
+    params: {"A": (n, n, n)} unless shared_A is given; either {"B": (n, d_in/n, d_out/n)}
+            or the low-rank factors {"s": (n, d_in/n, r), "t": (n, r, d_out/n)};
+            optionally {"b": (d_out,)}.
+    x: (..., d_in)  ->  y: (..., d_out)
+    factored: True computes without building W (low-rank factors only), False builds W,
+            None picks: factored when the layer has low-rank factors and its larger
+            width is at least FACTORED_MIN_WIDTH (below that the two are within noise)."""
+    A = params["A"] if shared_A is None else shared_A
+    if "s" in params:
+        n, p, r = params["s"].shape
+        q = params["t"].shape[-1]
+    else:
+        n, p, q = params["B"].shape
+    if A.shape != (n, n, n):
+        raise ValueError(f"A has shape {A.shape} but the layer's phm_dim is {n}: A must be "
+                         f"({n}, {n}, {n}). A shared A must have the model's phm_dim.")
+    if x.shape[-1] != n * p:
+        raise ValueError(f"PHM layer expects inputs of width {n * p}, got {x.shape[-1]}.")
+    if factored is None:
+        factored = "s" in params and max(n * p, n * q) >= FACTORED_MIN_WIDTH
+    if factored and "s" not in params:
+        raise ValueError("factored=True needs the low-rank factors s and t; with a full B "
+                         "the factored order costs n times more than building W.")
+    if factored:
+        y = _phm_factored(A, params["s"], params["t"], x)
+    else:
+        B = params["B"] if "s" not in params else low_rank_B(params["s"], params["t"])
+        y = x @ phm_weight(A, B)                                            # (..., d_out)
+    return y + params["b"] if "b" in params else y
+
+
+def _phm_factored(A, s, t, x):
+    """sum_i sum_a A_i[a, c] (X_a @ s_i) @ t_i for each output block c, without W.
+    A: (n, n, n)  s: (n, p, r)  t: (n, r, q)  x: (..., n p)  ->  (..., n q)"""
+    n, p, r = s.shape
+    q = t.shape[-1]
+    lead = x.shape[:-1]
+    N = int(onp.prod(lead)) if lead else 1
+    X = np.reshape(x, (N * n, p))                                            # rows (row, a)
+    S = np.reshape(np.transpose(s, (1, 0, 2)), (p, n * r))                   # (p, (i, r))
+    Z = np.reshape(X @ S, (N, n, n, r))                                      # (row, a, i, r)
+    Z = np.reshape(np.transpose(Z, (2, 1, 0, 3)), (n, n, N * r))             # (i, a, (row, r))
+    V = np.transpose(A, (0, 2, 1)) @ Z                                       # (i, c, (row, r))
+    V = np.reshape(np.transpose(np.reshape(V, (n, n, N, r)), (2, 1, 0, 3)),
+                   (N * n, n * r))                                           # ((row, c), (i, r))
+    y = V @ np.reshape(t, (n * r, q))                                        # ((row, c), q)
+    return np.reshape(y, lead + (n * q,))
+
+
+# --- initialisation (as the reference code ran it) ----------------------------------------
+
+def glorot_uniform(rng, shape, gain=math.sqrt(2.0), dtype=onp.float32):
+    """Xavier/Glorot uniform on the last two axes, each leading slice separately:
+    U(-a, a), a = gain sqrt(6 / (fan_in + fan_out)). The reference uses gain sqrt 2."""
+    fan_in, fan_out = shape[-2], shape[-1]
+    a = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-a, a, size=shape).astype(dtype)
+
+
+def glorot_normal(rng, shape, gain=math.sqrt(2.0), dtype=onp.float32):
+    """Xavier/Glorot normal per slice: N(0, gain^2 2 / (fan_in + fan_out))."""
+    std = gain * math.sqrt(2.0 / (shape[-2] + shape[-1]))
+    return (rng.standard_normal(shape) * std).astype(dtype)
+
+
+W_INITS = ("glorot-uniform", "glorot-normal", "normal")
+C_INITS = ("normal", "uniform")
+
+
+def init_phm_rule(rng, n, *, shared, phm_c_init="normal", phm_init_range=1e-4,
+                  dtype=onp.float32):
+    """The rules A: (n, n, n). Shared (Compacter): N(0, phm_init_range^2), so each
+    adapter starts near the identity; or U(-1, 1) with phm_c_init="uniform".
+    Per layer (PHM-Adapter): N(0, 0.01^2), or U(-0.01, 0.01)."""
+    if phm_c_init == "normal":
+        std = phm_init_range if shared else 0.01
+        return (rng.standard_normal((n, n, n)) * std).astype(dtype)
+    if phm_c_init == "uniform":
+        a = 1.0 if shared else 0.01
+        return rng.uniform(-a, a, size=(n, n, n)).astype(dtype)
+    raise ValueError(f"phm_c_init {phm_c_init!r} is unknown; use one of {C_INITS}.")
+
+
+def init_phm_linear(rng, n, d_in, d_out, *, rank=None, with_A=True, bias=True,
+                    hypercomplex_nonlinearity="glorot-uniform", phm_c_init="normal",
+                    phm_init_range=1e-4, dtype=onp.float32):
+    """A PHM layer's parameters: A (unless with_A=False: it is shared), B or the factors
+    s, t (rank given), and a zero bias. hypercomplex_nonlinearity is AdapterHub's name for
+    the initialisation of B / s / t: "glorot-uniform" (gain sqrt 2, per slice),
+    "glorot-normal", or "normal" (std phm_init_range)."""
+    check_phm_dim(n, d_in, d_out)
+    if rank is not None and rank < 1:
+        raise ValueError(f"phm_rank must be at least 1, got {rank}.")
+    if hypercomplex_nonlinearity not in W_INITS:
+        raise ValueError(f"hypercomplex_nonlinearity {hypercomplex_nonlinearity!r} is unknown; "
+                         f"use one of {W_INITS}.")
+    r_A, r_s, r_t = rng.spawn(3)
+
+    def w_init(g, shape):
+        if hypercomplex_nonlinearity == "glorot-uniform":
+            return glorot_uniform(g, shape, dtype=dtype)
+        if hypercomplex_nonlinearity == "glorot-normal":
+            return glorot_normal(g, shape, dtype=dtype)
+        return (g.standard_normal(shape) * phm_init_range).astype(dtype)
+
+    p, q = d_in // n, d_out // n
+    params = {}
+    if with_A:
+        params["A"] = init_phm_rule(r_A, n, shared=False, phm_c_init=phm_c_init,
+                                    phm_init_range=phm_init_range, dtype=dtype)
+    if rank is None:
+        params["B"] = w_init(r_s, (n, p, q))
+    else:
+        params["s"] = w_init(r_s, (n, p, rank))
+        params["t"] = w_init(r_t, (n, rank, q))
+    if bias:
+        params["b"] = onp.zeros(d_out, dtype)
+    return params
+
+
+def check_phm_dim(n, *widths):
+    """phm_dim must divide every width of a PHM layer; say which n would work."""
+    if n < 1 or any(w % n for w in widths):
+        g = math.gcd(*widths)
+        ok = [m for m in range(1, g + 1) if g % m == 0]
+        raise ValueError(f"phm_dim {n} does not divide the widths {list(widths)}; n must "
+                         f"divide both d_in and d_out. phm_dim values that work here: {ok}.")
