@@ -5,10 +5,16 @@ pretrained checkpoints."""
 from .data import tokenize
 from .encoder import (NO_HOOKS, TINY, EncoderConfig, Hooks, encoder, head, init_encoder,
                       init_head, pool)
+from .methods import (METHODS, AdapterConfig, BitFitConfig, FullConfig, LoRAConfig, Method,
+                      make_method, method_config)
+from .model import TaskModel, init_model, loss, loss_grad, predict
+from .phm import phm_linear, phm_weight
 from .pretrained import LoadError, Pretrained, encode_texts, load_pretrained
 
 __version__ = "0.1.0"
 
-__all__ = ["EncoderConfig", "Hooks", "LoadError", "NO_HOOKS", "Pretrained", "TINY",
-           "encode_texts", "encoder", "head", "init_encoder", "init_head", "load_pretrained",
-           "pool", "tokenize"]
+__all__ = ["AdapterConfig", "BitFitConfig", "EncoderConfig", "FullConfig", "Hooks",
+           "LoRAConfig", "LoadError", "METHODS", "Method", "NO_HOOKS", "Pretrained",
+           "TINY", "TaskModel", "encode_texts", "encoder", "head", "init_encoder",
+           "init_head", "init_model", "load_pretrained", "loss", "loss_grad", "make_method",
+           "method_config", "phm_linear", "phm_weight", "pool", "predict", "tokenize"]

@@ -6,6 +6,8 @@ never numeric, so a dotted name converts back to the same tree.
 """
 
 import numpy as onp
+from autograd.builtins import DictBox, SequenceBox
+from autograd.tracer import getval
 
 
 def leaves(tree, prefix=()):
@@ -111,6 +113,7 @@ def _empty(tree):
 def merge(a, b):
     """One tree from two with disjoint leaves (dicts joined key by key, lists item by item).
     Works on autograd's traced values, so a loss can merge its trainable and frozen trees."""
+    a, b = _open_box(a), _open_box(b)
     if isinstance(a, dict) and isinstance(b, dict):
         out = dict(a)
         for k, v in b.items():
@@ -121,3 +124,13 @@ def merge(a, b):
             raise ValueError(f"cannot merge lists of lengths {len(a)} and {len(b)}")
         return [merge(x, y) for x, y in zip(a, b)]
     raise ValueError("the two trees both hold a leaf at the same path")
+
+
+def _open_box(tree):
+    """A dict or list traced by autograd (a DictBox / SequenceBox, when the whole tree is
+    the argument being differentiated) as a plain dict or list of traced items."""
+    if isinstance(tree, DictBox):
+        return {k: tree[k] for k in tree}
+    if isinstance(tree, SequenceBox) and isinstance(getval(tree), list):
+        return [tree[i] for i in range(len(tree))]
+    return tree
