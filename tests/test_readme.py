@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_minilm
+from conftest import HAVE_MINILM, needs_minilm
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -59,3 +59,14 @@ def test_demo_on_tiny_and_a_clear_error_for_an_unknown_model():
 def test_help_lists_the_commands():
     out = run_cli("--help")
     assert out.returncode == 0 and "demo" in out.stdout
+
+
+def test_readme_count_commands_run():
+    lines = [l for b in blocks("bash") for l in b.splitlines()
+             if l.startswith("python -m minicompacter count")]
+    assert lines
+    for line in lines:
+        if "minilm" in line and not HAVE_MINILM:
+            continue
+        out = run_cli(*line.split()[3:])
+        assert out.returncode == 0, (line, out.stderr)
