@@ -11,8 +11,11 @@ the tracemalloc peak of one step above what was allocated before it (NumPy repor
 buffers to tracemalloc; a separate untimed run) and the relative max abs difference of
 the outputs and gradients of the two paths. A ratio below 0.85 counts as a win beyond
 the noise (about +-10%). The script scores candidate rules for factored=None.
+Run with the allocator settings of /work/shared/PERF.md (MALLOC_*_ below): without them,
+fresh large buffers made some cases 2-8x slower depending on what ran before (both paths).
 
-    python3 bench/bench_phm.py                                    # full sweep, appended
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=8589934592 \
+        MALLOC_TOP_PAD_=268435456 python3 bench/bench_phm.py     # full sweep, appended
     python3 bench/bench_phm.py --widths 768 --phm-dims 4 --layers square --no-append
     python3 bench/bench_phm.py --widths 64,128 --tokens 256 --repeats 3 --no-append
 """
@@ -152,6 +155,8 @@ def conclusion(rows, skipped):
     rules["always factored"] = lambda r: True
     rules["never factored"] = lambda r: False
     rules["factored MACs < built MACs"] = lambda r: r["macs"][1] < r["macs"][0]
+    rules["factored MACs <= built MACs / 10"] = lambda r: 10 * r["macs"][1] <= r["macs"][0]
+    rules["min(d_in, d_out) >= 10 n r"] = lambda r: min(r["d_in"], r["d_out"]) >= 10 * r["n"] * r["r"]
     best = sum(min(r["ms"]) for r in rows)
     out.append("- candidate rules for factored=None (low-rank layers): time summed over the "
                "cases relative to always picking the faster path; cases where the rule picks "
@@ -183,7 +188,7 @@ def main(argv=None):
     rows = []
     for layer, d_in, d_out, n in todo:
         reps = args.big_repeats if max(d_in, d_out) >= 4096 else args.repeats
-        row = {"layer": layer, "d_in": d_in, "d_out": d_out, "n": n,
+        row = {"layer": layer, "d_in": d_in, "d_out": d_out, "n": n, "r": args.rank,
                **run_case(rng, args.tokens, d_in, d_out, n, args.rank, reps, args.warmup)}
         rows.append(row)
         print(f"{layer} {d_in}->{d_out} n={n}: built {row['ms'][0]:.2f} ms, factored "

@@ -21,7 +21,7 @@ The layer can be computed two ways, equal up to float rounding:
   - built: form W (one matrix product of A and B), then x @ W;
   - factored: never form W. Split x into n blocks X_a of width p; output block c is
         y_c = sum_i sum_a A_i[a, c] (X_a @ s_i) @ t_i
-    which costs about r (d_in + n^3 + n d_out) multiply-adds per row instead of d_in d_out.
+    which costs n r (d_in + n^2 + d_out) multiply-adds per row instead of d_in d_out.
 """
 
 import math
@@ -58,8 +58,16 @@ def low_rank_B(s, t):
 
 # --- the layer -------------------------------------------------------------------------
 
-# Where the factored product starts to pay: measured by bench/bench_phm.py (BENCHMARKS.md).
-FACTORED_MIN_WIDTH = 1024
+# When the factored product pays, as bench/bench_phm.py measured (BENCHMARKS.md): once it
+# does at most a tenth of the built path's multiply-adds, n r (d_in + n^2 + d_out) <=
+# d_in d_out / 10, or simply min(d_in, d_out) >= 10 n r. Narrow adapter bottlenecks with a
+# large n lose (up to 4x at 384 -> 12, n = 12); square layers win (up to 9x at 4096).
+FACTORED_MIN_RATIO = 10
+
+
+def prefers_factored(n, d_in, d_out, r):
+    """The default choice of `phm_linear` for a low-rank layer."""
+    return min(d_in, d_out) >= FACTORED_MIN_RATIO * n * r
 
 
 def phm_linear(params, x, *, shared_A=None, factored=None):
@@ -70,8 +78,8 @@ def phm_linear(params, x, *, shared_A=None, factored=None):
             optionally {"b": (d_out,)}.
     x: (..., d_in)  ->  y: (..., d_out)
     factored: True computes without building W (low-rank factors only), False builds W,
-            None picks: factored when the layer has low-rank factors and its larger
-            width is at least FACTORED_MIN_WIDTH (below that the two are within noise)."""
+            None picks by size: factored for low-rank layers with min(d_in, d_out) >= 10 n r
+            (`prefers_factored`), where it does a tenth of the work or less."""
     A = params["A"] if shared_A is None else shared_A
     if "s" in params:
         n, p, r = params["s"].shape
@@ -84,7 +92,7 @@ def phm_linear(params, x, *, shared_A=None, factored=None):
     if x.shape[-1] != n * p:
         raise ValueError(f"PHM layer expects inputs of width {n * p}, got {x.shape[-1]}.")
     if factored is None:
-        factored = "s" in params and max(n * p, n * q) >= FACTORED_MIN_WIDTH
+        factored = "s" in params and prefers_factored(n, n * p, n * q, r)
     if factored and "s" not in params:
         raise ValueError("factored=True needs the low-rank factors s and t; with a full B "
                          "the factored order costs n times more than building W.")

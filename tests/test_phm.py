@@ -80,11 +80,15 @@ def test_default_path_choice_follows_the_size_rule():
         return original(*a)
     phm._phm_factored = spy
     try:
-        for d in (phm.FACTORED_MIN_WIDTH // 2, phm.FACTORED_MIN_WIDTH):
-            params = {"s": rand(n, d // n, 1), "t": rand(n, 1, 2), "b": rand(2 * n)}
+        # (d_in, d_out, rank, factored?): an adapter's narrow bottleneck builds W, a square
+        # layer 10 n r wide or more does not
+        for d_in, d_out, r, expected in [(384, 12, 1, False), (12, 384, 1, False),
+                                         (40, 40, 1, True), (36, 36, 1, False),
+                                         (80, 80, 2, True), (80, 80, 3, False)]:
+            params = {"s": rand(n, d_in // n, r), "t": rand(n, r, d_out // n), "b": rand(d_out)}
             calls.clear()
-            mc.phm_linear(params, rand(3, d), shared_A=A)
-            assert bool(calls) == (d >= phm.FACTORED_MIN_WIDTH)
+            mc.phm_linear(params, rand(3, d_in), shared_A=A)
+            assert bool(calls) == expected, (d_in, d_out, r)
     finally:
         phm._phm_factored = original
 
