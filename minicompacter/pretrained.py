@@ -221,23 +221,37 @@ def read_tokenizer(directory):
 
 
 def tiny_tokenizer(corpus=None, vocab_size=1000):
-    """A small BERT-style WordPiece tokenizer (lower case, [CLS] a [SEP] b [SEP]) trained
-    on the spot with `tokenizers` on a corpus of texts; deterministic, no download."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers import processors, trainers
+    """A small BERT-style WordPiece tokenizer (lower case, [CLS] a [SEP] b [SEP]) for a
+    corpus of texts; deterministic, no download.
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    The vocabulary is counted rather than trained: the special tokens, every character of
+    the corpus and its "##" continuation, then the corpus's words, most frequent first (ties
+    alphabetical), up to vocab_size. (tokenizers' WordPieceTrainer breaks ties differently
+    from run to run, and a test model must be the same every time.)"""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words = Counter(w for text in (corpus if corpus is not None else TINY_CORPUS)
+                    for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for w in words for c in w})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
+    known = set(vocab)
+    for w, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if w not in known:
+            vocab.append(w)
+            known.add(w)
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                        show_progress=False)
-    tok.train_from_iterator(corpus if corpus is not None else TINY_CORPUS, trainer)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
     return tok
 
 

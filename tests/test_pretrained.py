@@ -166,6 +166,17 @@ def test_tiny_is_deterministic_and_float64_capable():
     assert mc.tokenize(a.tokenizer, ["the film was good", "not bad"])["input_ids"].shape == (2, 6)
 
 
+def test_tiny_tokenizer_is_the_same_in_every_process():
+    import hashlib
+    import subprocess
+    code = ("import json, minicompacter as mc; "
+            "print(json.dumps(sorted(mc.load_pretrained('tiny').tokenizer.get_vocab().items())))")
+    runs = {hashlib.sha256(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                          text=True, check=True).stdout.encode()).hexdigest()
+            for _ in range(3)}
+    assert len(runs) == 1
+
+
 # --- bad input ----------------------------------------------------------------------------
 
 def test_unknown_name_lists_what_is_accepted():
