@@ -115,3 +115,11 @@ def test_peft_line_format():
     s = summary({"adapter weights": 10, "adapter biases": 0, "shared A": 0, "lora weights": 0,
                  "layer norms": 5, "biases": 0, "pretrained weights": 0, "head": 0}, 100)
     assert peft_line(s) == "trainable params: 15 || all params: 110 || trainable%: 13.6364"
+
+
+@needs_minilm
+def test_count_accepts_a_checkpoint_directory():
+    from minicompacter.pretrained import minilm_dir
+    out = run_count("--model", str(minilm_dir()), "--method", "compacter++", "--json")
+    r = json.loads(out.stdout)
+    assert r["trainable"] == r["measured"] == 17_946 and r["total"] == 22_565_376
