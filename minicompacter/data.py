@@ -1,21 +1,237 @@
-"""Text to model inputs.
+"""Tasks and data: GLUE (a local directory or the hub), the synthetic suite, tokenising
+and length-bucketed batches.
 
-`tokenize` turns texts (or text pairs) into the NumPy arrays the encoder reads:
-input ids, token type ids (0 for the first text, 1 for the second) and the attention
-mask (1 real token, 0 padding), padded to the longest row of the batch and truncated to
-`max_length` tokens. (The GLUE tasks, the synthetic suite and batching come here too.)
+Splits, as the Compacter paper made them (its appendix; GLUE's test labels are hidden):
+  - tasks with fewer than 10,000 training examples (CoLA, MRPC, RTE, STS-B, WNLI): the dev
+    file is shuffled with SPLIT_SEED and cut in halves, validation (model selection) and
+    test (reported);
+  - the larger tasks (SST-2, QNLI, QQP, MNLI): 1,000 training examples, drawn with
+    SPLIT_SEED, are held out as validation, and the whole dev file is the test set.
+`train_size` then takes a seeded subset of what remains of train, stratified by label
+(STS-B: by the score rounded to an integer). Model selection never sees the test split.
+
+A local GLUE directory holds one folder per task (CoLA, SST-2, MRPC, QQP, STS-B, MNLI,
+QNLI, RTE, WNLI) with train.tsv and dev.tsv (MNLI: dev_matched.tsv): tab-separated, one
+header row, no quoting, columns `sentence, label` or `sentence1, sentence2, label`,
+integer labels as in the Hugging Face `glue` dataset, float scores for STS-B.
 """
+
+import csv
+import dataclasses
+import os
+import warnings
+from pathlib import Path
 
 import numpy as onp
 
 MAX_LENGTH = 128          # the paper's maximum sequence length
+SPLIT_SEED = 42           # fixes the validation / test split of every task
+LARGE_TASK_HOLDOUT = 1000
 
 
-def tokenize(tokenizer, texts, pairs=None, *, max_length=MAX_LENGTH):
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What a task is: its columns, labels and metric."""
+    name: str                  # as the Hugging Face glue dataset spells it
+    columns: tuple             # ("sentence",) or ("sentence1", "sentence2")
+    num_labels: int            # 1 for regression
+    label_names: tuple         # index = label id
+    metric: str                # a metrics.METRIC_KINDS entry
+    folder: str = ""           # folder in a local GLUE directory
+    dev_file: str = "dev.tsv"
+    large: bool = False        # 10,000 training examples or more
+    hub_columns: tuple = ()    # the hub's names for the text columns, if not ours
+    synthetic: bool = False
+
+    @property
+    def is_regression(self):
+        return self.num_labels == 1
+
+
+PAIR = ("sentence1", "sentence2")
+GLUE_TASKS = {t.name: t for t in [
+    Task("cola", ("sentence",), 2, ("unacceptable", "acceptable"), "matthews", "CoLA"),
+    Task("sst2", ("sentence",), 2, ("negative", "positive"), "accuracy", "SST-2", large=True),
+    Task("mrpc", PAIR, 2, ("not_equivalent", "equivalent"), "accuracy_f1", "MRPC"),
+    Task("qqp", PAIR, 2, ("not_duplicate", "duplicate"), "accuracy_f1", "QQP", large=True,
+         hub_columns=("question1", "question2")),
+    Task("stsb", PAIR, 1, (), "pearson_spearman", "STS-B"),
+    Task("mnli", PAIR, 3, ("entailment", "neutral", "contradiction"), "accuracy", "MNLI",
+         dev_file="dev_matched.tsv", large=True, hub_columns=("premise", "hypothesis")),
+    Task("qnli", PAIR, 2, ("entailment", "not_entailment"), "accuracy", "QNLI", large=True,
+         hub_columns=("question", "sentence")),
+    Task("rte", PAIR, 2, ("entailment", "not_entailment"), "accuracy", "RTE"),
+    Task("wnli", PAIR, 2, ("not_entailment", "entailment"), "accuracy", "WNLI"),
+]}
+
+
+def tasks():
+    """Every task name: the nine GLUE tasks and the synthetic suite's."""
+    from .synthetic import SYNTHETIC_TASKS
+    return list(GLUE_TASKS) + list(SYNTHETIC_TASKS)
+
+
+def get_task(name):
+    if name in GLUE_TASKS:
+        return GLUE_TASKS[name]
+    from .synthetic import SYNTHETIC_TASKS
+    if name in SYNTHETIC_TASKS:
+        s = SYNTHETIC_TASKS[name]
+        return Task(name, tuple(s.columns), s.num_labels, tuple(s.label_names), s.metric,
+                    synthetic=True)
+    raise ValueError(f"Unknown task {name!r}; the tasks are: {', '.join(tasks())}.")
+
+
+class DataError(ValueError):
+    """A data file or split that cannot be used; the message says why and what to do."""
+
+
+# --- reading ------------------------------------------------------------------------------
+
+def read_tsv(path, task):
+    """{column: list} from one normalised GLUE TSV file, every row checked."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist. A GLUE directory needs {task.folder}/train.tsv "
+                        f"and {task.folder}/{task.dev_file} (tab-separated, a header row with "
+                        f"{', '.join(task.columns + ('label',))}).")
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if not rows:
+        raise DataError(f"{path} is empty; expected a header row and examples.")
+    header, body = rows[0], rows[1:]
+    missing = [c for c in task.columns + ("label",) if c not in header]
+    if missing:
+        raise DataError(f"{path} has no column {missing} (its header: {header}); {task.name} "
+                        f"needs {list(task.columns + ('label',))}, tab-separated.")
+    if not body:
+        raise DataError(f"{path} has a header but no examples.")
+    where = {c: header.index(c) for c in task.columns + ("label",)}
+    out = {c: [] for c in where}
+    for line, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}, line {line}: {len(row)} fields, the header has "
+                            f"{len(header)}; is the file tab-separated without quoting?")
+        for c in task.columns:
+            out[c].append(row[where[c]])
+        out["label"].append(parse_label(row[where["label"]], task, f"{path}, line {line}"))
+    return out
+
+
+def parse_label(text, task, where):
+    try:
+        if task.is_regression:
+            value = float(text)
+            if not onp.isfinite(value):
+                raise ValueError
+            return value
+        value = int(text)
+        if not 0 <= value < task.num_labels:
+            raise ValueError
+        return value
+    except ValueError:
+        allowed = ("a number" if task.is_regression else
+                   ", ".join(f"{i} ({n})" for i, n in enumerate(task.label_names)))
+        raise DataError(f"{where}: unknown label {text!r} for {task.name}; expected {allowed}.")
+
+
+def glue_dir(data_dir=None):
+    """--data-dir, else $GLUE_DIR, else None (the hub)."""
+    d = data_dir or os.environ.get("GLUE_DIR")
+    return Path(d).expanduser() if d else None
+
+
+def load_raw(task, data_dir=None):
+    """DatasetDict(train, dev) of a GLUE task, from a local directory or the hub."""
+    from datasets import Dataset, DatasetDict, load_dataset
+
+    root = glue_dir(data_dir)
+    if root is not None:
+        if not root.is_dir():
+            raise DataError(f"GLUE directory {root} does not exist; give --data-dir (or set "
+                            f"GLUE_DIR) to a folder holding {task.folder}/train.tsv.")
+        return DatasetDict({
+            "train": Dataset.from_dict(read_tsv(root / task.folder / "train.tsv", task)),
+            "dev": Dataset.from_dict(read_tsv(root / task.folder / task.dev_file, task))})
+    try:
+        hub = load_dataset("nyu-mll/glue", task.name)
+    except Exception as e:
+        raise DataError(f"{task.name}: no GLUE directory given (--data-dir or GLUE_DIR) and the "
+                        f"Hugging Face hub could not provide it ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}).") from None
+    dev = "validation_matched" if task.name == "mnli" else "validation"
+    out = DatasetDict({"train": hub["train"], "dev": hub[dev]})
+    for ours, theirs in zip(PAIR, task.hub_columns):
+        out = out.rename_column(theirs, ours)
+    return out.select_columns(list(task.columns) + ["label"])
+
+
+# --- splits -------------------------------------------------------------------------------
+
+def paper_splits(task, raw):
+    """DatasetDict(train, validation, test) as the paper made them (module docstring)."""
+    from datasets import DatasetDict
+
+    rng = onp.random.default_rng(SPLIT_SEED)
+    if task.large:
+        order = rng.permutation(len(raw["train"]))
+        held, rest = order[:LARGE_TASK_HOLDOUT], order[LARGE_TASK_HOLDOUT:]
+        return DatasetDict({"train": raw["train"].select(onp.sort(rest)),
+                            "validation": raw["train"].select(onp.sort(held)),
+                            "test": raw["dev"]})
+    order = rng.permutation(len(raw["dev"]))
+    half = len(order) // 2
+    return DatasetDict({"train": raw["train"],
+                        "validation": raw["dev"].select(onp.sort(order[:half])),
+                        "test": raw["dev"].select(onp.sort(order[half:]))})
+
+
+def stratified_subset(labels, size, seed, regression=False):
+    """Indices of a seeded subset of `size`, each label (regression: rounded score) kept
+    in proportion (largest remainders)."""
+    labels = onp.asarray(labels)
+    keys = onp.rint(labels).astype(int) if regression else labels
+    rng = onp.random.default_rng(seed)
+    groups = {k: rng.permutation(onp.flatnonzero(keys == k)) for k in onp.unique(keys)}
+    exact = {k: size * len(g) / len(labels) for k, g in groups.items()}
+    take = {k: int(v) for k, v in exact.items()}
+    for k in sorted(exact, key=lambda k: (-(exact[k] - take[k]), k))[:size - sum(take.values())]:
+        take[k] += 1
+    return onp.sort(onp.concatenate([groups[k][:take[k]] for k in groups]))
+
+
+def load_task(name, *, data_dir=None, train_size=None, seed=0):
+    """DatasetDict(train, validation, test) of any task, with `label` and the text columns."""
+    task = get_task(name)
+    if task.synthetic:
+        from .synthetic import load_synthetic
+        splits = load_synthetic(name, seed=SPLIT_SEED)
+    else:
+        splits = paper_splits(task, load_raw(task, data_dir))
+    for split, ds in splits.items():
+        if len(ds) == 0:
+            raise DataError(f"{name}: the {split} split is empty; check the data files.")
+    if train_size is not None:
+        n = len(splits["train"])
+        if train_size < 1:
+            raise DataError(f"--train-size must be at least 1, got {train_size}.")
+        if train_size < n:
+            idx = stratified_subset(splits["train"]["label"], train_size, seed, task.is_regression)
+            splits["train"] = splits["train"].select(idx)
+        elif train_size > n:
+            warnings.warn(f"{name}: --train-size {train_size} is more than the {n} training "
+                          f"examples left after the validation split; using all {n}.")
+    return splits
+
+
+# --- tokenising and batching ----------------------------------------------------------------
+
+def tokenize(tokenizer, texts, pairs=None, *, max_length=MAX_LENGTH, padding=True):
     """Tokenise single texts or (text, pair) pairs with a `tokenizers.Tokenizer`.
 
-    Returns {"input_ids", "token_type_ids", "attention_mask"}, each (B, T) int64, with
-    T the longest row after truncation to max_length (a pair is truncated longest-first)."""
+    Returns {"input_ids", "token_type_ids", "attention_mask"}: with padding, (B, T) int64
+    arrays, T the longest row after truncation to max_length (a pair is truncated
+    longest-first); without, lists of lists."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if pairs is not None:
         pairs = [pairs] if isinstance(pairs, str) else list(pairs)
@@ -33,8 +249,75 @@ def tokenize(tokenizer, texts, pairs=None, *, max_length=MAX_LENGTH):
         raise ValueError("The tokenizer has no [PAD] token; minicompacter expects a BERT-style "
                          "WordPiece tokenizer.")
     tokenizer.enable_truncation(max_length)
-    tokenizer.enable_padding(pad_id=pad_id, pad_token="[PAD]")   # to the longest in the batch
+    if padding:
+        tokenizer.enable_padding(pad_id=pad_id, pad_token="[PAD]")   # to the longest in the batch
+    else:
+        tokenizer.no_padding()
     enc = tokenizer.encode_batch(texts if pairs is None else list(zip(texts, pairs)))
-    return {"input_ids": onp.array([e.ids for e in enc], dtype=onp.int64),
-            "token_type_ids": onp.array([e.type_ids for e in enc], dtype=onp.int64),
-            "attention_mask": onp.array([e.attention_mask for e in enc], dtype=onp.int64)}
+    out = {"input_ids": [e.ids for e in enc], "token_type_ids": [e.type_ids for e in enc],
+           "attention_mask": [e.attention_mask for e in enc]}
+    if padding:
+        out = {k: onp.array(v, dtype=onp.int64) for k, v in out.items()}
+    tokenizer.no_padding()
+    return out
+
+
+def encode(dataset, tokenizer, task, *, max_length=MAX_LENGTH):
+    """The dataset with `input_ids` and `token_type_ids` (unpadded), tokenised once with
+    Dataset.map(batched=True)."""
+    def fn(rows):
+        second = rows[task.columns[1]] if len(task.columns) > 1 else None
+        out = tokenize(tokenizer, rows[task.columns[0]], second, max_length=max_length,
+                       padding=False)
+        return {"input_ids": out["input_ids"], "token_type_ids": out["token_type_ids"]}
+    return dataset.map(fn, batched=True, batch_size=1000, desc=None,
+                       load_from_cache_file=False)
+
+
+class Encoded:
+    """A tokenised split held as NumPy arrays, ready to be cut into padded batches."""
+
+    def __init__(self, dataset, pad_id=0, regression=False):
+        self.ids = [onp.asarray(x, onp.int64) for x in dataset["input_ids"]]
+        self.types = [onp.asarray(x, onp.int64) for x in dataset["token_type_ids"]]
+        self.labels = onp.asarray(dataset["label"], onp.float32 if regression else onp.int64)
+        self.lengths = onp.array([len(x) for x in self.ids])
+        self.pad_id = pad_id
+
+    def __len__(self):
+        return len(self.ids)
+
+    def batch(self, index):
+        """Rows `index`, padded to the longest of them."""
+        T = int(self.lengths[index].max())
+        B = len(index)
+        ids = onp.full((B, T), self.pad_id, onp.int64)
+        types = onp.zeros((B, T), onp.int64)
+        mask = onp.zeros((B, T), onp.int64)
+        for row, i in enumerate(index):
+            n = self.lengths[i]
+            ids[row, :n], types[row, :n], mask[row, :n] = self.ids[i], self.types[i], 1
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
+                "labels": self.labels[index], "index": onp.asarray(index)}
+
+
+def batch_order(lengths, batch_size, *, seed=None, pool=50):
+    """Row indices grouped into batches of similar length.
+
+    Training (seed given): shuffle the rows, cut them into pools of `pool` batches, sort
+    each pool by length, cut it into batches, shuffle the batches: each batch is nearly
+    uniform in length (little padding) and the order is random, deterministic for a seed.
+    Evaluation (seed None): sorted by length, no shuffling."""
+    lengths = onp.asarray(lengths)
+    if seed is None:
+        order = onp.argsort(lengths, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng = onp.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    batches = []
+    step = batch_size * pool
+    for start in range(0, len(order), step):
+        chunk = order[start:start + step]
+        chunk = chunk[onp.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]

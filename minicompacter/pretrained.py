@@ -234,7 +234,10 @@ def tiny_tokenizer(corpus=None, vocab_size=1000):
 
     normalizer = normalizers.BertNormalizer(lowercase=True)
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    words = Counter(w for text in (corpus if corpus is not None else TINY_CORPUS)
+    if corpus is None:                  # everyday words and the synthetic suite's words
+        from .synthetic import vocabulary
+        corpus = TINY_CORPUS + [" ".join(vocabulary())]
+    words = Counter(w for text in corpus
                     for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
     chars = sorted({c for w in words for c in w})
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
@@ -255,8 +258,8 @@ def tiny_tokenizer(corpus=None, vocab_size=1000):
     return tok
 
 
-# A few hundred everyday English words, enough for the tiny tokenizer to split ordinary
-# sentences into known pieces.
+# A few hundred everyday English words which, with the synthetic suite's vocabulary, make
+# the tiny tokenizer's corpus.
 TINY_CORPUS = [
     "the a an this that these those it he she they we you i is are was were be been not no "
     "very really quite so too rather extremely somewhat hardly never always",

@@ -84,10 +84,12 @@ def test_count_json_and_breakdown():
 def test_count_peft_line_and_head_line_on_tiny():
     out = run_count("--model", "tiny", "--method", "lora", "--num-labels", "3")
     assert out.returncode == 0, out.stderr
-    # tiny: vocabulary 306, width 32, 2 layers, FFN 64, 128 positions -> 31,104 parameters;
+    # tiny: vocabulary 425, width 32, 2 layers, FFN 64, 128 positions:
+    # (425 + 128 + 2) * 32 + 2 * (4 * 32 * 32 + 2 * 32 * 64) + 2 * (4 * 32 + 64 + 32)
+    # + 5 * 2 * 32 = 17,760 + 16,384 + 448 + 320 = 34,912 parameters;
     # LoRA r = 8 on query and value: 2 * 2 * 8 * (32 + 32) = 2,048; head 32 * 3 + 3 = 99
-    assert "model tiny: 31,104 parameters in the base model" in out.stdout
-    assert "trainable params: 2,147 || all params: 33,251 || trainable%: 6.4569" in out.stdout
+    assert "model tiny: 34,912 parameters in the base model" in out.stdout
+    assert "trainable params: 2,147 || all params: 37,059 || trainable%: 5.7935" in out.stdout
     assert "head                            99" in out.stdout
     assert "measured by walking the trainable tree: 2,147 (agrees)" in out.stdout
 
