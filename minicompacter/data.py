@@ -265,6 +265,9 @@ def tokenize(tokenizer, texts, pairs=None, *, max_length=MAX_LENGTH, padding=Tru
 def encode(dataset, tokenizer, task, *, max_length=MAX_LENGTH):
     """The dataset with `input_ids` and `token_type_ids` (unpadded), tokenised once with
     Dataset.map(batched=True)."""
+    import datasets
+    datasets.disable_progress_bars()            # tokenising takes a second; no bar needed
+
     def fn(rows):
         second = rows[task.columns[1]] if len(task.columns) > 1 else None
         out = tokenize(tokenizer, rows[task.columns[0]], second, max_length=max_length,

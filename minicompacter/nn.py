@@ -69,6 +69,16 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)      # Python floats keep float32 f
 defvjp(erf, lambda ans, x: lambda g: g * (_TWO_OVER_SQRT_PI * np.exp(-(x * x))))
 
 
+@primitive
+def tanh(x):
+    """tanh, with the gradient written as 1 - tanh^2: autograd's own, 1 / cosh^2,
+    overflows (harmlessly, but with warnings) for |x| > 44 in float32."""
+    return onp.tanh(x)
+
+
+defvjp(tanh, lambda ans, x: lambda g: g * (1.0 - ans * ans))
+
+
 def gelu(x):
     """The exact GELU, x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)). Pretrained BERT
     checkpoints (hidden_act "gelu") were trained with this form."""
@@ -80,7 +90,7 @@ def gelu_tanh(x):
     configs: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))). Differs from the
     exact form by up to about 1e-3 per unit, enough to move a pretrained model's
     hidden states by about 3e-3."""
-    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+    return 0.5 * x * (1.0 + tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
 
 
 ACTIVATIONS = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh,

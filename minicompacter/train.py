@@ -126,7 +126,6 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
     total_steps = cfg.epochs * steps_per_epoch
     warmup = round(cfg.warmup_ratio * total_steps)
     opt = init_adamw(trainable)
-    dropout_rng = onp.random.default_rng([cfg.seed, 1])
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "seed": cfg.seed, "history": [],
              "best": None, "train_seconds": 0.0}
     settings = {"method_config": dataclasses.asdict(method.config), "train": dataclasses.asdict(cfg),
@@ -137,13 +136,12 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
         if state.get("settings", settings) != settings:
             raise ValueError(f"{out} was started with other settings; resume it with the same "
                              f"arguments, or start a new run in another --out directory.")
-        dropout_rng.bit_generator.state = state.pop("rng_state")
     state["settings"] = settings
     loss_and_grad = value_and_grad(model_lib.loss)
 
     def checkpoint_last():
         if out is not None:
-            save_last(out, trainable, opt, dict(state, rng_state=dropout_rng.bit_generator.state))
+            save_last(out, trainable, opt, state)
 
     def validate(epoch):
         scores = evaluate(trainable, frozen, enc["validation"], model, task, cfg.eval_batch_size)
@@ -152,7 +150,8 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
         if best is None or scores["score"] > best["score"] or not math.isfinite(best["score"]):
             state["best"] = {"score": scores["score"], "epoch": epoch + 1, "step": state["step"]}
             if out is not None:
-                save_adapter(out, trainable, model, base_name, task_name)
+                save_adapter(out, trainable, model, base_name, task_name,
+                             {"max_length": cfg.max_length, "eval_batch_size": cfg.eval_batch_size})
             else:
                 state["best_tree"] = trainable
         return scores
@@ -169,6 +168,9 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
                 if _stop_after_step is not None and state["step"] >= _stop_after_step:
                     raise KeyboardInterrupt
                 batch = enc["train"].batch(order[i])
+                # the dropout masks of a step come from (seed, step) alone: a resumed run
+                # draws the same ones without any generator state to restore
+                dropout_rng = onp.random.default_rng([cfg.seed, 1, state["step"]])
                 value, grads = loss_and_grad(trainable, frozen, batch, model,
                                              dropout_rng if cfg.dropout else None)
                 if not math.isfinite(float(value)):
@@ -223,3 +225,24 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
         atomic_write(out / "history.json", json.dumps(state["history"]))
     metrics["history"] = state["history"]
     return metrics
+
+
+def evaluate_checkpoint(directory, task_name=None, *, data_dir=None, pretrained=None):
+    """{"validation": ..., "test": ...} of a saved checkpoint, computed as finetune reported
+    them (same splits, maximum length and batches). The task defaults to the checkpoint's."""
+    from .checkpoint import read_config
+    from .pretrained import load_pretrained
+
+    config = read_config(directory)
+    task_name = task_name or config["task"]
+    task = get_task(task_name)
+    if task.num_labels != config["num_labels"]:
+        raise ValueError(f"{directory} holds a head with {config['num_labels']} outputs, trained "
+                         f"on {config['task']}; {task_name} needs {task.num_labels}.")
+    pretrained = pretrained or load_pretrained(config["base_model"])
+    model, trainable, frozen, config = load_adapter(directory, pretrained)
+    splits = load_task(task_name, data_dir=data_dir)
+    enc = encode_splits({s: splits[s] for s in ("validation", "test")}, pretrained, task,
+                        config.get("max_length", 128))
+    return {s: evaluate(trainable, frozen, enc[s], model, task, config.get("eval_batch_size", 64))
+            for s in ("validation", "test")}

@@ -40,7 +40,7 @@ def test_layer_norm_grad():
     check(lambda p, x: nn.layer_norm(p, x, 1e-5), p, rand(3, 4, 6))
 
 
-@pytest.mark.parametrize("fn", [nn.gelu, nn.gelu_tanh, nn.erf])
+@pytest.mark.parametrize("fn", [nn.gelu, nn.gelu_tanh, nn.erf, nn.tanh])
 def test_elementwise_grads(fn):
     check(fn, rand(4, 7, scale=2.0))
 
@@ -66,6 +66,15 @@ def test_attention_grad_with_padding_and_dropout():
 
 
 # --- values against independent formulas --------------------------------------------------
+
+def test_tanh_gradient_is_finite_and_silent_for_large_inputs():
+    import warnings
+    x = onp.array([-100.0, -50.0, 0.0, 50.0, 100.0], onp.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = grad(lambda x: np.sum(nn.gelu_tanh(x)))(x)
+    onp.testing.assert_allclose(g, [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
+
 
 def test_gelu_exact_matches_math_erf_and_tanh_form_is_close():
     x = onp.linspace(-6, 6, 101)

@@ -42,23 +42,25 @@ def run_cli(*args):
 
 
 @needs_minilm
-def test_demo_finds_the_paraphrases():
-    out = run_cli("demo")
+def test_encode_finds_the_paraphrases():
+    out = run_cli("encode")
     assert out.returncode == 0, out.stderr
     assert "'A cat is sleeping on the sofa.' -> 'The kitten naps on the couch.'" in out.stdout
     assert "'The stock market fell sharply on Monday.' -> 'Shares dropped steeply" in out.stdout
 
 
-def test_demo_on_tiny_and_a_clear_error_for_an_unknown_model():
-    assert run_cli("demo", "--model", "tiny").returncode == 0
-    out = run_cli("demo", "--model", "./no/such/dir")
+def test_encode_on_tiny_and_a_clear_error_for_an_unknown_model():
+    assert run_cli("encode", "--model", "tiny").returncode == 0
+    out = run_cli("encode", "--model", "./no/such/dir")
     assert out.returncode == 2 and "error: Unknown model './no/such/dir'" in out.stderr
     assert "Traceback" not in out.stderr
 
 
 def test_help_lists_the_commands():
     out = run_cli("--help")
-    assert out.returncode == 0 and "demo" in out.stdout
+    assert out.returncode == 0
+    for command in ("finetune", "evaluate", "compare", "count", "demo", "encode"):
+        assert command in out.stdout
 
 
 def test_readme_count_commands_run():

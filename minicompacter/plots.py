@@ -1,0 +1,62 @@
+"""The figures the command line and the notebooks draw (matplotlib, no display needed)."""
+
+import math
+
+
+def params_vs_score(rows, path=None, *, title=None):
+    """The Compacter paper's Figure 1 in small: trainable parameters (% of the base model,
+    log axis) against the task score, one point per method.
+    rows: dicts with "method", "percent" and "score". Returns the figure; saved to path if given."""
+    import matplotlib
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        if r.get("score") is None or not math.isfinite(r["score"]):
+            continue
+        ax.scatter(r["percent"], r["score"], s=40)
+        ax.annotate(r["method"], (r["percent"], r["score"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (% of the base model, log scale)")
+    ax.set_ylabel("score")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig
+
+
+def training_curves(histories, path=None, *, title=None):
+    """Training loss (left) and validation score (right) per step, one line per run.
+    histories: {label: history list from finetune}."""
+    import matplotlib
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for label, history in histories.items():
+        steps = [h["step"] for h in history if "loss" in h]
+        losses = [h["loss"] for h in history if "loss" in h]
+        k = max(1, len(losses) // 50)                        # smooth over ~2% of the run
+        smooth = [sum(losses[max(0, i - k + 1):i + 1]) / len(losses[max(0, i - k + 1):i + 1])
+                  for i in range(len(losses))]
+        ax_loss.plot(steps, smooth, label=label)
+        evals = [(h["step"], h["validation"]["score"]) for h in history if "validation" in h]
+        ax_score.plot([s for s, _ in evals], [v for _, v in evals], marker="o", label=label)
+    ax_loss.set_xlabel("step"); ax_loss.set_ylabel("training loss (smoothed)")
+    ax_score.set_xlabel("step"); ax_score.set_ylabel("validation score")
+    ax_score.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig

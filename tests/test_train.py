@@ -1,0 +1,245 @@
+"""The training loop, checkpoints and the command line on the tiny model and the
+synthetic suite (fast), plus one real run of MiniLM with Compacter++ against the
+majority-class baseline."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as onp
+import pytest
+
+import minicompacter as mc
+from minicompacter import model as model_lib
+from minicompacter.checkpoint import (CheckpointError, load_adapter, read_tensors, save_adapter)
+from minicompacter.metrics import majority_baseline
+from minicompacter.train import TrainConfig, TrainingError, evaluate_checkpoint, finetune
+from minicompacter.tree import flatten
+
+from conftest import needs_minilm
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "synthetic-sentiment"
+METHOD = mc.method_config("compacter++", reduction_factor=8)
+CFG = TrainConfig(epochs=2, batch_size=16, max_length=32, progress=False)
+METRICS_KEYS = {"task", "method", "model", "seed", "trainable_params", "total_params", "percent",
+                "validation", "test", "best_epoch", "epochs", "train_seconds", "peak_memory_mb",
+                "config"}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return mc.load_pretrained("tiny")
+
+
+@pytest.fixture(scope="module")
+def run(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return out, finetune(tiny, TASK, METHOD, CFG, train_size=160, out=out)
+
+
+def test_metrics_json_schema_and_files(run):
+    out, m = run
+    written = json.loads((out / "metrics.json").read_text())
+    assert set(written) == METRICS_KEYS
+    assert written["task"] == TASK and written["method"] == "compacter++" and written["model"] == "tiny"
+    assert set(written["validation"]) == {"accuracy", "score"} == set(written["test"])
+    assert written["percent"] == pytest.approx(100 * written["trainable_params"] / written["total_params"], abs=1e-4)
+    assert 1 <= written["best_epoch"] <= 2 and written["peak_memory_mb"] > 50
+    for f in ("adapter_model.safetensors", "adapter_config.json", "last/state.json",
+              "last/trainable.safetensors", "last/optimizer.safetensors", "history.json"):
+        assert (out / f).exists(), f
+    assert not list(out.glob(".*.tmp"))                       # no temporary file left behind
+
+
+def test_history_has_every_step_and_each_epoch(run):
+    _, m = run
+    steps = [h for h in m["history"] if "loss" in h]
+    assert [h["step"] for h in steps] == list(range(1, 21))     # 160 / 16 = 10 steps per epoch
+    assert all(onp.isfinite(h["loss"]) and h["lr"] >= 0 for h in steps)
+    assert [h["epoch"] for h in m["history"] if "validation" in h] == [0, 1]
+
+
+def test_checkpoint_holds_only_the_trainable_tree(run, tiny):
+    out, m = run
+    names = set(read_tensors(out / "adapter_model.safetensors"))
+    assert "layers.1.ffn_adapter.down.s" in names and "shared.A" in names and "head.w" in names
+    assert not any(n.startswith(("embeddings.word", "layers.0.attention.")) for n in names)
+    assert sum(read_tensors(out / "adapter_model.safetensors")[n].size for n in names) == m["trainable_params"]
+
+
+def test_evaluate_gives_the_same_numbers(run):
+    out, m = run
+    assert evaluate_checkpoint(out) == {"validation": m["validation"], "test": m["test"]}
+    cli = subprocess.run([sys.executable, "-m", "minicompacter", "evaluate", "--checkpoint", str(out),
+                          "--task", TASK], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout) == {"validation": m["validation"], "test": m["test"]}
+
+
+def test_training_lowers_the_loss(tiny):
+    m = finetune(tiny, TASK, METHOD, TrainConfig(epochs=4, batch_size=16, lr=1e-2, progress=False,
+                                                  max_length=32), train_size=96)
+    losses = [h["loss"] for h in m["history"] if "loss" in h]
+    assert onp.mean(losses[-6:]) < onp.mean(losses[:6])
+
+
+def test_resume_after_an_interrupt_gives_the_same_result(tiny, run, tmp_path):
+    _, reference = run
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny, TASK, METHOD, CFG, train_size=160, out=out, _stop_after_step=13)
+    state = json.loads((out / "last" / "state.json").read_text())
+    assert state["step"] == 13 and state["epoch"] == 1 and state["batch_in_epoch"] == 3
+    resumed = finetune(tiny, TASK, METHOD, CFG, train_size=160, out=out, resume=True)
+    for key in ("validation", "test", "best_epoch", "trainable_params"):
+        assert resumed[key] == reference[key], key
+    strip = lambda h: [{k: v for k, v in x.items()} for x in h]
+    assert strip(resumed["history"]) == strip(reference["history"])
+
+
+def test_resume_needs_the_same_settings_and_a_last_checkpoint(tiny, run, tmp_path):
+    out, _ = run
+    with pytest.raises(ValueError, match="other settings"):
+        finetune(tiny, TASK, METHOD, CFG, train_size=100, out=out, resume=True)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        finetune(tiny, TASK, METHOD, CFG, train_size=160, out=tmp_path / "new", resume=True)
+
+
+def test_non_finite_loss_stops_and_the_best_checkpoint_stays_whole(tiny, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_loss = model_lib.loss
+    def failing_loss(*args, **kw):
+        calls["n"] += 1
+        value = real_loss(*args, **kw)
+        return value * onp.nan if calls["n"] > 14 else value        # step 15 is in epoch 2
+    monkeypatch.setattr(model_lib, "loss", failing_loss)
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingError, match=r"loss became nan at step 15 \(epoch 2\); training stopped.*intact"):
+        finetune(tiny, TASK, METHOD, CFG, train_size=160, out=out)
+    monkeypatch.undo()
+    best, last = read_tensors(out / "adapter_model.safetensors"), read_tensors(out / "last" / "trainable.safetensors")
+    assert best.keys() == last.keys() and all((best[k] == last[k]).all() for k in best)
+    assert not (out / "metrics.json").exists()
+    load_adapter(out, tiny)                                     # whole and loadable
+
+
+def test_checkpoint_errors(run, tiny, tmp_path):
+    out, _ = run
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    tensors = read_tensors(bad / "adapter_model.safetensors")
+    from safetensors.numpy import save_file
+    save_file({k: v for k, v in tensors.items() if k != "shared.A"}, str(bad / "adapter_model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"missing tensors \['shared.A'\]"):
+        load_adapter(bad, tiny)
+    tensors["shared.A"] = onp.zeros((2, 2, 2), onp.float32)
+    save_file(tensors, str(bad / "adapter_model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"shared.A has shape \(2, 2, 2\), the model needs \(4, 4, 4\)"):
+        load_adapter(bad, tiny)
+    (bad / "adapter_model.safetensors").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(CheckpointError, match="cannot be read as safetensors"):
+        load_adapter(bad, tiny)
+    other = tiny._replace(config=tiny.config.__class__(**{**vars(tiny.config), "num_layers": 3}))
+    with pytest.raises(CheckpointError, match=r"trained on base model 'tiny'.*num_layers"):
+        load_adapter(out, other)
+    with pytest.raises(CheckpointError, match="adapter_config.json does not exist"):
+        load_adapter(tmp_path, tiny)
+
+
+def test_a_failed_run_overwrites_nothing(run, tiny, tmp_path):
+    out, _ = run
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="Unknown task"):
+        finetune(tiny, "no-such-task", METHOD, CFG, out=out)
+    with pytest.raises(ValueError, match="phm_dim 4 does not divide"):
+        finetune(tiny, TASK, "compacter", CFG, out=out)
+    assert before == {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+# --- the command line ---------------------------------------------------------------------
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "minicompacter", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600, **kw)
+
+
+def test_cli_finetune_and_clear_errors(tmp_path):
+    out = cli("finetune", "--task", TASK, "--method", "lora", "--model", "tiny", "--train-size", "64",
+              "--epochs", "1", "--no-progress", "--out", str(tmp_path / "lora"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "lora" / "metrics.json").read_text())["method"] == "lora"
+    bad = cli("finetune", "--task", "sst3", "--method", "lora", "--model", "tiny", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "Unknown task 'sst3'" in bad.stderr and "Traceback" not in bad.stderr
+    bad = cli("finetune", "--task", TASK, "--method", "loraa", "--model", "tiny", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "Unknown method 'loraa'" in bad.stderr
+    bad = cli("finetune", "--task", TASK, "--method", "lora", "--model", "tiny", "--out",
+              str(tmp_path / "y"), "--resume")
+    assert bad.returncode == 2 and "nothing to resume" in bad.stderr
+
+
+def wait_for(path, proc, timeout=120):
+    start = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.time() - start < timeout
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_an_interrupted_run_leaves_a_whole_checkpoint_and_resumes(tiny, tmp_path, sig):
+    out = tmp_path / "run"
+    args = ["finetune", "--task", TASK, "--method", "compacter++", "--reduction-factor", "8",
+            "--model", "tiny", "--train-size", "320", "--epochs", "12", "--batch-size", "16",
+            "--max-length", "32", "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "minicompacter", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(out / "last" / "state.json", proc)               # after epoch 1 of 12
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "continue with the same command and --resume" in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    load_adapter(out, tiny)                                    # the best checkpoint is whole
+    resumed = cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs"] == 12 and len([h for h in json.loads((out / "history.json").read_text())
+                                      if "loss" in h]) == 240
+
+
+def test_compare_and_demo_on_tiny(tmp_path):
+    out = cli("compare", "--task", TASK, "--methods", "bitfit,lora", "--model", "tiny",
+              "--train-size", "64", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "cmp"))
+    assert out.returncode == 0, out.stderr
+    assert "| bitfit |" in out.stdout and "| lora |" in out.stdout
+    assert (tmp_path / "cmp" / "params_vs_score.png").stat().st_size > 1000
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [r["method"] for r in rows] == ["bitfit", "lora"]
+    bad = cli("compare", "--task", TASK, "--methods", "bitfit,nope", "--model", "tiny")
+    assert bad.returncode == 2 and "Unknown method 'nope'" in bad.stderr
+
+
+def test_demo_on_tiny(tmp_path):
+    out = cli("demo", "--model", "tiny", "--no-progress", "--out", str(tmp_path / "demo"))
+    assert out.returncode == 0, out.stderr
+    for name in ("full", "adapter", "compacter", "compacter++", "bitfit", "lora"):
+        assert f"| {name} |" in out.stdout
+    assert (tmp_path / "demo" / "params_vs_score.png").exists()
+
+
+# --- a real run ---------------------------------------------------------------------------
+
+@needs_minilm
+def test_minilm_compacterpp_beats_the_majority_class_by_far(minilm):
+    m = finetune(minilm, TASK, "compacter++", TrainConfig(epochs=3, max_length=64, progress=False),
+                 train_size=600)
+    d = mc.data.load_task(TASK, train_size=600)
+    base = majority_baseline("accuracy", d["train"]["label"], d["test"]["label"])
+    assert base["accuracy"] <= 0.6 and m["test"]["accuracy"] >= base["accuracy"] + 0.2
