@@ -59,16 +59,9 @@ def cmd_encode(args):
 def count_one(name, shapes, pretrained, args):
     """The analytic count (and the measured one when a tree exists) for one method."""
     from .counting import base_total, count_analytic, count_measured, summary
-    from .methods import AdapterConfig, method_config
     from .model import init_model
 
-    preset = method_config(name)
-    overrides = {}
-    if isinstance(preset, AdapterConfig):
-        overrides["reduction_factor"] = args.reduction_factor
-        if preset.projection == "phm":
-            overrides["phm_dim"] = args.phm_dim
-    config = method_config(name, **overrides)
+    config = method_from_args(name, args)
     result = summary(count_analytic(config, shapes, args.num_labels), base_total(shapes))
     result = {"model": shapes.name, "method": name, **result, "measured": None,
               "config": {k: v for k, v in vars(config).items()}}
@@ -157,6 +150,8 @@ def add_training_args(p):
 
 
 def method_from_args(name, args):
+    """A method's preset with --reduction-factor and --phm-dim applied where they mean
+    something (adapter methods; PHM methods)."""
     from .methods import AdapterConfig, method_config
     preset = method_config(name)
     overrides = {}
