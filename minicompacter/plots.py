@@ -13,13 +13,15 @@ def params_vs_score(rows, path=None, *, title=None):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
+    markers = "osD^vP*Xh"
+    for i, r in enumerate(rows):
         if r.get("score") is None or not math.isfinite(r["score"]):
             continue
-        ax.scatter(r["percent"], r["score"], s=40)
-        ax.annotate(r["method"], (r["percent"], r["score"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=9)
+        ax.scatter(r["percent"], r["score"], s=50, marker=markers[i % len(markers)],
+                   label=f"{r['method']} ({r['percent']:.3g}%, {r['score']:.3f})")
     ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.12)
+    ax.legend(fontsize=8, loc="best")
     ax.set_xlabel("trainable parameters (% of the base model, log scale)")
     ax.set_ylabel("score")
     if title:
