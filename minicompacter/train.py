@@ -135,9 +135,11 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
     settings = {"method_config": dataclasses.asdict(method.config), "train": dataclasses.asdict(cfg),
                 "lr": lr, "task": task_name, "model": base_name, "train_size": train_size,
                 "train_examples": len(enc["train"]), "data_dir": str(data_dir) if data_dir else None}
+    settings = json.loads(json.dumps(settings))             # as state.json will hold them
     if resume:
         trainable, opt, state = load_last(out, trainable)
-        if state.get("settings", settings) != settings:
+        same = lambda s: {**s, "train": {k: v for k, v in s["train"].items() if k != "progress"}}
+        if same(state.get("settings", settings)) != same(settings):
             raise ValueError(f"{out} was started with other settings; resume it with the same "
                              f"arguments, or start a new run in another --out directory.")
     state["settings"] = settings

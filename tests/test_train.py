@@ -102,6 +102,17 @@ def test_resume_after_an_interrupt_gives_the_same_result(tiny, run, tmp_path):
     assert strip(resumed["history"]) == strip(reference["history"])
 
 
+def test_resume_works_for_lora_and_ignores_progress_bars(tiny, tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=16, max_length=32, progress=False)
+    out = tmp_path / "lora"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny, TASK, "lora", cfg, train_size=64, out=out, _stop_after_step=3)
+    import dataclasses
+    m = finetune(tiny, TASK, "lora", dataclasses.replace(cfg, progress=True), train_size=64,
+                 out=out, resume=True)
+    assert len([h for h in m["history"] if "loss" in h]) == 8
+
+
 def test_resume_needs_the_same_settings_and_a_last_checkpoint(tiny, run, tmp_path):
     out, _ = run
     with pytest.raises(ValueError, match="other settings"):
