@@ -110,9 +110,13 @@ def encode_splits(splits, pretrained, task, max_length):
 def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None, train_size=None,
              out=None, resume=False, base_name=None, _stop_after_step=None):
     """Fine-tune `method` (a config or a name) on a task; returns the metrics dict that is
-    also written to out/metrics.json. With `out`, the best checkpoint and DIR/last/ are
-    written as training goes; `resume` continues from out/last/."""
-    from tqdm.auto import tqdm
+    also written to out/metrics.json, plus "history" (every step and evaluation) and
+    "trainable" (the best tree). With `out`, the best checkpoint and DIR/last/ are written
+    as training goes; `resume` continues from out/last/."""
+    if cfg.progress:
+        from tqdm.auto import tqdm         # a widget in notebooks, text in a terminal
+    else:
+        from tqdm import tqdm              # disabled below; no widget warning in notebooks
 
     task = get_task(task_name)
     method = make_method(method)
@@ -229,7 +233,8 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
     if out is not None:
         atomic_write(out / "metrics.json", json.dumps(metrics, indent=2))
         atomic_write(out / "history.json", json.dumps(state["history"]))
-    metrics["history"] = state["history"]
+    metrics["history"] = state["history"]     # these two are returned, not written
+    metrics["trainable"] = best_tree
     return metrics
 
 
