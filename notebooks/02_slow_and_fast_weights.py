@@ -27,6 +27,9 @@
 # %%
 import importlib.util
 import os
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")   # no widgets needed here
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -175,7 +178,9 @@ plt.show()
 
 # %% [markdown]
 # *Figure: training loss for three initialisations of the shared $A$.* With the paper's 1e-4
-# the adapters start as the identity and the pretrained model is untouched at step 0; the
-# uniform $U(-1, 1)$ rule moves the encoder far from the pretrained model before any
-# training, and has to undo that first. (On this small task all three can end well; the
-# printed accuracies say how close they come here.)
+# the adapters start as the identity and the pretrained model is untouched at step 0; 1e-2
+# moves it by about 1e-3 and trains the same way (the two curves lie on top of each other).
+# The uniform $U(-1, 1)$ rule moves the encoder's states by more than their own size before
+# any training: in the full-size run its loss stays at chance (about 0.69) and its test
+# accuracy at 0.50, against 0.99 for the others. This is why the author recommends the
+# small normal initialisation.
