@@ -229,7 +229,7 @@ def print_comparison(rows, task, out):
     from .plots import params_vs_score
     from pathlib import Path
 
-    print(f"\n| method | trainable params | % | score | seconds | peak MB |")
+    print("\n| method | trainable params | % | score | seconds | peak MB |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['method']} | {r['trainable_params']:,} | {r['percent']:.3f} | "
@@ -243,7 +243,7 @@ def print_comparison(rows, task, out):
 
 
 def cmd_compare(args):
-    from .methods import METHODS, method_config
+    from .methods import METHODS
     names = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
     for name in names:
         method_from_args(name, args)                 # unknown names fail here, before any run

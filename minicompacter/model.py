@@ -9,7 +9,6 @@ only the adapter" means.
 
 from typing import NamedTuple
 
-import numpy as onp
 from autograd import grad
 
 from .encoder import EncoderConfig, encoder, head, init_head, pool

@@ -11,7 +11,7 @@ from autograd import grad
 from autograd.test_util import check_grads
 
 import minicompacter as mc
-from minicompacter.encoder import block, embed
+from minicompacter.encoder import block
 from minicompacter.nn import mask_bias
 from minicompacter.tree import cast, leaves
 

@@ -3,16 +3,13 @@
 encoder with each method plugged in, float32 gradients, training only what is
 trainable, and bad input."""
 
-import dataclasses
 
-import autograd.numpy as np
 import numpy as onp
 import pytest
-from autograd import grad
 from autograd.test_util import check_grads
 
 import minicompacter as mc
-from minicompacter.methods import ADAPTER_ACTIVATIONS, adapter, init_adapter, make_method
+from minicompacter.methods import ADAPTER_ACTIVATIONS, adapter, init_adapter
 from minicompacter.model import init_model
 from minicompacter.phm import low_rank_B, phm_weight
 from minicompacter.tree import count, flatten, leaves, merge, unflatten

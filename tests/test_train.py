@@ -3,7 +3,6 @@ synthetic suite (fast), plus one real run of MiniLM with Compacter++ against the
 majority-class baseline."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,10 +14,9 @@ import pytest
 
 import minicompacter as mc
 from minicompacter import model as model_lib
-from minicompacter.checkpoint import (CheckpointError, load_adapter, read_tensors, save_adapter)
+from minicompacter.checkpoint import (CheckpointError, load_adapter, read_tensors)
 from minicompacter.metrics import majority_baseline
 from minicompacter.train import TrainConfig, TrainingError, evaluate_checkpoint, finetune
-from minicompacter.tree import flatten
 
 from conftest import needs_minilm
 
