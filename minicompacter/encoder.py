@@ -10,6 +10,9 @@ methods plug in (Houlsby et al. 2019; Compacter, Mahabadi et al. 2021, Section 2
     f = slot_ffn(f)                        # `hooks.ffn_output`, identity by default
     h = LN(h + f)
 
+The layers are kernels.py's primitives with hand-written gradients; nn.py holds the plain
+versions that define them (tests/test_kernels.py runs this encoder on both and compares).
+
 The adapter sits after the sublayer's dropout and before the residual add, as
 AdapterHub places it in a post-LN block: h = LN(h + A(Dropout(Sublayer(h)))). (The T5
 reference code applies dropout after the adapter instead; PAPER.md, "What the paper
@@ -29,8 +32,8 @@ from typing import Callable, NamedTuple, Optional
 import autograd.numpy as np
 import numpy as onp
 
-from .nn import (ACTIVATIONS, attention, dense, dropout, embedding, init_attention,
-                 init_dense, init_embedding, init_layer_norm, layer_norm, mask_bias)
+from .kernels import ACTIVATIONS, attention, dense, embedding, layer_norm
+from .nn import dropout, init_attention, init_dense, init_embedding, init_layer_norm, mask_bias
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,7 +38,8 @@ import autograd.numpy as np
 import numpy as onp
 
 from .encoder import Hooks
-from .nn import ACTIVATIONS, dense, init_dense
+from .kernels import dense, linear
+from .nn import ACTIVATIONS, init_dense
 from .phm import C_INITS, W_INITS, check_phm_dim, glorot_uniform, init_phm_linear
 from .phm import init_phm_rule, phm_linear
 
@@ -169,7 +170,7 @@ def method_config(name, **overrides):
 
 def low_rank_linear(params, x):
     """y = (x s) t + b, a rank-r weight W = s t.   s: (d_in, r)  t: (r, d_out)"""
-    return (x @ params["s"]) @ params["t"] + params["b"]
+    return linear(linear(x, params["s"]), params["t"], params["b"])
 
 
 def init_projection(rng, cfg, d_in, d_out, dtype):
@@ -302,5 +303,5 @@ def _lora_hooks(cfg):
         if name not in cfg.target_modules:
             return y
         p = params["layers"][i]["lora"][name]
-        return y + ((x @ p["A"]) @ p["B"]) * scale           # (B, T, d)
+        return y + linear(linear(x, p["A"]), p["B"]) * scale   # (B, T, d): x A B alpha / r
     return Hooks(projection=projection)

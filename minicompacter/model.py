@@ -13,7 +13,8 @@ from autograd import grad
 
 from .encoder import EncoderConfig, encoder, head, init_head, pool
 from .methods import Method, make_method
-from .nn import cross_entropy, mse
+from .kernels import cross_entropy
+from .nn import mse
 from .tree import merge, split
 
 

@@ -29,6 +29,8 @@ import math
 import autograd.numpy as np
 import numpy as onp
 
+from .kernels import linear
+
 
 # --- the weight ------------------------------------------------------------------------
 
@@ -98,10 +100,9 @@ def phm_linear(params, x, *, shared_A=None, factored=None):
                          "the factored order costs n times more than building W.")
     if factored:
         y = _phm_factored(A, params["s"], params["t"], x)
-    else:
-        B = params["B"] if "s" not in params else low_rank_B(params["s"], params["t"])
-        y = x @ phm_weight(A, B)                                            # (..., d_out)
-    return y + params["b"] if "b" in params else y
+        return y + params["b"] if "b" in params else y
+    B = params["B"] if "s" not in params else low_rank_B(params["s"], params["t"])
+    return linear(x, phm_weight(A, B), params.get("b"))                     # x W + b
 
 
 def _phm_factored(A, s, t, x):

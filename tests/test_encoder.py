@@ -76,7 +76,7 @@ def test_float32_params_and_inputs_give_float32_everywhere():
     assert len(dtypes) == sum(1 for _ in leaves((p, h)))
     assert {str(t) for t in dtypes.values()} == {"float32"}, dtypes
     flowing = backward_dtypes(loss, p, h)                    # every intermediate gradient
-    assert len(flowing) > 100 and set(flowing) == {onp.dtype(onp.float32)}, set(flowing)
+    assert len(flowing) > 50 and set(flowing) == {onp.dtype(onp.float32)}, set(flowing)
 
 
 # --- the block and its slots, against a reference written out by hand -------------------

@@ -1,0 +1,98 @@
+"""What the benchmark scripts share: the machine description, the command as run, random
+realistic batches, interleaved timing, and appending a section to BENCHMARKS.md."""
+
+import datetime
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))                    # benchmark this checkout, installed or not
+import minicompacter                             # noqa: E402
+
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+HEADER = """# Benchmarks
+
+This file collects benchmark tables appended by the scripts under `bench/`, one section
+per run, with the date, the exact command and the machine. The machine is noisy (about
++-10% between runs, occasional larger outliers), so compare the ratios measured within
+one run (minicompacter against PyTorch on the same inputs, interleaved), never absolute
+times from different runs.
+"""
+# Environment variables that change the timings; shown in the recorded command when set.
+PERF_ENV = ("PYTHONPATH", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+            "OPENBLAS_L2_SIZE", "MKL_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_",
+            "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MINICOMPACTER_MALLOPT")
+
+
+def make_batch(rng, B, T):
+    """Random ids in [1000, 30000), [CLS]=101 first and [SEP]=102 last, mask all ones."""
+    ids = rng.integers(1000, 30000, size=(B, T), dtype=np.int64)
+    ids[:, 0], ids[:, -1] = 101, 102
+    return {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
+            "attention_mask": np.ones_like(ids)}
+
+
+def parse_shapes(text):
+    """"32x128,16x64" -> [(32, 128), (16, 64)]"""
+    return [tuple(int(n) for n in s.lower().split("x")) for s in text.split(",")]
+
+
+def time_interleaved(fns, warmup, repeats):
+    """Warm each function up, then time them in turn `repeats` times; seconds per function."""
+    for _ in range(warmup):
+        for f in fns:
+            f()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for f, t in zip(fns, times):
+            start = time.perf_counter()
+            f()
+            t.append(time.perf_counter() - start)
+    return times
+
+
+def blas_info():
+    """NumPy's BLAS library and thread count, from threadpoolctl when it is installed."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:                          # the build-time name only, no thread count
+        blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+        return (f"{blas.get('name', '?')} {blas.get('version', '')} (from numpy's build "
+                f"config; threadpoolctl not installed, thread count not checked)")
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    return "; ".join(f"{p['internal_api']} {p.get('version')} {p.get('architecture', '')}, "
+                     f"{p['num_threads']} threads ({Path(p['filepath']).name})" for p in pools)
+
+
+def machine(extra=()):
+    """One-line descriptions of the CPU and the libraries, plus any `extra` lines."""
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor() or "unknown")
+    return [f"CPU: {cpu}, {os.cpu_count()} cores", f"Python {platform.python_version()}, "
+            f"numpy {np.__version__}, minicompacter {minicompacter.__version__}",
+            f"NumPy BLAS: {blas_info()}", *extra]
+
+
+def command():
+    """The command line as run, with the performance-relevant environment variables."""
+    env = [f"{k}={shlex.quote(os.environ[k])}" for k in PERF_ENV if k in os.environ]
+    line = shlex.join([sys.executable, *sys.argv])
+    return line if not env else " ".join(env) + " " + line
+
+
+def append_section(title, notes, body, path=BENCHMARKS):
+    """Append '## title (date)', the command, the machine and note lines, then `body`."""
+    if not path.exists():
+        path.write_text(HEADER)
+    stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    section = (f"\n## {title} ({stamp})\n\n```\n{command()}\n```\n\n"
+               + "".join(f"- {line}\n" for line in notes) + f"\n{body}\n")
+    with open(path, "a") as f:
+        f.write(section)
+    print(f"\nappended to {path}")

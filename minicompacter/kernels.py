@@ -1,0 +1,462 @@
+"""Fast versions of nn.py's layers: autograd primitives with hand-written gradients.
+
+Read nn.py first: its plain functions say what is computed, and autograd differentiates
+them with no help. The functions here compute the same things (tests/test_kernels.py
+checks values and gradients against nn.py, in float64 with central differences) but
+tell autograd the gradient directly, for four reasons found by profiling a training step
+(BENCHMARKS.md, "Profile"):
+
+- Fewer, larger temporaries. Autograd records every elementwise operation of a plain
+  layer norm, GELU or softmax and keeps its inputs until the backward pass; one primitive
+  keeps only what its gradient needs, and its forward works in place.
+- Statistics computed once. A layer norm's mean and 1/std, a GELU's Phi(x), attention's
+  probabilities are computed on the untraced value (`getval`) and handed to the primitive
+  as constants, so the backward pass reuses them instead of recomputing them. (This makes
+  the primitives first-order only: autograd's grad of grad would treat those constants as
+  constants. Training needs first order.)
+- One 2-D GEMM per dense layer. `x @ w` with x of shape (B, T, d) makes autograd compute
+  the weight gradient as B batched products and a sum; `linear` flattens the rows, and a
+  frozen weight's backward is only dy @ W^T: the input x is not kept for it.
+- Both cores for the exact GELU: SciPy's float32 erf runs one element at a time on one
+  core (about 11 ns an element), so `gelu_and_cdf` splits large arrays over two threads;
+  so do the elementwise parts of attention and of the GELU's gradient (`in_halves`).
+
+Everything stays in the input's dtype: float32 in, float32 out, gradients included.
+"""
+
+import ctypes
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import autograd.numpy as anp
+import numpy as onp
+import scipy.special
+from autograd.extend import defvjp, primitive
+from autograd.tracer import getval, isbox
+
+from .nn import gelu_tanh
+
+# --- work split over the cores -----------------------------------------------------------
+#
+# minicompacter runs OpenBLAS on one thread and splits its own work over a pool of one
+# thread per core: large matrix products by rows, elementwise loops by halves, attention
+# by batch. NumPy and SciPy release the GIL inside their loops, so the threads run truly
+# in parallel. Why not OpenBLAS's own threads: after each product its idle workers spin
+# for a while (about 2^28 cycles) before sleeping, which takes a core away from the
+# elementwise work between products; on this 2-core machine a training step took about
+# 1.4 times longer so (BENCHMARKS.md, "Profile"). MINICOMPACTER_THREADS=1 turns the pool
+# off and leaves OpenBLAS alone.
+
+def _blas_thread_functions():
+    """(set_num_threads, get_num_threads) of the OpenBLAS that NumPy loaded, or None: found
+    through /proc/self/maps (Linux); with another BLAS, or elsewhere, None."""
+    try:
+        paths = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line.lower()}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("openblas", "scipy_openblas"):
+            for suffix in ("", "64_"):
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if setter is not None and getter is not None:
+                    return setter, getter
+    return None
+
+
+def tune_malloc():
+    """glibc's allocator, set as ../PERF.md measured it to pay (10-35% of a step): blocks up
+    to 32 MiB come from the heap instead of fresh mmaps, which the kernel zeroes and
+    page-faults on every use, and freed memory is kept for the next step rather than
+    returned to the system at once (M_TRIM_THRESHOLD 2 GiB, M_TOP_PAD 256 MiB). Applied
+    on import unless MINICOMPACTER_MALLOPT=0; a no-op without glibc. Returns whether it
+    applied."""
+    if os.environ.get("MINICOMPACTER_MALLOPT", "1") == "0":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    return all(mallopt(option, value) == 1 for option, value in (
+        (M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, (2 << 30) - 1), (M_TOP_PAD, 256 << 20)))
+
+
+MALLOC_TUNED = tune_malloc()
+
+
+def _pool_size():
+    value = os.environ.get("MINICOMPACTER_THREADS", "")
+    try:
+        return max(1, int(value)) if value else max(1, os.cpu_count() or 1)
+    except ValueError:
+        raise ValueError(f"MINICOMPACTER_THREADS must be a whole number of threads, got "
+                         f"{value!r}; unset it to use every core.") from None
+
+
+THREADS = _pool_size()
+_POOL = None
+if THREADS > 1:
+    _POOL = ThreadPoolExecutor(THREADS, thread_name_prefix="minicompacter")
+    _blas = _blas_thread_functions()
+    if _blas is not None:
+        _blas[0](1)
+_CHUNK = 1 << 16                 # elements per block of a chain of elementwise passes (256 KiB)
+_PARALLEL_MIN = 1 << 18          # elements (or multiply-adds / 16) below which one thread is faster
+
+
+def in_parts(fn, n, size, chunk=None):
+    """Call fn(rows) for contiguous slices covering range(n): one part per pool thread when
+    the work (`size` elements) is large enough to pay for the threads, else one part; each
+    part is handed to fn `chunk` rows at a time (all at once if None), so that a chain of
+    elementwise passes works on a block that stays in the core's cache instead of
+    streaming the whole array through memory once per pass. fn writes its results into
+    preallocated arrays."""
+    parts = min(THREADS, n) if _POOL is not None and size >= _PARALLEL_MIN else 1
+    bounds = [n * i // parts for i in range(parts + 1)]
+
+    def run(lo, hi):
+        step = hi - lo if chunk is None else max(1, chunk)
+        for start in range(lo, hi, step):
+            fn(slice(start, min(start + step, hi)))
+    if parts <= 1:
+        run(0, n)
+        return
+    futures = [_POOL.submit(run, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+    for future in futures:
+        future.result()
+
+
+def _rows(x):
+    """x as a 2-D array of rows: (..., d) -> (N, d), a view when it can be."""
+    return x.reshape(-1, x.shape[-1])
+
+
+def matmul_rows(a, b, bias=None):
+    """a @ b (+ bias) for 2-D a, b, the rows of a split over the threads."""
+    out = onp.empty((a.shape[0], b.shape[1]), onp.result_type(a, b))
+
+    def work(rows):
+        onp.matmul(a[rows], b, out=out[rows])
+        if bias is not None:
+            out[rows] += bias
+    in_parts(work, a.shape[0], a.shape[0] * a.shape[1] * b.shape[1] // 16)
+    return out
+
+
+# --- dense ------------------------------------------------------------------------------
+
+@primitive
+def linear(x, w, b=None):
+    """y = x @ w + b as one 2-D matrix product with the bias added in place.
+    x: (..., d_in)  w: (d_in, d_out)  b: (d_out,) or None  ->  (..., d_out)"""
+    return matmul_rows(_rows(x), w, b).reshape(x.shape[:-1] + (w.shape[1],))
+
+
+def _linear_dw(ans, x, w, b=None):
+    def vjp(g):                                                  # x^T dy, by rows of dw
+        xr, gr = _rows(x), _rows(g)
+        return matmul_rows(xr.T, gr)
+    return vjp
+
+
+defvjp(linear,
+       lambda ans, x, w, b=None: lambda g: matmul_rows(_rows(g), w.T).reshape(x.shape),  # dy W^T
+       _linear_dw,
+       lambda ans, x, w, b=None: lambda g: _rows(g).sum(axis=0))                        # sum dy
+
+
+def dense(params, x):
+    """nn.dense as a primitive: y = x @ w + b."""
+    return linear(x, params["w"], params["b"])
+
+
+# --- embedding --------------------------------------------------------------------------
+
+@primitive
+def embedding(table, ids):
+    """nn.embedding as a primitive: rows of the table.  table: (V, d)  ids: (...) int"""
+    return table[ids]
+
+
+def _embedding_dtable(ans, table, ids):
+    def vjp(g):
+        # The gradient of each row used: the sum of the gradients at its positions. Sorting
+        # the ids and summing runs with add.reduceat beats autograd's np.add.at several times.
+        flat = onp.asarray(ids).reshape(-1)
+        order = onp.argsort(flat, kind="stable")
+        sorted_ids = flat[order]
+        starts = onp.flatnonzero(onp.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+        out = onp.zeros(table.shape, g.dtype)
+        out[sorted_ids[starts]] = onp.add.reduceat(_rows(g)[order], starts, axis=0)
+        return out
+    return vjp
+
+
+defvjp(embedding, _embedding_dtable, None)
+
+
+# --- layer norm -------------------------------------------------------------------------
+
+def normalize(x, g, b, eps):
+    """(y, xhat, rstd) for y = xhat * g + b, xhat = (x - mu) * rstd, rstd = 1 / sqrt(var + eps)
+    over the last axis; untraced, rows split over the threads."""
+    x = _rows(onp.asarray(x))
+    N, d = x.shape
+    y, xhat = onp.empty_like(x), onp.empty_like(x)
+    rstd = onp.empty((N, 1), x.dtype)
+
+    def work(rows):
+        xh = xhat[rows]
+        onp.subtract(x[rows], x[rows].sum(axis=-1, keepdims=True) * (1.0 / d), out=xh)
+        r = rstd[rows]
+        r[:, 0] = onp.einsum("ni,ni->n", xh, xh)
+        r *= 1.0 / d
+        r += eps
+        onp.sqrt(r, out=r)
+        onp.reciprocal(r, out=r)
+        xh *= r
+        onp.multiply(xh, g, out=y[rows])
+        y[rows] += b
+    in_parts(work, N, x.size, chunk=_CHUNK // d)
+    return y, xhat, rstd
+
+
+@primitive
+def _layer_norm(x, g, b, y, xhat, rstd):
+    """Returns y, computed by `normalize`; here to attach the gradient."""
+    return y
+
+
+def _layer_norm_dx(ans, x, g, b, y, xhat, rstd):
+    d = xhat.shape[-1]
+
+    def vjp(dy):
+        # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * g
+        dy = _rows(dy)
+        dx = onp.empty_like(xhat)
+
+        def work(rows):
+            dxh, xh = dx[rows], xhat[rows]
+            onp.multiply(dy[rows], g, out=dxh)
+            mean_dxhat_xhat = onp.einsum("ni,ni->n", dxh, xh)[:, None] * (1.0 / d)
+            dxh -= dxh.sum(axis=-1, keepdims=True) * (1.0 / d)
+            dxh -= xh * mean_dxhat_xhat
+            dxh *= rstd[rows]
+        in_parts(work, dx.shape[0], dx.size, chunk=_CHUNK // d)
+        return dx.reshape(x.shape)
+    return vjp
+
+
+defvjp(_layer_norm, _layer_norm_dx,
+       lambda ans, x, g, b, y, xhat, rstd: lambda dy: onp.einsum("ni,ni->i", _rows(dy), xhat),
+       lambda ans, x, g, b, y, xhat, rstd: lambda dy: _rows(dy).sum(axis=0),
+       None, None, None)
+
+
+def layer_norm(params, x, eps=1e-12):
+    """nn.layer_norm as a primitive: the statistics are computed once, in the forward pass,
+    and kept for the backward pass."""
+    g, b = params["g"], params["b"]
+    y, xhat, rstd = normalize(getval(x), getval(g), getval(b), eps)
+    return _layer_norm(x, g, b, y.reshape(x.shape), xhat, rstd)
+
+
+# --- GELU -------------------------------------------------------------------------------
+
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def gelu_and_cdf(x):
+    """(x Phi(x), Phi(x)) with Phi(x) = (1 + erf(x / sqrt 2)) / 2, untraced, in x's dtype.
+    SciPy's erf is exact but slow (one element at a time): large arrays use both cores."""
+    x = onp.ascontiguousarray(x)
+    y, cdf = onp.empty_like(x), onp.empty_like(x)
+    fx, fy, fc = x.reshape(-1), y.reshape(-1), cdf.reshape(-1)
+
+    def work(rows):
+        c = fc[rows]
+        onp.multiply(fx[rows], _INV_SQRT_2, out=c)
+        scipy.special.erf(c, out=c)
+        c += 1.0
+        c *= 0.5
+        onp.multiply(fx[rows], c, out=fy[rows])
+    in_parts(work, fx.size, fx.size, chunk=_CHUNK)
+    return y, cdf
+
+
+@primitive
+def _gelu(x, y, cdf):
+    """Returns y = x Phi(x), computed by `gelu_and_cdf`; here to attach the gradient."""
+    return y
+
+
+def _gelu_dx(ans, x, y, cdf):
+    def vjp(g):
+        # d/dx x Phi(x) = Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+        g = onp.ascontiguousarray(g)
+        out = onp.empty_like(g)
+        fx, fc, fg, fo = x.reshape(-1), cdf.reshape(-1), g.reshape(-1), out.reshape(-1)
+
+        def work(rows):
+            d = fo[rows]
+            onp.multiply(fx[rows], fx[rows], out=d)
+            d *= -0.5
+            onp.exp(d, out=d)
+            d *= fx[rows]
+            d *= _INV_SQRT_2PI
+            d += fc[rows]
+            d *= fg[rows]
+        in_parts(work, fx.size, fx.size, chunk=_CHUNK)
+        return out
+    return vjp
+
+
+defvjp(_gelu, _gelu_dx, None, None)
+
+
+def gelu(x):
+    """nn.gelu (the exact form) as a primitive: Phi(x) is computed once and kept for the
+    backward pass, which then needs only phi(x)."""
+    y, cdf = gelu_and_cdf(getval(x))
+    return _gelu(x, y, cdf)
+
+
+ACTIVATIONS = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh,
+               "gelu_tanh": gelu_tanh}
+
+
+# --- attention --------------------------------------------------------------------------
+
+def _heads(qkv, num_heads):
+    """(B, T, 3 d) -> q, k, v each (B, h, T, d_h), views."""
+    B, T, three_d = qkv.shape
+    dh = three_d // (3 * num_heads)
+    x = qkv.reshape(B, T, 3, num_heads, dh).transpose(2, 0, 3, 1, 4)    # (3, B, h, T, dh)
+    return x[0], x[1], x[2]
+
+
+def attention_probs(qkv, bias, num_heads):
+    """softmax(q k^T / sqrt(d_h) + bias), untraced, in place, each half of the batch on
+    its own core.  qkv: (B, T, 3 d)  bias: (B, 1, 1, T)  ->  (B, h, T, T)"""
+    q, k, _ = _heads(qkv, num_heads)
+    B, h, T, dh = q.shape
+    p = onp.empty((B, h, T, T), qkv.dtype)
+    padded = bool(onp.any(bias))                 # no padding: the bias is all zeros
+
+    def work(rows):
+        s = p[rows]
+        onp.matmul(q[rows] * (1.0 / math.sqrt(dh)), k[rows].swapaxes(-1, -2), out=s)
+        if padded:
+            s += bias[rows]
+        s -= s.max(axis=-1, keepdims=True)
+        onp.exp(s, out=s)
+        s *= 1.0 / s.sum(axis=-1, keepdims=True)
+    in_parts(work, B, p.size, chunk=max(1, _CHUNK // (h * T * T)))
+    return p
+
+
+@primitive
+def _attend(qkv, p, keep, dropped, num_heads):
+    """The heads of dropped @ v, merged: (B, T, d). dropped = p * keep (keep: the scaled
+    dropout mask, None without dropout); p and keep are there for the gradient."""
+    _, _, v = _heads(qkv, num_heads)
+    B, h, T, dh = v.shape
+    ctx = onp.empty((B, T, h, dh), qkv.dtype)
+    ctx_heads = ctx.transpose(0, 2, 1, 3)                               # (B, h, T, dh) view
+
+    def work(rows):
+        onp.matmul(dropped[rows], v[rows], out=ctx_heads[rows])
+    in_parts(work, B, dropped.size, chunk=max(1, _CHUNK // (h * T * T)))
+    return ctx.reshape(B, T, h * dh)
+
+
+def _attend_dqkv(ans, qkv, p, keep, dropped, num_heads):
+    q, k, v = _heads(qkv, num_heads)
+    B, h, T, dh = q.shape
+    scale = 1.0 / math.sqrt(dh)
+
+    def vjp(g):
+        g = g.reshape(B, T, h, dh).transpose(0, 2, 1, 3)                # (B, h, T, dh)
+        out = onp.empty(qkv.shape, qkv.dtype)
+        dq, dk, dv = _heads(out, num_heads)                             # views into out
+
+        def work(rows):
+            onp.matmul(dropped[rows].swapaxes(-1, -2), g[rows], out=dv[rows])   # dropped^T g
+            ds = g[rows] @ v[rows].swapaxes(-1, -2)                     # d dropped
+            if keep is not None:
+                ds *= keep[rows]                                        # d p
+            pr = p[rows]
+            ds -= onp.einsum("...i,...i->...", ds, pr)[..., None]       # softmax's Jacobian:
+            ds *= pr                                                    # p * (dp - <dp, p>)
+            onp.matmul(ds, k[rows], out=dq[rows])
+            onp.matmul(ds.swapaxes(-1, -2), q[rows], out=dk[rows])
+            dq[rows] *= scale
+            dk[rows] *= scale
+        in_parts(work, B, p.size, chunk=max(1, _CHUNK // (h * T * T)))
+        return out
+    return vjp
+
+
+defvjp(_attend, _attend_dqkv, None, None, None, None)
+
+
+def attention(params, x, bias, num_heads, *, dropout_rate=0.0, rng=None, project=None):
+    """nn.attention with one fused query/key/value product and one primitive for the
+    attention core (scores, softmax, dropout, context), whose gradient is written out.
+    Same arguments and result as nn.attention."""
+    names = ("query", "key", "value")
+    if any(isbox(params[n][k]) for n in names for k in ("w", "b")):      # trained: traced
+        w = anp.concatenate([params[n]["w"] for n in names], axis=1)
+        b = anp.concatenate([params[n]["b"] for n in names])
+    else:
+        w = onp.concatenate([params[n]["w"] for n in names], axis=1)    # (d, 3 d)
+        b = onp.concatenate([params[n]["b"] for n in names])            # (3 d,)
+    qkv = linear(x, w, b)                                               # (B, T, 3 d)
+    if project is not None:
+        d = x.shape[-1]
+        qkv = anp.concatenate([project(n, x, qkv[..., j * d:(j + 1) * d])
+                               for j, n in enumerate(names)], axis=-1)
+    p = attention_probs(getval(qkv), bias, num_heads)                   # (B, h, T, T), constant
+    keep, dropped = None, p
+    if rng is not None and dropout_rate > 0.0:                          # as nn.dropout
+        keep = (rng.random(p.shape, dtype=onp.float32) >= dropout_rate).astype(p.dtype)
+        keep *= 1.0 / (1.0 - dropout_rate)
+        dropped = p * keep
+    ctx = _attend(qkv, p, keep, dropped, num_heads)                     # (B, T, d)
+    y = linear(ctx, params["output"]["w"], params["output"]["b"])
+    return y if project is None else project("output", ctx, y)
+
+
+# --- cross-entropy ------------------------------------------------------------------------
+
+@primitive
+def _nll(logits, labels, logp):
+    return -logp[onp.arange(len(labels)), labels].sum() * (1.0 / len(labels))
+
+
+def _nll_dlogits(ans, logits, labels, logp):
+    def vjp(g):
+        d = onp.exp(logp)                                               # softmax
+        d[onp.arange(len(labels)), labels] -= 1.0
+        d *= g * (1.0 / len(labels))
+        return d.astype(logits.dtype, copy=False)
+    return vjp
+
+
+defvjp(_nll, _nll_dlogits, None, None)
+
+
+def cross_entropy(logits, labels):
+    """nn.cross_entropy as a primitive: mean -log softmax(logits)[label], gradient
+    (softmax - onehot) / B."""
+    z = getval(logits)
+    z = z - z.max(axis=-1, keepdims=True)
+    logp = z - onp.log(onp.exp(z).sum(axis=-1, keepdims=True))
+    return _nll(logits, onp.asarray(labels), logp)

@@ -1,0 +1,194 @@
+"""kernels.py against nn.py: each fast primitive gives the plain version's values and
+gradients (float64, central differences through autograd.test_util.check_grads, and
+autograd's own gradient of the plain version), with and without the thread split; the
+encoder built from the primitives equals the encoder built from nn.py; float32 stays
+float32; the thread and allocator settings behave as documented."""
+
+import importlib
+import subprocess
+import sys
+
+import numpy as onp
+import pytest
+from autograd import grad
+from autograd.test_util import check_grads
+
+import minicompacter as mc
+from minicompacter import kernels, nn
+from minicompacter.model import init_model, loss
+from minicompacter.tree import flatten, tree_map
+
+
+@pytest.fixture(params=["one thread", "split"])
+def split(request, monkeypatch):
+    """Run each test once on one thread and once with every array split over the pool in
+    blocks of 7 rows (odd sizes on purpose), so both code paths are checked."""
+    if request.param == "split":
+        if kernels.THREADS < 2:
+            pytest.skip("one core: the pool is off")
+        monkeypatch.setattr(kernels, "_PARALLEL_MIN", 0)
+        monkeypatch.setattr(kernels, "_CHUNK", 7)
+    else:
+        monkeypatch.setattr(kernels, "_PARALLEL_MIN", 1 << 60)
+    return request.param
+
+
+def rand(rng, *shape, dtype=onp.float64):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def same_value_and_grads(fast, plain, args, argnums, rtol=1e-10):
+    """fast(*args) == plain(*args); for each argnum the gradient of a random projection
+    agrees, and check_grads passes on the fast one."""
+    onp.testing.assert_allclose(fast(*args), plain(*args), rtol=rtol, atol=1e-12)
+    w = onp.random.default_rng(9).standard_normal(onp.shape(plain(*args)))
+    for i in argnums:
+        gf = grad(lambda *a: (fast(*a) * w).sum(), i)(*args)
+        gp = grad(lambda *a: (plain(*a) * w).sum(), i)(*args)
+        ff, fp = flatten({"g": gf}), flatten({"g": gp})
+        assert ff.keys() == fp.keys()
+        for key in ff:
+            onp.testing.assert_allclose(ff[key], fp[key], rtol=1e-9, atol=1e-11, err_msg=key)
+        check_grads(fast, argnum=i, modes=["rev"], order=1)(*args)
+
+
+def test_linear_matches_dense(split):
+    rng = onp.random.default_rng(0)
+    params = {"w": rand(rng, 6, 5), "b": rand(rng, 5)}
+    x = rand(rng, 3, 4, 6)
+    same_value_and_grads(lambda x, w, b: kernels.linear(x, w, b),
+                         lambda x, w, b: nn.dense({"w": w, "b": b}, x),
+                         (x, params["w"], params["b"]), (0, 1, 2))
+    same_value_and_grads(lambda x, w: kernels.linear(x, w), lambda x, w: x @ w,
+                         (x, params["w"]), (0, 1))
+
+
+def test_layer_norm_matches_plain(split):
+    rng = onp.random.default_rng(1)
+    x, g, b = rand(rng, 3, 5, 8) * 3 + 1, rand(rng, 8), rand(rng, 8)
+    same_value_and_grads(lambda x, g, b: kernels.layer_norm({"g": g, "b": b}, x, 1e-12),
+                         lambda x, g, b: nn.layer_norm({"g": g, "b": b}, x, 1e-12),
+                         (x, g, b), (0, 1, 2))
+
+
+def test_gelu_matches_plain(split):
+    rng = onp.random.default_rng(2)
+    x = rand(rng, 4, 9, 11) * 3
+    x[0, 0, :3] = (0.0, -30.0, 30.0)            # Phi's extremes
+    same_value_and_grads(kernels.gelu, nn.gelu, (x,), (0,))
+
+
+def test_embedding_matches_indexing_with_repeated_ids():
+    rng = onp.random.default_rng(3)
+    table = rand(rng, 10, 4)
+    ids = onp.array([[1, 3, 3, 9], [0, 3, 1, 1]])
+    same_value_and_grads(lambda t: kernels.embedding(t, ids), lambda t: nn.embedding(t, ids),
+                         (table,), (0,))
+
+
+def test_cross_entropy_matches_plain():
+    rng = onp.random.default_rng(4)
+    logits = rand(rng, 6, 3) * 4
+    labels = onp.array([0, 2, 1, 1, 0, 2])
+    same_value_and_grads(lambda z: kernels.cross_entropy(z, labels),
+                         lambda z: nn.cross_entropy(z, labels), (logits,), (0,))
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_attention_matches_plain_with_padding_dropout_and_hook(split, dropout):
+    rng = onp.random.default_rng(5)
+    d, heads, B, T = 12, 3, 3, 5
+    params = nn.init_attention(rng, d, std=0.5, dtype=onp.float64)
+    x = rand(rng, B, T, d)
+    mask = onp.ones((B, T))
+    mask[1, 3:] = 0
+    mask[2, 1:] = 0
+    bias = nn.mask_bias(mask, onp.float64)
+    lora = {"A": rand(rng, d, 2), "B": rand(rng, 2, d)}
+
+    def project(name, inp, y):                  # a LoRA-like hook on query and value
+        return y + (inp @ lora["A"]) @ lora["B"] if name in ("query", "value") else y
+
+    def run(impl, hook):
+        def f(x, p):
+            r = onp.random.default_rng(7) if dropout else None
+            return impl(p, x, bias, heads, dropout_rate=dropout, rng=r,
+                        project=project if hook else None)
+        return f
+    for hook in (False, True):
+        same_value_and_grads(run(kernels.attention, hook), run(nn.attention, hook),
+                             (x, params), (0, 1))
+
+
+@pytest.mark.parametrize("method", ["compacter", "lora", "bitfit", "full"])
+def test_encoder_on_kernels_equals_encoder_on_nn(tiny64, monkeypatch, method):
+    """The same model, loss and gradient with every primitive swapped for its plain version."""
+    config = mc.method_config(method, **({"reduction_factor": 8} if method == "compacter" else {}))
+    model, trainable, frozen = init_model(onp.random.default_rng(0), tiny64, config)
+    # move every trained weight off its start (zero up-projections, LoRA's B = 0), so that
+    # each adapter and hook changes the output
+    trainable = tree_map(lambda v: v + 0.05, trainable)
+    batch = mc.tokenize(tiny64.tokenizer, ["a good film", "not bad at all, really"])
+    batch["labels"] = onp.array([1, 0])
+
+    def value_and_grads():
+        r = onp.random.default_rng(3)
+        return (loss(trainable, frozen, batch, model, onp.random.default_rng(3)),
+                grad(loss)(trainable, frozen, batch, model, r))
+    fast = value_and_grads()
+    encoder_lib = importlib.import_module("minicompacter.encoder")
+    for name in ("attention", "dense", "embedding", "layer_norm"):
+        monkeypatch.setattr(encoder_lib, name, getattr(nn, name))
+    monkeypatch.setattr(encoder_lib, "ACTIVATIONS", nn.ACTIVATIONS)
+    monkeypatch.setattr("minicompacter.model.cross_entropy", nn.cross_entropy)
+    monkeypatch.setattr("minicompacter.methods.dense", nn.dense)
+
+    def plain_linear(x, w, b=None):
+        return x @ w if b is None else x @ w + b
+    monkeypatch.setattr("minicompacter.methods.linear", plain_linear)
+    monkeypatch.setattr("minicompacter.phm.linear", plain_linear)
+    plain = value_and_grads()
+    onp.testing.assert_allclose(fast[0], plain[0], rtol=1e-10)
+    flat_fast, flat_plain = flatten(fast[1]), flatten(plain[1])
+    assert flat_fast.keys() == flat_plain.keys()
+    for key in flat_fast:
+        onp.testing.assert_allclose(flat_fast[key], flat_plain[key], rtol=1e-8, atol=1e-12,
+                                    err_msg=key)
+
+
+def test_float32_primitives_return_and_backpropagate_float32(split):
+    rng = onp.random.default_rng(6)
+    x = rand(rng, 2, 3, 8, dtype=onp.float32)
+    ln = {"g": onp.ones(8, onp.float32), "b": onp.zeros(8, onp.float32)}
+    attn = nn.init_attention(rng, 8)
+    bias = nn.mask_bias(onp.ones((2, 3)), onp.float32)
+    fns = {"gelu": kernels.gelu, "layer_norm": lambda x: kernels.layer_norm(ln, x),
+           "linear": lambda x: kernels.linear(x, attn["query"]["w"], attn["query"]["b"]),
+           "attention": lambda x: kernels.attention(attn, x, bias, 2)}
+    for name, f in fns.items():
+        assert f(x).dtype == onp.float32, name
+        assert grad(lambda x: f(x).sum())(x).dtype == onp.float32, name
+
+
+def test_gelu_float32_is_within_float32_rounding_of_the_exact_value():
+    x = onp.linspace(-8, 8, 20001, dtype=onp.float32)
+    exact = nn.gelu(x.astype(onp.float64))
+    assert onp.max(onp.abs(kernels.gelu(x) - exact)) < 1e-6
+
+
+def _import_in_subprocess(env_value, code):
+    import os
+    env = dict(os.environ, MINICOMPACTER_THREADS=env_value)
+    return subprocess.run([sys.executable, "-c", "import minicompacter.kernels as k; " + code],
+                          env=env, capture_output=True, text=True)
+
+
+def test_threads_setting_one_turns_the_pool_off():
+    done = _import_in_subprocess("1", "print(k.THREADS, k._POOL is None)")
+    assert done.returncode == 0 and done.stdout.split() == ["1", "True"], done.stderr
+
+
+def test_bad_threads_setting_names_the_variable_and_the_fix():
+    done = _import_in_subprocess("two", "")
+    assert done.returncode != 0
+    assert "MINICOMPACTER_THREADS" in done.stderr and "whole number" in done.stderr
