@@ -74,9 +74,14 @@ def machine(extra=()):
     """One-line descriptions of the CPU and the libraries, plus any `extra` lines."""
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor() or "unknown")
+    from minicompacter import kernels
     return [f"CPU: {cpu}, {os.cpu_count()} cores", f"Python {platform.python_version()}, "
             f"numpy {np.__version__}, minicompacter {minicompacter.__version__}",
-            f"NumPy BLAS: {blas_info()}", *extra]
+            f"NumPy BLAS: {blas_info()}",
+            f"minicompacter: a pool of {kernels.THREADS} threads"
+            + (", NumPy's OpenBLAS set to 1 thread" if kernels.THREADS > 1 else "")
+            + f"; glibc allocator settings {'applied' if kernels.MALLOC_TUNED else 'not applied'}",
+            *extra]
 
 
 def command():

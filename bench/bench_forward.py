@@ -18,35 +18,14 @@ noisy, about +-10%). Each run appends its table to BENCHMARKS.md unless --no-app
 """
 
 import argparse
-import datetime
 import os
-import platform
-import shlex
 import statistics
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))                    # benchmark this checkout, installed or not
-import minicompacter                             # noqa: E402
+from _common import BENCHMARKS, append_section, machine, make_batch, parse_shapes, time_interleaved
+import minicompacter                             # noqa: E402  (_common puts the checkout first)
 from minicompacter.pretrained import minilm_dir  # noqa: E402
-
-BENCHMARKS = ROOT / "BENCHMARKS.md"
-HEADER = """# Benchmarks
-
-This file collects benchmark tables appended by the scripts under `bench/`, one section
-per run, with the date, the exact command and the machine. The machine is noisy (about
-+-10% between runs, occasional larger outliers), so compare the ratios measured within
-one run (minicompacter against PyTorch on the same inputs, interleaved), never absolute
-times from different runs.
-"""
-# Environment variables that change the timings; shown in the recorded command when set.
-PERF_ENV = ("PYTHONPATH", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-            "OPENBLAS_L2_SIZE", "MKL_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_",
-            "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
 def parse_args(argv=None):
@@ -58,16 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--append", action=argparse.BooleanOptionalAction, default=True,
                    help=f"append the results to {BENCHMARKS.name} (default on)")
     args = p.parse_args(argv)
-    args.shapes = [tuple(int(n) for n in s.lower().split("x")) for s in args.shapes.split(",")]
+    args.shapes = parse_shapes(args.shapes)
     return args
-
-
-def make_batch(rng, B, T):
-    """Random ids in [1000, 30000), [CLS] first and [SEP] last, mask all ones."""
-    ids = rng.integers(1000, 30000, size=(B, T), dtype=np.int64)
-    ids[:, 0], ids[:, -1] = 101, 102
-    return {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
-            "attention_mask": np.ones_like(ids)}
 
 
 def load_torch_model(directory, cores):
@@ -100,49 +71,8 @@ def forward_fns(mc, torch, model, batch):
     return mc_forward, pt_forward
 
 
-def time_interleaved(fns, warmup, repeats):
-    """Warm each function up, then time them in turn `repeats` times; seconds per function."""
-    for _ in range(warmup):
-        for f in fns:
-            f()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for f, t in zip(fns, times):
-            start = time.perf_counter()
-            f()
-            t.append(time.perf_counter() - start)
-    return times
 
 
-def blas_info():
-    """NumPy's BLAS library and thread count, from threadpoolctl when it is installed."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:                          # the build-time name only, no thread count
-        blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-        return (f"{blas.get('name', '?')} {blas.get('version', '')} (from numpy's build "
-                f"config; threadpoolctl not installed, thread count not checked)")
-    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-    return "; ".join(f"{p['internal_api']} {p.get('version')} {p.get('architecture', '')}, "
-                     f"{p['num_threads']} threads ({Path(p['filepath']).name})" for p in pools)
-
-
-def machine(torch):
-    """One-line descriptions of the CPU, the libraries and their threads."""
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor() or "unknown")
-    torch_line = (f"torch {torch.__version__}, {torch.get_num_threads()} threads "
-                  f"(interop {torch.get_num_interop_threads()})" if torch else "torch not installed")
-    return [f"CPU: {cpu}, {os.cpu_count()} cores", f"Python {platform.python_version()}, "
-            f"numpy {np.__version__}, minicompacter {minicompacter.__version__}",
-            f"NumPy BLAS: {blas_info()}", torch_line]
-
-
-def command():
-    """The command line as run, with the performance-relevant environment variables."""
-    env = [f"{k}={shlex.quote(os.environ[k])}" for k in PERF_ENV if k in os.environ]
-    return shlex.join([sys.executable, *sys.argv]) if not env else \
-        " ".join(env) + " " + shlex.join([sys.executable, *sys.argv])
 
 
 def table(rows):
@@ -156,24 +86,15 @@ def table(rows):
     return "\n".join(lines)
 
 
-def append_section(path, cmd, machine_lines, table_text, repeats, warmup):
-    if not path.exists():
-        path.write_text(HEADER)
-    stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    section = (f"\n## Forward pass, all-MiniLM-L6-v2, float32 ({stamp})\n\n"
-               f"```\n{cmd}\n```\n\n" + "".join(f"- {m}\n" for m in machine_lines)
-               + f"- {warmup} warm-up runs, then {repeats} timed runs per shape, "
-               f"interleaved minicompacter / PyTorch; ratio of medians\n\n{table_text}\n")
-    with open(path, "a") as f:
-        f.write(section)
-
 
 def main(argv=None):
     args = parse_args(argv)
     cores = os.cpu_count()
     mc = minicompacter.load_pretrained("minilm")
     torch, model = load_torch_model(minilm_dir(), cores)
-    machine_lines = machine(torch)
+    machine_lines = machine([f"torch {torch.__version__}, {torch.get_num_threads()} threads "
+                             f"(interop {torch.get_num_interop_threads()})" if torch else
+                             "torch not installed"])
     print("\n".join(machine_lines), flush=True)
     rng = np.random.default_rng(args.seed)
     rows = []
@@ -193,8 +114,9 @@ def main(argv=None):
     table_text = table(rows)
     print("\n" + table_text)
     if args.append:
-        append_section(BENCHMARKS, command(), machine_lines, table_text, args.repeats, args.warmup)
-        print(f"\nappended to {BENCHMARKS}")
+        append_section("Forward pass, all-MiniLM-L6-v2, float32", machine_lines + [
+            f"{args.warmup} warm-up runs, then {args.repeats} timed runs per shape, interleaved "
+            "minicompacter / PyTorch; ratio of medians"], table_text)
 
 
 if __name__ == "__main__":

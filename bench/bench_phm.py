@@ -21,24 +21,16 @@ fresh large buffers made some cases 2-8x slower depending on what ran before (bo
 """
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
-import sys
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as onp
 from autograd import grad
 import autograd.numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))                    # benchmark this checkout, installed or not
-import minicompacter                             # noqa: E402
-from minicompacter import phm                    # noqa: E402
-from bench_forward import BENCHMARKS, HEADER, blas_info, command   # noqa: E402
+from _common import BENCHMARKS, append_section, machine
+from minicompacter import phm                    # noqa: E402  (_common puts the checkout first)
 
 WIN = 0.85                                       # factored/built below this: a real win
 
@@ -171,13 +163,6 @@ def conclusion(rows, skipped):
     return "\n".join(out)
 
 
-def machine():
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor() or "unknown")
-    return [f"CPU: {cpu}, {os.cpu_count()} cores", f"Python {platform.python_version()}, "
-            f"numpy {onp.__version__}, minicompacter {minicompacter.__version__}",
-            f"NumPy BLAS: {blas_info()}"]
-
 
 def main(argv=None):
     args = parse_args(argv)
@@ -196,19 +181,13 @@ def main(argv=None):
     table_text, concl = table(rows), conclusion(rows, skipped)
     print(f"\n{table_text}\n\n{concl}")
     if args.append:
-        if not BENCHMARKS.exists():
-            BENCHMARKS.write_text(HEADER)
-        stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-        with open(BENCHMARKS, "a") as f:
-            f.write(f"\n## PHM layer forward + backward, built W against factored, float32, "
-                    f"rank {args.rank}, N = {args.tokens} rows ({stamp})\n\n```\n{command()}\n```\n\n"
-                    + "".join(f"- {m}\n" for m in machine_lines)
-                    + f"- {args.warmup} warm-up step(s), then {args.repeats} timed steps per path"
-                    + (f" ({args.big_repeats} when a width is >= 4096)" if args.big_repeats != args.repeats
-                       else "") + ", interleaved built / factored; "
-                    f"medians. Peak memory: tracemalloc, one step, above the inputs.\n\n"
-                    f"{table_text}\n\n{concl}\n")
-        print(f"\nappended to {BENCHMARKS}")
+        append_section(f"PHM layer forward + backward, built W against factored, float32, "
+                       f"rank {args.rank}, N = {args.tokens} rows", machine_lines + [
+                           f"{args.warmup} warm-up step(s), then {args.repeats} timed steps per path"
+                           + (f" ({args.big_repeats} when a width is >= 4096)"
+                              if args.big_repeats != args.repeats else "")
+                           + ", interleaved built / factored; medians. Peak memory: tracemalloc, "
+                           "one step, above the inputs."], f"{table_text}\n\n{concl}")
 
 
 if __name__ == "__main__":

@@ -62,3 +62,45 @@ def training_curves(histories, path=None, *, title=None):
         fig.savefig(path, dpi=120)
         plt.close(fig)
     return fig
+
+
+def low_resource(summary, path=None, *, title=None, records=None):
+    """Test score against training-set size (log axis), one line per method: the mean over
+    seeds, a band of +-1 standard deviation, and each seed's run as a faint point.
+    summary: rows of study.summarize (method, train_size, mean, std, n); records: the runs
+    (optional, for the points). Returns the figure; saved to path if given."""
+    import matplotlib
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    methods = list(dict.fromkeys(r["method"] for r in summary))
+    for i, method in enumerate(methods):
+        rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["train_size"])
+        x = [r["train_size"] for r in rows]
+        mean = [r["mean"] for r in rows]
+        color = f"C{i}"
+        ax.plot(x, mean, marker="o", color=color,
+                label=f"{method} (mean of {max(r['n'] for r in rows)} seeds, band: +-1 sd)")
+        ax.fill_between(x, [m - r["std"] for m, r in zip(mean, rows)],
+                        [m + r["std"] for m, r in zip(mean, rows)], color=color, alpha=0.15)
+        if records:
+            points = [(r["train_size"], r["test"]["score"]) for r in records if r["method"] == method]
+            ax.scatter([p[0] for p in points], [p[1] for p in points], s=12, color=color, alpha=0.4)
+    ax.set_xscale("log")
+    sizes = sorted({r["train_size"] for r in summary})
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("training examples (log scale)")
+    ax.set_ylabel("test score")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig

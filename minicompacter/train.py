@@ -107,6 +107,15 @@ def encode_splits(splits, pretrained, task, max_length):
 
 # --- the loop -------------------------------------------------------------------------------
 
+def train_step(trainable, opt, frozen, batch, model, lr, cfg, rng=None):
+    """One update: the loss and its gradients with respect to the trainable tree (dropout
+    when rng is given), clipped to cfg.max_grad_norm, then AdamW at learning rate lr.
+    Returns (loss, gradient norm before clipping, (new trainable, new optimiser state));
+    the inputs are not modified, so a caller can drop the update (a non-finite loss)."""
+    value, grads = value_and_grad(model_lib.loss)(trainable, frozen, batch, model, rng)
+    grads, norm = clip_by_global_norm(grads, cfg.max_grad_norm)
+    return value, norm, adamw_update(trainable, grads, opt, lr, weight_decay=cfg.weight_decay)
+
 def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None, train_size=None,
              out=None, resume=False, base_name=None, _stop_after_step=None):
     """Fine-tune `method` (a config or a name) on a task; returns the metrics dict that is
@@ -147,7 +156,6 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
             raise ValueError(f"{out} was started with other settings; resume it with the same "
                              f"arguments, or start a new run in another --out directory.")
     state["settings"] = settings
-    loss_and_grad = value_and_grad(model_lib.loss)
 
     def checkpoint_last():
         if out is not None:
@@ -181,18 +189,16 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
                 # the dropout masks of a step come from (seed, step) alone: a resumed run
                 # draws the same ones without any generator state to restore
                 dropout_rng = onp.random.default_rng([cfg.seed, 1, state["step"]])
-                value, grads = loss_and_grad(trainable, frozen, batch, model,
-                                             dropout_rng if cfg.dropout else None)
+                step_lr = linear_schedule(state["step"] + 1, total_steps, warmup, lr)
+                value, norm, new = train_step(trainable, opt, frozen, batch, model, step_lr, cfg,
+                                              dropout_rng if cfg.dropout else None)
                 if not math.isfinite(float(value)):
                     raise TrainingError(
                         f"the loss became {float(value)} at step {state['step'] + 1} (epoch "
                         f"{epoch + 1}); training stopped. The best checkpoint so far"
                         f"{' in ' + str(out) if out is not None else ''} is intact. Try a "
                         f"smaller --lr (this run used {lr}).")
-                grads, norm = clip_by_global_norm(grads, cfg.max_grad_norm)
-                step_lr = linear_schedule(state["step"] + 1, total_steps, warmup, lr)
-                trainable, opt = adamw_update(trainable, grads, opt, step_lr,
-                                              weight_decay=cfg.weight_decay)
+                trainable, opt = new
                 state["step"] += 1
                 state["batch_in_epoch"] = i + 1
                 state["history"].append({"step": state["step"], "epoch": epoch,
