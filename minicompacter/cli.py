@@ -252,6 +252,24 @@ def cmd_compare(args):
     return 0
 
 
+def cmd_study(args):
+    import os
+
+    from .pretrained import load_pretrained
+    from .study import run_study
+
+    data_dir = args.data_dir or os.environ.get("GLUE_DIR")
+    if not data_dir:
+        raise ValueError("The study reads GLUE from a local directory: give --data-dir DIR "
+                         "or set GLUE_DIR (one folder per task, e.g. SST-2/train.tsv).")
+    pretrained = load_pretrained(args.model)
+    result = run_study(pretrained, data_dir, out=args.out, report=args.report, quick=args.quick,
+                       model_name=args.model)
+    print(f"wrote {args.report} and the figures in {args.out}/ "
+          f"({result['seconds'] / 60:.1f} min of computation in all)")
+    return 0
+
+
 DEMO_METHODS = ["full", "adapter", "compacter", "compacter++", "bitfit", "lora"]
 
 
@@ -335,6 +353,21 @@ def build_parser():
     demo.add_argument("--out", default="runs/demo", help="default %(default)s")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
+
+    study = sub.add_parser("study", help="the study behind RESULTS.md",
+                           description="Reproduce the paper's claims at small scale on the GLUE "
+                                       "tasks found in the directory: every method on each "
+                                       "task over 3 seeds, the low-resource study, the "
+                                       "efficiency table; writes the report and its figures. "
+                                       "Finished runs are kept in --out and reused, so an "
+                                       "interrupted study continues where it stopped.")
+    study.add_argument("--data-dir", default=None, help="the GLUE directory (default: $GLUE_DIR)")
+    study.add_argument("--model", default="minilm", help="default %(default)s")
+    study.add_argument("--out", default="results", help="runs and figures (default %(default)s)")
+    study.add_argument("--report", default="RESULTS.md", help="default %(default)s")
+    study.add_argument("--quick", action="store_true",
+                       help="a few minutes' version of every part (tests use it)")
+    study.set_defaults(func=cmd_study)
 
     count = sub.add_parser("count", help="count a method's trainable parameters",
                            description="Trainable parameters of a method on a model: analytic "

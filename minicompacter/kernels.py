@@ -3,8 +3,8 @@
 Read nn.py first: its plain functions say what is computed, and autograd differentiates
 them with no help. The functions here compute the same things (tests/test_kernels.py
 checks values and gradients against nn.py, in float64 with central differences) but
-tell autograd the gradient directly, for four reasons found by profiling a training step
-(BENCHMARKS.md, "Profile"):
+tell autograd the gradient directly, for these reasons, found by profiling a training step
+(BENCHMARKS.md, "Performance: where things stand"):
 
 - Fewer, larger temporaries. Autograd records every elementwise operation of a plain
   layer norm, GELU or softmax and keeps its inputs until the backward pass; one primitive
@@ -17,9 +17,12 @@ tell autograd the gradient directly, for four reasons found by profiling a train
 - One 2-D GEMM per dense layer. `x @ w` with x of shape (B, T, d) makes autograd compute
   the weight gradient as B batched products and a sum; `linear` flattens the rows, and a
   frozen weight's backward is only dy @ W^T: the input x is not kept for it.
-- Both cores for the exact GELU: SciPy's float32 erf runs one element at a time on one
-  core (about 11 ns an element), so `gelu_parts` splits large arrays over two threads;
-  so do the elementwise parts of attention and of the GELU's gradient (`in_halves`).
+- A faster exact GELU: SciPy's erf runs one element at a time (about 13 ns an element);
+  for float32, Phi is interpolated in a table, to within float32's rounding.
+- Every core: a pool of threads runs the large products by rows and the elementwise
+  chains in cache-sized blocks (`in_parts`), with OpenBLAS on one thread (see below).
+- No einsum through autograd (its gradient is slow); the few einsums here are plain
+  NumPy reductions inside primitives.
 
 Everything stays in the input's dtype: float32 in, float32 out, gradients included.
 """
@@ -101,11 +104,22 @@ def _pool_size():
 
 THREADS = _pool_size()
 _POOL = None
-if THREADS > 1:
-    _POOL = ThreadPoolExecutor(THREADS, thread_name_prefix="minicompacter")
-    _blas = _blas_thread_functions()
-    if _blas is not None:
-        _blas[0](1)
+
+
+def _start_pool():
+    """The pool, and OpenBLAS on one thread; again in a forked child, which inherits the
+    pool object but not its threads."""
+    global _POOL
+    if THREADS > 1:
+        _POOL = ThreadPoolExecutor(THREADS, thread_name_prefix="minicompacter")
+        blas = _blas_thread_functions()
+        if blas is not None:
+            blas[0](1)
+
+
+_start_pool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_start_pool)
 _CHUNK = 1 << 16                 # elements per block of a chain of elementwise passes (256 KiB)
 _PARALLEL_MIN = 1 << 18          # elements (or multiply-adds / 16) below which one thread is faster
 

@@ -192,3 +192,49 @@ def test_bad_threads_setting_names_the_variable_and_the_fix():
     done = _import_in_subprocess("two", "")
     assert done.returncode != 0
     assert "MINICOMPACTER_THREADS" in done.stderr and "whole number" in done.stderr
+
+
+def forward_dtypes(fun, *args):
+    """The dtypes of every value autograd traces while computing fun(*args) with gradients:
+    the forward intermediates of a training step."""
+    import autograd.tracer
+
+    seen = []
+    original = autograd.tracer.new_box
+
+    def recording(value, trace, node):
+        if hasattr(value, "dtype"):
+            seen.append(onp.dtype(value.dtype))
+        return original(value, trace, node)
+
+    autograd.tracer.new_box = recording
+    try:
+        grad(fun)(*args)
+    finally:
+        autograd.tracer.new_box = original
+    return seen
+
+
+@pytest.mark.parametrize("method", ["compacter++", "lora", "full"])
+def test_a_float32_training_step_is_float32_forward_backward_and_after_the_update(tiny, method):
+    """Every traced forward value, every gradient that flows backward, the new parameters
+    and AdamW's moments: float32, with dropout on, through the whole of train_step."""
+    from conftest import backward_dtypes
+    from minicompacter.optim import init_adamw
+    from minicompacter.train import TrainConfig, train_step
+
+    config = mc.method_config(method, **({"reduction_factor": 8} if method == "compacter++" else {}))
+    model, trainable, frozen = init_model(onp.random.default_rng(0), tiny, config)
+    batch = mc.tokenize(tiny.tokenizer, ["a good film", "not bad at all, really"])
+    batch["labels"] = onp.array([1, 0])
+    rng = onp.random.default_rng(1)
+    args = (trainable, frozen, batch, model, rng)
+    forward = forward_dtypes(lambda t: loss(t, *args[1:]), trainable)
+    assert len(forward) > 50 and set(forward) == {onp.dtype(onp.float32)}, set(forward)
+    backward = backward_dtypes(lambda t: loss(t, *args[1:]), trainable)
+    assert len(backward) > 20 and set(backward) == {onp.dtype(onp.float32)}, set(backward)
+    value, _, (new, opt) = train_step(trainable, init_adamw(trainable), frozen, batch, model,
+                                      1e-3, TrainConfig(), rng)
+    assert onp.asarray(value).dtype == onp.float32
+    for tree in (new, opt["m"], opt["v"]):
+        assert {str(v.dtype) for v in flatten(tree).values()} == {"float32"}

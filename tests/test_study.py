@@ -1,0 +1,103 @@
+"""The study behind RESULTS.md: its pieces (epochs rule, summaries, verdicts, the results
+file) and, on the real GLUE files and MiniLM, the quick variant end to end, so that the
+command that regenerates RESULTS.md cannot rot."""
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+import pytest
+
+from minicompacter import study
+from minicompacter.cli import main as cli_main
+
+from conftest import needs_minilm
+
+GLUE = os.environ.get("GLUE_DIR")
+needs_glue = pytest.mark.skipif(not GLUE or not Path(GLUE, "SST-2", "train.tsv").exists(),
+                                reason="needs the GLUE files: set GLUE_DIR (../shared/data/glue)")
+
+
+def test_epochs_rule_gives_about_250_updates_within_3_to_20_epochs():
+    assert [study.epochs_for(n) for n in (100, 500, 1000, 2000, 4000)] == [20, 16, 8, 4, 3]
+    assert study.epochs_for(10) == 20 and study.epochs_for(10 ** 6) == 3
+
+
+def record(task, method, n, seed, score):
+    return {"key": f"{task}{method}{n}{seed}", "task": task, "method": method, "train_size": n,
+            "seed": seed, "test": {"score": score}, "train_seconds": 1.0, "percent": 0.1}
+
+
+def test_summarize_gives_mean_and_sample_sd_per_group():
+    recs = [record("sst2", "full", 100, s, v) for s, v in enumerate([0.7, 0.8, 0.9])]
+    recs.append(record("sst2", "compacter", 100, 0, 0.75))
+    rows = {r["method"]: r for r in study.summarize(recs)}
+    assert rows["full"]["n"] == 3 and rows["full"]["mean"] == pytest.approx(0.8)
+    assert rows["full"]["std"] == pytest.approx(statistics.stdev([0.7, 0.8, 0.9]))
+    assert rows["compacter"]["std"] == 0.0
+
+
+@pytest.mark.parametrize("gap, word", [(0.005, "holds"), (-0.005, "holds"),
+                                       (-0.02, "holds partly"), (-0.05, "does not hold")])
+def test_parity_verdict_follows_its_stated_rule(gap, word):
+    summary = study.summarize([record("sst2", "full", 2000, 0, 0.80),
+                               record("sst2", "compacter", 2000, 0, 0.80 + gap),
+                               record("sst2", "compacter++", 2000, 0, 0.80 + gap + 0.001)])
+    assert study.verdict_parity(summary, ["sst2"])[0] == word
+
+
+def test_low_resource_verdict_needs_wins_at_the_small_sizes():
+    def verdict(diffs):
+        recs = []
+        for n, d in diffs.items():
+            recs += [record("sst2", "full", n, 0, 0.7), record("sst2", "compacter", n, 0, 0.7 + d)]
+        return study.verdict_low_resource(study.summarize(recs), list(diffs), "sst2")[0]
+    assert verdict({100: 0.05, 500: 0.02, 1000: 0.01, 4000: -0.01}) == "holds"
+    assert verdict({100: 0.05, 500: -0.02, 1000: -0.01, 4000: -0.01}) == "holds partly"
+    assert verdict({100: -0.05, 500: -0.02, 1000: -0.01, 4000: 0.0}) == "does not hold"
+
+
+def test_results_file_survives_a_line_cut_short(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"key": "a", "x": 1}) + "\n" + '{"key": "b", "x"')
+    assert list(study.read_results(path)) == ["a"]
+    assert study.read_results(tmp_path / "none.jsonl") == {}
+
+
+@needs_glue
+def test_available_tasks_are_those_with_train_and_dev_files():
+    found = study.available_tasks(GLUE)
+    assert {"cola", "sst2", "stsb"} <= set(found)
+    assert "qnli" not in found and "wnli" not in found       # QNLI: dev only; WNLI: left out
+
+
+def test_study_without_a_glue_directory_says_how_to_give_one(monkeypatch, capsys):
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    assert cli_main(["study", "--quick"]) == 2
+    assert "--data-dir" in capsys.readouterr().err
+
+
+@needs_minilm
+@needs_glue
+def test_quick_study_writes_every_part_and_reuses_finished_runs(tmp_path, monkeypatch):
+    from minicompacter import load_pretrained
+
+    pre = load_pretrained("minilm")
+    out, report = tmp_path / "results", tmp_path / "RESULTS.md"
+    result = study.run_study(pre, GLUE, out=out, report=report, quick=True, log=None)
+    plan = study.quick_plan(GLUE)
+    assert len(result["glue"]) == len(plan.methods) * len(plan.seeds)
+    assert len(result["low_resource"]) == len(plan.sizes) * len(plan.seeds) * 2
+    assert set(result["efficiency"]) == set(plan.methods)
+    text = report.read_text()
+    for heading in ("## 1. GLUE", "## 2. Little data", "## 3. Efficiency"):
+        assert heading in text
+    for verdict in ("Verdict, parity:", "Verdict, little data (sst2):", "Verdict, efficiency:"):
+        assert verdict in text
+    assert (out / "params_vs_score.png").stat().st_size > 0
+    assert (out / "low_resource_sst2.png").stat().st_size > 0
+    # a second run finds every run in the results files and trains nothing
+    monkeypatch.setattr(study, "run_one", lambda *a, **k: pytest.fail("a finished run ran again"))
+    again = study.run_study(pre, GLUE, out=out, report=report, quick=True, log=None)
+    assert [r["test"] for r in again["glue"]] == [r["test"] for r in result["glue"]]
