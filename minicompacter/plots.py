@@ -3,14 +3,31 @@
 import math
 
 
-def params_vs_score(rows, path=None, *, title=None):
-    """The Compacter paper's Figure 1 in small: trainable parameters (% of the base model,
-    log axis) against the task score, one point per method.
-    rows: dicts with "method", "percent" and "score". Returns the figure; saved to path if given."""
+def _pyplot(path):
+    """matplotlib.pyplot; the file-only Agg backend when the figure goes to a file (and no
+    backend is chosen yet), so that the command line needs no display."""
     import matplotlib
     if path is not None:
         matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    return plt
+
+
+def _finish(fig, path):
+    """Lay the figure out; save it to path (and close it) if given. Returns the figure."""
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+    return fig
+
+
+def params_vs_score(rows, path=None, *, title=None):
+    """The Compacter paper's Figure 1 in small: trainable parameters (% of the base model,
+    log axis) against the task score, one point per method.
+    rows: dicts with "method", "percent" and "score". Returns the figure; saved to path if given."""
+    plt = _pyplot(path)
 
     fig, ax = plt.subplots(figsize=(6, 4))
     markers = "osD^vP*Xh"
@@ -27,20 +44,13 @@ def params_vs_score(rows, path=None, *, title=None):
     if title:
         ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
 
 def training_curves(histories, path=None, *, title=None):
     """Training loss (left) and validation score (right) per step, one line per run.
     histories: {label: history list from finetune}."""
-    import matplotlib
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = _pyplot(path)
 
     fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.5))
     for label, history in histories.items():
@@ -57,11 +67,7 @@ def training_curves(histories, path=None, *, title=None):
     ax_score.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
 
 def low_resource(summary, path=None, *, title=None, records=None):
@@ -69,10 +75,7 @@ def low_resource(summary, path=None, *, title=None, records=None):
     seeds, a band of +-1 standard deviation, and each seed's run as a faint point.
     summary: rows of study.summarize (method, train_size, mean, std, n); records: the runs
     (optional, for the points). Returns the figure; saved to path if given."""
-    import matplotlib
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = _pyplot(path)
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     methods = list(dict.fromkeys(r["method"] for r in summary))
@@ -99,8 +102,4 @@ def low_resource(summary, path=None, *, title=None, records=None):
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)

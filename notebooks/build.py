@@ -72,7 +72,7 @@ def main(argv=None):
             refresh_text(source)
             continue
         t0 = time.perf_counter()
-        nb = execute(source, args.size)
+        nb = execute(source, args.size, timeout=6 * 3600)   # a cell may run a long study
         nbformat.write(nb, source.with_suffix(".ipynb"))
         print(f"{source.stem}: {time.perf_counter() - t0:.1f} s ({args.size})")
     return 0
