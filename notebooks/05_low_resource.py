@@ -28,6 +28,7 @@
 # %%
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -36,6 +37,7 @@ import minicompacter as mc
 from minicompacter.plots import low_resource
 from minicompacter.study import Run, epochs_for, run_grid, summarize
 
+warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm's, without ipywidgets
 SMALL = os.environ.get("MINICOMPACTER_NOTEBOOK_SIZE", "full") == "small"
 GLUE = os.environ.get("GLUE_DIR")
 TASK = "sst2" if GLUE and Path(GLUE, "SST-2", "train.tsv").exists() else "synthetic-sentiment"
@@ -73,6 +75,10 @@ runs = [Run(TASK, method, n, seed, epochs=2 if SMALL else None)
 records = run_grid(pretrained, runs, data_dir=GLUE if TASK == "sst2" else None,
                    results=RESULTS)
 summary = summarize(records)
+for m in METHODS:
+    mine = [r for r in records if r["method"] == m]
+    print(f"{m}: {len(mine)} runs, {sum(r['train_seconds'] for r in mine) / 60:.1f} min of "
+          f"training and validation")
 
 # %% [markdown]
 # Every run is appended to a results file under `runs/` as it finishes, so an interrupted
@@ -97,8 +103,8 @@ plt.show()
 # examples, log scale. Lines: the mean over seeds; bands: one standard deviation; dots:
 # the single runs.* What to look for: whether Compacter's line lies above full
 # fine-tuning's at the left, where data is scarce, as the paper found for T5-base, and
-# whether the two meet as the training set grows. The committed full-size run's numbers
-# are discussed below the next figure.
+# whether the two meet as the training set grows. In the committed run Compacter is ahead
+# only at 100 examples, level at 500, and behind from 1,000 on (section below).
 
 # %% [markdown]
 # ## Seed by seed
@@ -126,10 +132,36 @@ plt.show()
 
 # %% [markdown]
 # *Figure: Compacter's test score minus full fine-tuning's, per seed (the same training
-# subset for both). Above zero: Compacter did better on that subset.*
+# subset for both). Above zero: Compacter did better on that subset.* In the committed run
+# the one large win (+4.5 points, seed 0 at 100 examples) is a subset on which full
+# fine-tuning did badly (0.701); elsewhere the differences are within about 2 points and
+# mostly below zero from 1,000 examples on.
 
 # %% [markdown]
 # ## What the committed run shows
 #
-# (Written from the committed full-size run; the small CI run checks only that the code
-# runs.)
+# (Written from the committed full-size run: SST-2, MiniLM-L6, 3 seeds, 30 runs, about 55
+# minutes on 2 cores; the small CI run only checks that the code runs.)
+#
+# | examples | Compacter | full fine-tuning | difference |
+# |---|---|---|---|
+# | 100 | 0.750 ± 0.015 | 0.735 ± 0.035 | +0.015 |
+# | 500 | 0.796 ± 0.003 | 0.797 ± 0.012 | −0.002 |
+# | 1,000 | 0.812 ± 0.011 | 0.821 ± 0.012 | −0.009 |
+# | 2,000 | 0.827 ± 0.004 | 0.834 ± 0.011 | −0.007 |
+# | 4,000 | 0.831 ± 0.014 | 0.852 ± 0.008 | −0.021 |
+#
+# - **The claim holds only partly here.** Compacter leads at 100 examples, by less than full
+#   fine-tuning's own spread over seeds (one seed accounts for most of it), is level at
+#   500, and falls behind as data grows, by 2 points at 4,000.
+# - **Steadier with little data.** At 100 and 500 examples Compacter's scores vary about
+#   half as much from seed to seed as full fine-tuning's (standard deviation 0.015 against
+#   0.035, 0.003 against 0.012): training 0.1% of the weights overfits a small sample less.
+# - **Cheaper.** With the same number of updates, Compacter's runs took 0.4 to 0.7 of full
+#   fine-tuning's time (58 s against 80 s at 100 examples, evaluations included; 81 s
+#   against 189 s at 4,000).
+# - **What differs from the paper's setting.** MiniLM has 22.7M parameters against
+#   T5-base's 220M, so full fine-tuning has less room to overfit; its learning rate (1e-4)
+#   was not tuned, nor was Compacter's (3e-3); the paper trained longer (batch 100, 500
+#   warm-up steps) and averaged over several GLUE tasks. The study (`RESULTS.md`) adds
+#   Compacter++ and a second task.
