@@ -238,3 +238,17 @@ def test_a_float32_training_step_is_float32_forward_backward_and_after_the_updat
     assert onp.asarray(value).dtype == onp.float32
     for tree in (new, opt["m"], opt["v"]):
         assert {str(v.dtype) for v in flatten(tree).values()} == {"float32"}
+
+
+def test_float32_phi_table_is_within_1e7_of_the_exact_phi():
+    """The interpolated Phi that the float32 GELU uses, on a dense grid over [-9, 9] (beyond
+    the table's ends too) and at its knots."""
+    import math
+
+    import scipy.special
+    x = onp.concatenate([onp.linspace(-9, 9, 400001), onp.arange(-8, 8, 1 / 1024)]).astype(onp.float32)
+    out, scratch = onp.empty_like(x), onp.empty_like(x)
+    kernels._cdf_float32(x, out, scratch)
+    exact = 0.5 * (1.0 + scipy.special.erf(x.astype(onp.float64) / math.sqrt(2.0)))
+    assert out.dtype == onp.float32
+    assert onp.max(onp.abs(out - exact)) < 1e-7
