@@ -38,6 +38,33 @@ def make_batch(rng, B, T):
             "attention_mask": np.ones_like(ids)}
 
 
+def step_setup(method, B, T):
+    """What a timed training step needs, for a method spec such as "compacter++" (the preset)
+    or "compacter++:adapter-only" (layer norms frozen, as AdapterHub trains): MiniLM with the
+    method and a 2-class head on [CLS], a random B x T batch with labels, and a zero-argument
+    `step()` running train.train_step without dropout (clipping and AdamW included), its
+    state kept across calls. Returns (step, trainable tree)."""
+    from minicompacter.optim import init_adamw
+    from minicompacter.train import TrainConfig, train_step
+
+    name, _, variant = method.partition(":")
+    config = minicompacter.method_config(name, **({"train_layer_norms": False}
+                                                  if variant == "adapter-only" else {}))
+    pre = minicompacter.load_pretrained("minilm")
+    model, trainable, frozen = minicompacter.init_model(np.random.default_rng(0), pre, config,
+                                                        num_labels=2, pooling="cls")
+    batch = make_batch(np.random.default_rng(1), B, T)
+    batch["labels"] = np.arange(B) % 2
+    cfg = TrainConfig()
+    state = {"trainable": trainable, "opt": init_adamw(trainable)}
+
+    def step():
+        loss, _, (state["trainable"], state["opt"]) = train_step(
+            state["trainable"], state["opt"], frozen, batch, model, 1e-4, cfg, None)
+        return loss
+    return step, trainable
+
+
 def parse_shapes(text):
     """"32x128,16x64" -> [(32, 128), (16, 64)]"""
     return [tuple(int(n) for n in s.lower().split("x")) for s in text.split(",")]

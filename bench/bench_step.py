@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from _common import ROOT, append_section, machine, make_batch, parse_shapes, time_interleaved
+from _common import ROOT, append_section, machine, parse_shapes, step_setup, time_interleaved
 
 # The presets train every layer norm, as the paper does; ":adapter-only" freezes them, as
 # AdapterHub's train_adapter does, so that the two sides train the same weights.
@@ -115,32 +115,11 @@ def gemm_rate(repeats=20):
 
 def worker(method, shape, repeats, warmup):
     """Time `repeats` steps of `method` at shape BxT; print a JSON line."""
-    from autograd import value_and_grad
-
-    import minicompacter
-    from minicompacter import model as model_lib
-    from minicompacter.optim import adamw_update, clip_by_global_norm, init_adamw
     from minicompacter.tree import count
 
     B, T = parse_shapes(shape)[0]
-    pre = minicompacter.load_pretrained("minilm")
-    name, _, variant = method.partition(":")
-    config = minicompacter.method_config(name, **({"train_layer_norms": False}
-                                                  if variant == "adapter-only" else {}))
-    model, trainable, frozen = minicompacter.init_model(np.random.default_rng(0), pre, config,
-                                                        num_labels=2, pooling="cls")
-    batch = make_batch(np.random.default_rng(1), B, T)
-    batch["labels"] = np.arange(B) % 2
-    loss_and_grad = value_and_grad(model_lib.loss)
-    state = {"trainable": trainable, "opt": init_adamw(trainable)}
+    step, trainable = step_setup(method, B, T)
     loaded_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def step():
-        loss, grads = loss_and_grad(state["trainable"], frozen, batch, model, None)
-        grads, _ = clip_by_global_norm(grads, 1.0)
-        state["trainable"], state["opt"] = adamw_update(state["trainable"], grads,
-                                                        state["opt"], 1e-4)
-        return loss
 
     times = time_interleaved([step], warmup, repeats)[0]
     print(json.dumps({"median": statistics.median(times), "min": min(times),

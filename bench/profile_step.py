@@ -17,13 +17,8 @@ import cProfile
 import inspect
 import pstats
 
-import numpy as np
-
-from _common import append_section, machine, make_batch, parse_shapes
-import minicompacter                                      # noqa: E402
+from _common import append_section, machine, parse_shapes, step_setup
 from minicompacter import kernels                         # noqa: E402
-from minicompacter.optim import init_adamw                # noqa: E402
-from minicompacter.train import TrainConfig, train_step   # noqa: E402
 
 
 def closure_line(maker):
@@ -50,19 +45,7 @@ def main(argv=None):
     p.add_argument("--append", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)
     (B, T), = parse_shapes(args.shape)
-    name, _, variant = args.method.partition(":")
-    config = minicompacter.method_config(name, **({"train_layer_norms": False}
-                                                  if variant == "adapter-only" else {}))
-    pre = minicompacter.load_pretrained("minilm")
-    model, trainable, frozen = minicompacter.init_model(np.random.default_rng(0), pre, config,
-                                                        num_labels=2, pooling="cls")
-    batch = make_batch(np.random.default_rng(1), B, T)
-    batch["labels"] = np.arange(B) % 2
-    cfg = TrainConfig()
-    opt = init_adamw(trainable)
-
-    def step():
-        return train_step(trainable, opt, frozen, batch, model, 1e-4, cfg, None)
+    step, _ = step_setup(args.method, B, T)
     for _ in range(2):
         step()
     profiler = cProfile.Profile()

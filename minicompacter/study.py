@@ -150,8 +150,7 @@ class Plan:
                 for t in self.tasks for s in self.seeds for m in self.methods]
 
     def low_resource_runs(self):
-        return [Run(t, m, n, s, epochs=self.epochs if self.epochs else None,
-                    max_length=self.max_length)
+        return [Run(t, m, n, s, epochs=self.epochs, max_length=self.max_length)
                 for t in self.low_resource_tasks for n in self.sizes for s in self.seeds
                 for m in self.low_resource_methods]
 
