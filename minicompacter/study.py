@@ -8,15 +8,20 @@ up as the mean and spread over seeds.
 
 Each run is `train.finetune` with the paper's splits and a seeded, stratified training
 subset of `train_size` examples (the seed also sets initialisation, data order and
-dropout). Runs are done in this process (the model is loaded once); their time is the
-training loop's, their memory is not measured here (`compare` and bench/bench_step.py
-measure memory, each run in its own process).
+dropout). The grids run in this process (the model is loaded once); a record keeps the
+training loop's time and the whole run's. The efficiency runs, whose peak memory is the
+point, each run in a process of their own (`efficiency`).
+
+`run_study` is the study behind RESULTS.md (`python -m minicompacter study`): the GLUE
+comparison, the low-resource study and the efficiency table, with the verdicts whose rules
+are stated next to them in the report.
 """
 
 import dataclasses
 import json
 import math
 import statistics
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -66,7 +71,10 @@ def read_results(path):
 
 
 def run_one(pretrained, run, *, data_dir=None, model_name=None, progress=False):
-    """Fine-tune one run; its record (the run's fields, scores, time, parameter counts)."""
+    """Fine-tune one run; its record (the run's fields, scores, time, parameter counts).
+    `train_seconds` is the training loop's time, `run_seconds` the whole run's (loading and
+    tokenizing the task and the final evaluation included)."""
+    start = time.perf_counter()
     train_size = run.train_size
     epochs = run.epochs or epochs_for(train_size or 10 ** 9)
     cfg = TrainConfig(epochs=epochs, lr=run.lr, seed=run.seed, max_length=run.max_length,
@@ -78,19 +86,28 @@ def run_one(pretrained, run, *, data_dir=None, model_name=None, progress=False):
             "train_examples": metrics["config"]["train_examples"],
             "test": metrics["test"], "validation": metrics["validation"],
             "best_epoch": metrics["best_epoch"], "train_seconds": metrics["train_seconds"],
-            "trainable_params": metrics["trainable_params"], "percent": metrics["percent"]}
+            "trainable_params": metrics["trainable_params"], "percent": metrics["percent"],
+            "peak_memory_mb": metrics["peak_memory_mb"],
+            "run_seconds": round(time.perf_counter() - start, 2)}
 
 
-def run_grid(pretrained, runs, *, data_dir=None, results=None, model_name=None, log=print):
+def run_grid(pretrained, runs, *, data_dir=None, results=None, model_name=None, known=None,
+             log=print):
     """Every run in `runs`, skipping those already in the `results` file (appending the
-    others to it as they finish). Returns their records in the order of `runs`."""
+    others to it as they finish). A run whose key is in `known` ({key: record}, another
+    study's results) is copied from there instead of trained again: the same key means the
+    same task, method, size, seed, epochs and learning rate, so the same numbers.
+    Returns the records in the order of `runs`."""
     done = read_results(results) if results else {}
+    known = known or {}
     name = model_name or pretrained.name
     records = []
     for i, run in enumerate(runs, 1):
         key = run.key(name)
         if key not in done:
-            record = run_one(pretrained, run, data_dir=data_dir, model_name=name)
+            copied = key in known
+            record = known[key] if copied else run_one(pretrained, run, data_dir=data_dir,
+                                                       model_name=name)
             if results:
                 Path(results).parent.mkdir(parents=True, exist_ok=True)
                 with open(results, "a") as f:
@@ -99,7 +116,8 @@ def run_grid(pretrained, runs, *, data_dir=None, results=None, model_name=None, 
             if log:
                 log(f"[{i}/{len(runs)}] {run.task} {run.method} n={run.train_size} "
                     f"seed={run.seed}: test {record['test']['score']:.4f} "
-                    f"({record['train_seconds']:.0f} s)")
+                    + ("(copied from the other study)" if copied
+                       else f"({record['train_seconds']:.0f} s)"))
         records.append(done[key])
     return records
 
@@ -187,27 +205,49 @@ def quick_plan(data_dir):
 
 
 def efficiency(plan, data_dir, out, model_name, log=print):
-    """One epoch of each method in its own process (`finetune` on the command line), so
-    that its peak memory is its own: {method: metrics}. Finished methods are kept."""
+    """One epoch of each method, each in a process of its own so that its peak memory is
+    its own: {method: record}, the records of `run_one` kept in out/efficiency.jsonl (a
+    finished method is not run again). Nothing is written to disk while they train."""
     import subprocess
     import sys
 
+    results = Path(out) / "efficiency.jsonl"
+    done = read_results(results)
     rows = {}
     for method in plan.methods:
-        run_dir = Path(out) / "efficiency" / method
-        if not (run_dir / "metrics.json").exists():
-            cmd = [sys.executable, "-m", "minicompacter", "finetune", "--task", plan.efficiency_task,
-                   "--method", method, "--model", model_name, "--data-dir", str(data_dir),
-                   "--train-size", str(plan.efficiency_size), "--epochs", "1",
-                   "--max-length", str(plan.max_length), "--no-progress", "--out", str(run_dir)]
-            done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"the efficiency run of {method} failed: {' '.join(cmd)}")
-        rows[method] = json.loads((run_dir / "metrics.json").read_text())
+        run = Run(plan.efficiency_task, method, plan.efficiency_size, 0, epochs=1,
+                  max_length=plan.max_length)
+        key = run.key(model_name)
+        if key not in done:
+            spec = json.dumps({"run": dataclasses.asdict(run), "data_dir": str(data_dir),
+                               "model": model_name})
+            cmd = [sys.executable, "-c", "import sys; from minicompacter.study import "
+                   "efficiency_child; efficiency_child(sys.argv[1])", spec]
+            child = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+            if child.returncode != 0:
+                raise RuntimeError(f"the efficiency run of {method} failed (exit "
+                                   f"{child.returncode}); its error is printed above")
+            done[key] = json.loads(child.stdout.strip().splitlines()[-1])
+            results.parent.mkdir(parents=True, exist_ok=True)
+            with open(results, "a") as f:
+                f.write(json.dumps(done[key]) + "\n")
+        rows[method] = done[key]
         if log:
-            log(f"efficiency {method}: {rows[method]['train_seconds']:.0f} s, "
+            log(f"efficiency {method}: {rows[method]['train_seconds']:.1f} s, "
                 f"{rows[method]['peak_memory_mb']:.0f} MB")
     return rows
+
+
+def efficiency_child(spec):
+    """The efficiency run of one method, in the process `efficiency` starts for it: prints
+    its record as one line of JSON."""
+    from .pretrained import load_pretrained
+
+    spec = json.loads(spec)
+    pretrained = load_pretrained(spec["model"])
+    record = run_one(pretrained, Run(**spec["run"]), data_dir=spec["data_dir"],
+                     model_name=spec["model"])
+    print(json.dumps(record), flush=True)
 
 
 # --- RESULTS.md ----------------------------------------------------------------------------------
@@ -249,6 +289,55 @@ def verdict_low_resource(summary, sizes, task):
     return "does not hold", diff
 
 
+def gaps_by_task(summary, tasks, method, baseline="full"):
+    """{task: mean of `method` − mean of `baseline`} over the tasks where both ran."""
+    means = {(r["task"], r["method"]): r["mean"] for r in summary}
+    return {t: means[t, method] - means[t, baseline] for t in tasks
+            if (t, method) in means and (t, baseline) in means}
+
+
+def leads_within_spread(summary, sizes, task, method="compacter", baseline="full"):
+    """[(size, lead, sd)] for the sizes where `method` leads `baseline` by no more than the
+    larger of their two standard deviations over seeds: leads that the seed alone could
+    make."""
+    out = []
+    for n in sizes:
+        row = {r["method"]: r for r in summary if r["task"] == task and r["train_size"] == n}
+        if method in row and baseline in row:
+            lead = row[method]["mean"] - row[baseline]["mean"]
+            sd = max(row[method]["std"], row[baseline]["std"])
+            if 0 < lead <= sd:
+                out.append((n, lead, sd))
+    return out
+
+
+def study_seconds(*record_lists):
+    """The computation a study took, from its records: each distinct run once (a run copied
+    from another results file is not counted twice), its `run_seconds`, or its
+    `train_seconds` for records made before `run_seconds` was kept."""
+    runs = {}
+    for records in record_lists:
+        for r in records:
+            runs[r["key"]] = r.get("run_seconds", r["train_seconds"])
+    return sum(runs.values())
+
+
+def machine_description():
+    """The processor, core count and Python version, as RESULTS.md names the machine."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
 def write_report(path, plan, glue_records, low_records, eff, figures, *, machine, seconds,
                  commands):
     """RESULTS.md from the records: settings, tables, figures and verdicts."""
@@ -263,8 +352,10 @@ def write_report(path, plan, glue_records, low_records, eff, figures, *, machine
              "SST-2 and the other large ones; the best epoch on validation is kept.", "",
              "```", *commands, "```", "",
              f"- Machine: {machine}",
-             f"- Total time: {seconds / 3600:.2f} h of computation for the whole study "
-             f"(summed over the sessions that ran it; each finished run is kept and reused).",
+             f"- Total time: {seconds / 3600:.2f} h of computation for the whole study, summed "
+             "from the runs' records (`study.study_seconds`: each run's wall time, loading and "
+             "evaluation included; its training time for records made before the wall time "
+             "was kept), so it counts a study run over several sessions as one from scratch.",
              f"- GLUE comparison: tasks {', '.join(plan.tasks)}; methods {', '.join(plan.methods)}; "
              f"seeds {', '.join(map(str, plan.seeds))}; training sets capped at "
              f"{plan.train_cap or 'all'} examples (stratified, seeded); "
@@ -300,10 +391,14 @@ def write_report(path, plan, glue_records, low_records, eff, figures, *, machine
                   "", "*Figure 1: each method's average test score over the tasks against its "
                   "trainable parameters (% of MiniLM, log scale), the paper's Figure 1 in small.*", ""]
     word, avg = verdict_parity(glue, tasks)
+    gaps = {m: gaps_by_task(glue, tasks, m) for m in ("compacter", "compacter++")}
+    by_task = "; ".join(f"{m} − full by task: " + ", ".join(f"{t} {g:+.3f}" for t, g in gap.items())
+                        for m, gap in gaps.items() if gap)
     lines += [f"**Verdict, parity: {word}.** Average over the tasks: " + ", ".join(
-        f"{m} {v:.3f}" for m, v in avg.items()) + ". Rule: holds when Compacter and Compacter++ "
-        "are within 1 point of full fine-tuning's average (the paper: 86.6 and 86.5 against "
-        "86.5), partly within 3 points.", "", "## 2. Little data", ""]
+        f"{m} {v:.3f}" for m, v in avg.items()) + (f". {by_task}" if by_task else "")
+        + ". Rule: holds when Compacter and Compacter++ are within 1 point of full fine-tuning's "
+        "average (the paper: 86.6 and 86.5 against 86.5), partly within 3 points.", "",
+        "## 2. Little data", ""]
     for task in plan.low_resource_tasks:
         rows = [r for r in low if r["task"] == task]
         if not rows:
@@ -324,15 +419,20 @@ def write_report(path, plan, glue_records, low_records, eff, figures, *, machine
                       "", f"*Figure: {task}, test score against training examples (log scale); "
                       "lines are means over seeds, bands one standard deviation, dots single runs.*"]
         word, diff = verdict_low_resource(low, plan.sizes, task)
+        weak = leads_within_spread(low, plan.sizes, task)
+        caveat = (" " + "; ".join(f"The lead at {n} examples ({d:+.3f}) is within the spread "
+                                  f"over seeds (±{sd:.3f})" for n, d, sd in weak) + "."
+                  if weak else "")
         lines += ["", f"**Verdict, little data ({task}): {word}.** Compacter − full by size: "
-                  + ", ".join(f"{n}: {d:+.3f}" for n, d in diff.items()) + ". Rule: holds when "
-                  "Compacter's mean is higher at every size up to 1,000 and on average; partly "
-                  "when higher on average or at some small sizes. (Compacter++ − full is in the "
-                  "table.)", ""]
+                  + ", ".join(f"{n}: {d:+.3f}" for n, d in diff.items()) + "." + caveat
+                  + " Rule: holds when Compacter's mean is higher at every size up to 1,000 and "
+                  "on average; partly when higher on average or at some small sizes. "
+                  "(Compacter++ − full is in the table.)", ""]
     lines += ["## 3. Efficiency", "",
               f"One epoch of {plan.efficiency_size} {plan.efficiency_task} examples per method, "
-              "each in its own process (time: the training loop and one validation pass; memory: "
-              "the process's peak resident memory, model and libraries included). The paper, "
+              "each in its own process, nothing written to disk (time: the training loop and one "
+              "validation pass; memory: the process's peak resident memory from the start of "
+              "training, so the model, the encoded data, the libraries and the steps). The paper, "
               "T5-base: Compacter++ about 42% less memory than full fine-tuning, 27% less time "
               "per epoch (Compacter 13%); BitFit about 64% less memory.", "",
               "| method | trainable % | seconds per epoch | relative to full | peak MB | relative to full |",
@@ -357,6 +457,11 @@ def write_report(path, plan, glue_records, low_records, eff, figures, *, machine
               "- **Model**: MiniLM-L6 (22.7M parameters, width 384, 6 layers) against T5-base "
               "(220M). With a tenth of the weights, full fine-tuning has less room to overfit "
               "small data, and the adapters have a bottleneck of 12 (the paper's: 24).",
+              "- **Backbone's training**: all-MiniLM-L6-v2 is a sentence-embedding model, "
+              "distilled and then trained contrastively to put sentences of like meaning close "
+              "together, not a plain masked-language model like T5-base. What it keeps suits "
+              "SST-2 and STS-B; grammaticality (CoLA) is what such training cares least about, "
+              "and every method starts from little there.",
               "- **Data and training**: training sets capped as stated, about 250 updates per "
               "run at batch 32 (the paper: whole GLUE tasks, batch 100, 3 to 20 epochs, 500 "
               "warm-up steps); 3 seeds.",
@@ -376,20 +481,16 @@ def run_study(pretrained, data_dir, *, out="results", report="RESULTS.md", quick
               model_name="minilm", log=print):
     """The whole study: the GLUE comparison, the low-resource study, the efficiency table,
     the figures and the report. Finished runs in `out` are reused."""
-    import platform
-    import os
-    import time
-
     from .plots import low_resource, params_vs_score
 
-    start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = quick_plan(data_dir) if quick else full_plan(data_dir)
     glue = run_grid(pretrained, plan.glue_runs(), data_dir=data_dir, results=out / "glue.jsonl",
                     model_name=model_name, log=log)
     low = run_grid(pretrained, plan.low_resource_runs(), data_dir=data_dir,
-                   results=out / "low_resource.jsonl", model_name=model_name, log=log)
+                   results=out / "low_resource.jsonl", model_name=model_name,
+                   known={r["key"]: r for r in glue}, log=log)
     eff = efficiency(plan, data_dir, out, model_name, log=log)
     figures = {}
     summary = summarize(glue, by=("method",))
@@ -402,13 +503,8 @@ def run_study(pretrained, data_dir, *, out="results", report="RESULTS.md", quick
         low_resource(summarize(rows), out / f"low_resource_{task}.png", records=rows,
                      title=f"{task}: test score against training-set size")
         figures[f"low_resource_{task}"] = f"{out.name}/low_resource_{task}.png"
-    timing = out / "timing.json"
-    spent = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
-    spent += time.perf_counter() - start
-    timing.write_text(json.dumps({"seconds": spent}))
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-               f"Python {platform.python_version()}")
+    seconds = study_seconds(glue, low, eff.values())
     command = "python -m minicompacter study --data-dir DIR" + (" --quick" if quick else "")
-    write_report(report, plan, glue, low, eff, figures, machine=machine, seconds=spent,
-                 commands=[command])
-    return {"glue": glue, "low_resource": low, "efficiency": eff, "seconds": spent}
+    write_report(report, plan, glue, low, eff, figures, machine=machine_description(),
+                 seconds=seconds, commands=[command])
+    return {"glue": glue, "low_resource": low, "efficiency": eff, "seconds": seconds}

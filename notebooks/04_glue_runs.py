@@ -103,8 +103,10 @@ for r in rows:
           f"{r['peak_memory_mb'] / full['peak_memory_mb']:>8.2f}")
 
 # %% [markdown]
-# Peak memory is each run's process peak (`ru_maxrss`: the model, the data, Python and
-# the libraries included), time is the training loop with its evaluations. Training only
+# Peak memory is each run's process peak from the start of training (the model, the
+# encoded data, Python and the libraries included; the committed outputs predate that
+# reset and count from the process's start), time is the training loop with its
+# evaluations. Training only
 # an adapter saves the gradients of the frozen weights and their optimiser state, which
 # is where the memory difference comes from; the time difference is smaller, because the
 # backward pass still runs through every layer (`bench/bench_step.py` measures a step in

@@ -58,6 +58,44 @@ def test_low_resource_verdict_needs_wins_at_the_small_sizes():
     assert verdict({100: -0.05, 500: -0.02, 1000: -0.01, 4000: 0.0}) == "does not hold"
 
 
+def test_leads_within_the_seed_spread_are_named():
+    recs = []
+    for n, full, comp in [(100, [0.70, 0.80, 0.90], [0.78, 0.82, 0.86]),   # lead 0.02, sd 0.1
+                          (500, [0.80, 0.80, 0.80], [0.90, 0.90, 0.90]),   # lead 0.1, sd 0
+                          (1000, [0.80, 0.81, 0.82], [0.70, 0.71, 0.72])]:  # behind
+        recs += [record("sst2", "full", n, s, v) for s, v in enumerate(full)]
+        recs += [record("sst2", "compacter", n, s, v) for s, v in enumerate(comp)]
+    weak = study.leads_within_spread(study.summarize(recs), [100, 500, 1000], "sst2")
+    assert [(n, round(d, 3), round(sd, 3)) for n, d, sd in weak] == [(100, 0.02, 0.1)]
+
+
+def test_gaps_by_task_are_method_minus_full():
+    summary = study.summarize([record("sst2", "full", 2000, 0, 0.80),
+                               record("sst2", "compacter", 2000, 0, 0.78),
+                               record("cola", "full", 2000, 0, 0.10)])
+    gaps = study.gaps_by_task(summary, ["sst2", "cola"], "compacter")
+    assert list(gaps) == ["sst2"] and gaps["sst2"] == pytest.approx(-0.02)
+
+
+def test_study_time_counts_each_run_once_and_falls_back_to_training_time():
+    a = {**record("sst2", "full", 100, 0, 0.5), "run_seconds": 10.0}
+    b = record("sst2", "full", 100, 1, 0.5)                   # older record: train_seconds 1.0
+    assert study.study_seconds([a, b], [a]) == 11.0          # a copied into a second file
+
+
+def test_run_grid_copies_a_known_run_instead_of_training_it(tmp_path, monkeypatch):
+    class Pretrained:
+        name = "m"
+
+    run = study.Run("sst2", "compacter", 100, 0)
+    known = {run.key("m"): {"key": run.key("m"), "test": {"score": 0.5}, "train_seconds": 3.0}}
+    monkeypatch.setattr(study, "run_one", lambda *a, **k: pytest.fail("a known run was trained"))
+    results = tmp_path / "r.jsonl"
+    records = study.run_grid(Pretrained(), [run], results=results, known=known, log=None)
+    assert records == [known[run.key("m")]]
+    assert study.read_results(results) == known               # and kept in this study's file
+
+
 def test_results_file_survives_a_line_cut_short(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"key": "a", "x": 1}) + "\n" + '{"key": "b", "x"')
@@ -85,11 +123,30 @@ def test_quick_study_writes_every_part_and_reuses_finished_runs(tmp_path, monkey
 
     pre = load_pretrained("minilm")
     out, report = tmp_path / "results", tmp_path / "RESULTS.md"
+    trained = []
+    run_one = study.run_one
+    monkeypatch.setattr(study, "run_one", lambda p, run, **k: trained.append(run) or run_one(p, run, **k))
     result = study.run_study(pre, GLUE, out=out, report=report, quick=True, log=None)
     plan = study.quick_plan(GLUE)
     assert len(result["glue"]) == len(plan.methods) * len(plan.seeds)
     assert len(result["low_resource"]) == len(plan.sizes) * len(plan.seeds) * 2
-    assert set(result["efficiency"]) == set(plan.methods)
+    # the low-resource runs at the GLUE comparison's cap are the same runs: copied, not trained
+    assert plan.train_cap in plan.sizes
+    assert len(trained) == len(result["glue"]) + len(plan.seeds) * 2 * (len(plan.sizes) - 1)
+    same = [r for r in result["low_resource"] if r["train_size"] == plan.train_cap]
+    assert same and all(r in result["glue"] for r in same)
+    for r in result["glue"]:
+        assert r["run_seconds"] >= r["train_seconds"] > 0
+    # efficiency: each method in its own process, its peak counted from its training's start,
+    # so full fine-tuning's gradients and AdamW moments (3 x 22.7M floats) show; nothing but
+    # the records is left on disk
+    eff = result["efficiency"]
+    assert set(eff) == set(plan.methods)
+    assert eff["full"]["peak_memory_mb"] - eff["compacter"]["peak_memory_mb"] > 150
+    assert len(study.read_results(out / "efficiency.jsonl")) == len(plan.methods)
+    assert not list(out.rglob("*.safetensors"))
+    assert result["seconds"] == pytest.approx(
+        study.study_seconds(result["glue"], result["low_resource"], eff.values()))
     text = report.read_text()
     for heading in ("## 1. GLUE", "## 2. Little data", "## 3. Efficiency"):
         assert heading in text

@@ -86,6 +86,41 @@ def test_training_lowers_the_loss(tiny):
     assert onp.mean(losses[-6:]) < onp.mean(losses[:6])
 
 
+needs_linux_peak = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(),
+                                      reason="resetting the peak needs Linux's /proc/self/clear_refs")
+
+
+def touch_mb(mb):
+    """An array of `mb` MB with every page written, so that it is resident."""
+    return onp.ones(mb * 2 ** 20 // 8)
+
+
+@needs_linux_peak
+def test_peak_memory_counts_from_its_reset():
+    from minicompacter.train import peak_memory_mb, reset_peak_memory
+
+    big = touch_mb(400)
+    high = peak_memory_mb()
+    del big
+    assert reset_peak_memory()
+    low = peak_memory_mb()
+    assert high - low > 300                                   # the 400 MB are forgotten
+    again = touch_mb(200)
+    assert peak_memory_mb() - low > 150                       # and a new peak is counted
+    del again
+
+
+@needs_linux_peak
+def test_finetune_peak_leaves_out_what_came_before_training(tiny):
+    from minicompacter.train import peak_memory_mb
+
+    big = touch_mb(400)                   # as reading and tokenizing a large file would
+    high = peak_memory_mb()
+    del big
+    m = finetune(tiny, TASK, METHOD, CFG, train_size=64)
+    assert m["peak_memory_mb"] < high - 300
+
+
 def test_resume_after_an_interrupt_gives_the_same_result(tiny, run, tmp_path):
     _, reference = run
     out = tmp_path / "interrupted"
