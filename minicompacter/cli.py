@@ -239,7 +239,7 @@ def print_comparison(rows, task, out):
                      for r in rows], plot, title=f"{task}: test score against trainable parameters")
     (Path(out) / "compare.json").write_text(json.dumps(rows, indent=2))
     print(f"\nscore: the test split's (validation selects the epoch); peak MB: each run's "
-          f"process (ru_maxrss)\nplot: {plot}\nall numbers: {Path(out) / 'compare.json'}")
+          f"process, from the start of training\nplot: {plot}\nall numbers: {Path(out) / 'compare.json'}")
 
 
 def cmd_compare(args):

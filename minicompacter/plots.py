@@ -103,3 +103,31 @@ def low_resource(summary, path=None, *, title=None, records=None):
     if title:
         ax.set_title(title)
     return _finish(fig, path)
+
+
+def efficiency(rows, path=None, *, title=None, paper=None):
+    """Each method's time per epoch against its peak memory, both relative to full
+    fine-tuning's (1, 1): lower left is cheaper on both. rows: dicts with "method",
+    "time" and "memory" (ratios); paper: optional {label: (time, memory)} drawn as hollow
+    markers for comparison. Returns the figure; saved to path if given."""
+    plt = _pyplot(path)
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    markers = "osD^vP*Xh"
+    for i, r in enumerate(rows):
+        ax.scatter(r["time"], r["memory"], s=50, marker=markers[i % len(markers)],
+                   label=f"{r['method']} ({r['time']:.2f}, {r['memory']:.2f})")
+    for label, (t, m) in (paper or {}).items():
+        ax.scatter(t, m, s=80, facecolors="none", edgecolors="black",
+                   label=f"{label} ({t:.2f}, {m:.2f})")
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlim(0, 1.1)
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel("time per epoch, relative to full fine-tuning")
+    ax.set_ylabel("peak memory, relative to full fine-tuning")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
