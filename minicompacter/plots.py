@@ -23,6 +23,16 @@ def _finish(fig, path):
     return fig
 
 
+def _label(ax, xlabel, ylabel, title=None, *, legend_loc="best", legend_size=8):
+    """Axis labels, the legend, a light grid and the title, as every figure here has them."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=legend_size, loc=legend_loc)
+    ax.grid(True, which="both", alpha=0.3)
+    if title:
+        ax.set_title(title)
+
+
 def params_vs_score(rows, path=None, *, title=None):
     """The Compacter paper's Figure 1 in small: trainable parameters (% of the base model,
     log axis) against the task score, one point per method.
@@ -38,12 +48,7 @@ def params_vs_score(rows, path=None, *, title=None):
                    label=f"{r['method']} ({r['percent']:.3g}%, {r['score']:.3f})")
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.12)
-    ax.legend(fontsize=8, loc="best")
-    ax.set_xlabel("trainable parameters (% of the base model, log scale)")
-    ax.set_ylabel("score")
-    if title:
-        ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
+    _label(ax, "trainable parameters (% of the base model, log scale)", "score", title)
     return _finish(fig, path)
 
 
@@ -96,12 +101,7 @@ def low_resource(summary, path=None, *, title=None, records=None):
     ax.set_xticks(sizes)
     ax.set_xticklabels([str(s) for s in sizes])
     ax.minorticks_off()
-    ax.set_xlabel("training examples (log scale)")
-    ax.set_ylabel("test score")
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(True, alpha=0.3)
-    if title:
-        ax.set_title(title)
+    _label(ax, "training examples (log scale)", "test score", title, legend_loc="lower right")
     return _finish(fig, path)
 
 
@@ -124,10 +124,7 @@ def efficiency(rows, path=None, *, title=None, paper=None):
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xlim(0, 1.1)
     ax.set_ylim(0, 1.1)
-    ax.set_xlabel("time per epoch, relative to full fine-tuning")
-    ax.set_ylabel("peak memory, relative to full fine-tuning")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(True, alpha=0.3)
-    if title:
-        ax.set_title(title)
+    _label(ax, "time per epoch, relative to full fine-tuning",
+           "peak memory, relative to full fine-tuning", title, legend_loc="lower right",
+           legend_size=7)
     return _finish(fig, path)

@@ -388,8 +388,12 @@ def write_report(path, plan, glue_records, low_records, eff, figures, *, machine
                      + f" | {avg:.3f} | {secs:.0f} | {peak} |")
     lines += ["", f"Mean ± standard deviation over {len(plan.seeds)} seeds. Scores: Matthews "
               "correlation (CoLA), mean of Pearson and Spearman (STS-B), accuracy (SST-2), as the "
-              "paper averages them. Seconds per run: training and the validation after each "
-              "epoch, averaged over tasks and seeds (runs in one process, one after another). "
+              "paper averages them. Trainable %: of MiniLM's parameters, the classification "
+              "head included (so full fine-tuning is a little over 100). Seconds per run: "
+              "training and the validation after each epoch, averaged over tasks and seeds; the "
+              "runs were made over several sessions on machines of the same kind that were not "
+              "equally fast (the same kind of run took up to 1.6 times as long in one session "
+              "as in another), so compare methods' costs in section 3, measured in one go. "
               "Peak MB: the method's efficiency run (section 3), each in its own process.", ""]
     if "params_vs_score" in figures:
         lines += [f"![trainable parameters against average score]({figures['params_vs_score']})",
