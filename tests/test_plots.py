@@ -1,0 +1,47 @@
+"""The figures: each draws what it is given, where it should be, and saves a PNG."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as onp
+import pytest
+from matplotlib.collections import PathCollection
+
+from minicompacter import plots
+
+
+def points(ax):
+    """The (x, y) of every scatter marker on the axes, in drawing order."""
+    return [tuple(float(v) for v in p) for c in ax.collections if isinstance(c, PathCollection)
+            for p in onp.asarray(c.get_offsets())]
+
+
+def test_efficiency_places_each_method_at_its_ratios_with_the_paper_beside(tmp_path):
+    rows = [{"method": "compacter", "time": 0.4, "memory": 0.6},
+            {"method": "bitfit", "time": 0.35, "memory": 0.55}]
+    fig = plots.efficiency(rows, tmp_path / "e.png", paper={"paper": (0.73, 0.58)})
+    ax = fig.axes[0]
+    assert points(ax) == [(0.4, 0.6), (0.35, 0.55), (0.73, 0.58)]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0].startswith("compacter (0.40, 0.60)") and labels[2].startswith("paper")
+    assert (tmp_path / "e.png").stat().st_size > 0
+
+
+def test_params_vs_score_skips_a_missing_score_and_uses_a_log_axis():
+    fig = plots.params_vs_score([{"method": "a", "percent": 0.1, "score": 0.8},
+                                 {"method": "b", "percent": 100.0, "score": float("nan")}])
+    ax = fig.axes[0]
+    assert points(ax) == [(0.1, 0.8)] and ax.get_xscale() == "log"
+
+
+def test_low_resource_draws_means_bands_and_single_runs():
+    summary = [{"method": "full", "train_size": n, "mean": m, "std": 0.01, "n": 2}
+               for n, m in ((100, 0.7), (500, 0.8))]
+    records = [{"method": "full", "train_size": n, "test": {"score": v}}
+               for n, v in ((100, 0.69), (100, 0.71), (500, 0.8))]
+    ax = plots.low_resource(summary, records=records).axes[0]
+    line = ax.get_lines()[0]
+    assert list(line.get_xdata()) == [100, 500] and list(line.get_ydata()) == [0.7, 0.8]
+    assert sorted(points(ax)) == [(100, 0.69), (100, 0.71), (500, 0.8)]
+    assert len(ax.collections) == 2                       # the +-1 sd band and the runs
