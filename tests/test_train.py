@@ -90,35 +90,41 @@ needs_linux_peak = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists()
                                       reason="resetting the peak needs Linux's /proc/self/clear_refs")
 
 
-def touch_mb(mb):
-    """An array of `mb` MB with every page written, so that it is resident."""
-    return onp.ones(mb * 2 ** 20 // 8)
+def in_fresh_process(code):
+    """Run `code` in a new interpreter (a peak reached by earlier tests, or memory they left
+    resident, would hide what is measured here) and return what it prints as JSON."""
+    prelude = ("import json, numpy as onp\n"
+               "from minicompacter.train import peak_memory_mb, reset_peak_memory\n"
+               "touch_mb = lambda mb: onp.ones(mb * 2 ** 20 // 8)   # every page written\n")
+    done = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @needs_linux_peak
 def test_peak_memory_counts_from_its_reset():
-    from minicompacter.train import peak_memory_mb, reset_peak_memory
-
-    big = touch_mb(400)
-    high = peak_memory_mb()
-    del big
-    assert reset_peak_memory()
-    low = peak_memory_mb()
-    assert high - low > 300                                   # the 400 MB are forgotten
-    again = touch_mb(200)
-    assert peak_memory_mb() - low > 150                       # and a new peak is counted
-    del again
+    got = in_fresh_process(
+        "big = touch_mb(400); high = peak_memory_mb(); del big\n"
+        "reset = reset_peak_memory(); low = peak_memory_mb()\n"
+        "again = touch_mb(200); later = peak_memory_mb()\n"
+        "print(json.dumps(dict(high=high, reset=reset, low=low, later=later)))")
+    assert got["reset"]
+    assert got["high"] - got["low"] > 300                     # the 400 MB are forgotten
+    assert got["later"] - got["low"] > 150                    # and a new peak is counted
 
 
 @needs_linux_peak
-def test_finetune_peak_leaves_out_what_came_before_training(tiny):
-    from minicompacter.train import peak_memory_mb
-
-    big = touch_mb(400)                   # as reading and tokenizing a large file would
-    high = peak_memory_mb()
-    del big
-    m = finetune(tiny, TASK, METHOD, CFG, train_size=64)
-    assert m["peak_memory_mb"] < high - 300
+def test_finetune_peak_leaves_out_what_came_before_training():
+    got = in_fresh_process(
+        "import minicompacter as mc\n"
+        "from minicompacter.train import TrainConfig, finetune\n"
+        "tiny = mc.load_pretrained('tiny')\n"
+        "big = touch_mb(800); high = peak_memory_mb(); del big   # as reading a large file would\n"
+        "m = finetune(tiny, 'synthetic-sentiment', mc.method_config('compacter++', reduction_factor=8),\n"
+        "             TrainConfig(epochs=1, batch_size=16, max_length=32, progress=False), train_size=64)\n"
+        "print(json.dumps(dict(high=high, peak=m['peak_memory_mb'])))")
+    assert got["peak"] < got["high"] - 600                    # the 800 MB are not in it
 
 
 def test_resume_after_an_interrupt_gives_the_same_result(tiny, run, tmp_path):
