@@ -264,9 +264,13 @@ def cmd_study(args):
                          "or set GLUE_DIR (one folder per task, e.g. SST-2/train.tsv).")
     pretrained = load_pretrained(args.model)
     result = run_study(pretrained, data_dir, out=args.out, report=args.report, quick=args.quick,
-                       model_name=args.model)
+                       model_name=args.model, train=not args.report_only)
     print(f"wrote {args.report} and the figures in {args.out}/ "
           f"({result['seconds'] / 60:.1f} min of computation in all)")
+    if result["missing"]:
+        print("unfinished: runs not made yet: " + ", ".join(
+            f"{n} {part}" for part, n in result["missing"].items())
+            + "; run the command without --report-only to make them")
     return 0
 
 
@@ -367,6 +371,9 @@ def build_parser():
     study.add_argument("--report", default="RESULTS.md", help="default %(default)s")
     study.add_argument("--quick", action="store_true",
                        help="a few minutes' version of every part (tests use it)")
+    study.add_argument("--report-only", action="store_true",
+                       help="write the report and figures from the runs recorded so far, "
+                            "training nothing (an unfinished study's report says what is missing)")
     study.set_defaults(func=cmd_study)
 
     count = sub.add_parser("count", help="count a method's trainable parameters",

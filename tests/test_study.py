@@ -116,6 +116,45 @@ def test_study_without_a_glue_directory_says_how_to_give_one(monkeypatch, capsys
     assert "--data-dir" in capsys.readouterr().err
 
 
+@needs_glue
+def test_report_only_trains_nothing_and_says_what_is_missing(tmp_path, monkeypatch):
+    plan = study.quick_plan(GLUE)
+    run = plan.glue_runs()[0]
+    rec = {**record(run.task, run.method, run.train_size, run.seed, 0.8), "key": run.key("minilm")}
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "glue.jsonl").write_text(json.dumps(rec) + "\n")
+    monkeypatch.setattr(study, "run_one", lambda *a, **k: pytest.fail("a run was trained"))
+
+    class Pretrained:
+        name = "minilm"
+
+    result = study.run_study(Pretrained(), GLUE, out=out, report=tmp_path / "R.md", quick=True,
+                             train=False, log=None)
+    assert result["glue"] == [rec]
+    assert result["low_resource"] == [rec]           # the same run, in both studies
+    assert result["missing"] == {"GLUE": len(plan.glue_runs()) - 1, "efficiency": len(plan.methods),
+                                 "low_resource": len(plan.low_resource_runs()) - 1}
+    text = (tmp_path / "R.md").read_text()
+    assert text.startswith("# Results") and "**Unfinished study" in text
+    assert f"{len(plan.glue_runs()) - 1} of the GLUE study" in text
+    assert "**Verdict, parity (provisional): not measured.**" in text
+
+
+def test_cli_report_only_flag_reaches_the_study(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake_study(pretrained, data_dir, **kw):
+        seen.update(kw)
+        return {"seconds": 60.0, "missing": {"GLUE": 3}}
+
+    monkeypatch.setattr(study, "run_study", fake_study)
+    monkeypatch.setattr("minicompacter.pretrained.load_pretrained", lambda name: None)
+    assert cli_main(["study", "--data-dir", str(tmp_path), "--report-only"]) == 0
+    assert seen["train"] is False
+    assert "unfinished: runs not made yet: 3 GLUE" in capsys.readouterr().out
+
+
 @needs_minilm
 @needs_glue
 def test_quick_study_writes_every_part_and_reuses_finished_runs(tmp_path, monkeypatch):
@@ -148,6 +187,7 @@ def test_quick_study_writes_every_part_and_reuses_finished_runs(tmp_path, monkey
     assert result["seconds"] == pytest.approx(
         study.study_seconds(result["glue"], result["low_resource"], eff.values()))
     text = report.read_text()
+    assert result["missing"] == {} and "Unfinished" not in text and "provisional" not in text
     for heading in ("## 1. GLUE", "## 2. Little data", "## 3. Efficiency"):
         assert heading in text
     for verdict in ("Verdict, parity:", "Verdict, little data (sst2):", "Verdict, efficiency:"):
