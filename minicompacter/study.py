@@ -333,6 +333,17 @@ def study_seconds(*record_lists):
     return sum(runs.values())
 
 
+def time_spread(records):
+    """The largest ratio of the slowest to the fastest training time among runs that did the
+    same work (one task, method and size; only the seed differs): how far the machine's speed
+    varied while the records were made. 1.0 when no group has two runs."""
+    groups = {}
+    for r in records:
+        groups.setdefault((r["task"], r["method"], r["train_size"]), []).append(r["train_seconds"])
+    return max([max(t) / min(t) for t in groups.values() if len(t) > 1 and min(t) > 0],
+               default=1.0)
+
+
 def machine_description():
     """The processor, core count and Python version, as RESULTS.md names the machine."""
     import os
@@ -406,10 +417,12 @@ def write_report(path, plan, glue_records, low_records, eff, figures, *, machine
               "correlation (CoLA), mean of Pearson and Spearman (STS-B), accuracy (SST-2), as the "
               "paper averages them. Trainable %: of MiniLM's parameters, the classification "
               "head included (so full fine-tuning is a little over 100). Seconds per run: "
-              "training and the validation after each epoch, averaged over tasks and seeds; the "
-              "runs were made over several sessions on machines of the same kind that were not "
-              "equally fast (the same kind of run took up to 1.6 times as long in one session "
-              "as in another), so compare methods' costs in section 3, measured in one go. "
+              "training and the validation after each epoch, averaged over tasks and seeds; "
+              f"indicative only: the same work (one task and method, another seed) took up to "
+              f"{time_spread(glue_records):.1f} times as long in one run as in another, as runs "
+              "may be made over several sessions, on machines of the same kind that are not "
+              "equally fast or busy with other work. Section 3 compares the methods' costs, "
+              "measured in one go. "
               "Peak MB: the method's efficiency run (section 3), each in its own process.", ""]
     if "params_vs_score" in figures:
         lines += [f"![trainable parameters against average score]({figures['params_vs_score']})",

@@ -83,6 +83,14 @@ def test_study_time_counts_each_run_once_and_falls_back_to_training_time():
     assert study.study_seconds([a, b], [a]) == 11.0          # a copied into a second file
 
 
+def test_time_spread_compares_runs_of_the_same_work_only():
+    times = {("sst2", "full", 0): 10.0, ("sst2", "full", 1): 16.0,          # 1.6 apart
+             ("sst2", "bitfit", 0): 2.0, ("cola", "full", 0): 40.0}       # no second seed
+    recs = [{**record(t, m, 100, seed, 0.5), "train_seconds": v} for (t, m, seed), v in times.items()]
+    assert study.time_spread(recs) == pytest.approx(1.6)
+    assert study.time_spread(recs[2:]) == 1.0
+
+
 def test_run_grid_copies_a_known_run_instead_of_training_it(tmp_path, monkeypatch):
     class Pretrained:
         name = "m"
