@@ -23,6 +23,18 @@ def _finish(fig, path):
     return fig
 
 
+# One look per method, the same in every figure; other names take the next free ones.
+_METHODS = ("full", "adapter", "pfeiffer", "phm-adapter", "compacter", "compacter++", "bitfit",
+            "lora")
+_MARKERS = "osD^vP*Xh<>"
+
+
+def _style(method, i):
+    """(color, marker) of a method: fixed for the known ones, by position `i` otherwise."""
+    k = _METHODS.index(method) if method in _METHODS else len(_METHODS) + i
+    return f"C{k % 10}", _MARKERS[k % len(_MARKERS)]
+
+
 def _label(ax, xlabel, ylabel, title=None, *, legend_loc="best", legend_size=8):
     """Axis labels, the legend, a light grid and the title, as every figure here has them."""
     ax.set_xlabel(xlabel)
@@ -40,11 +52,11 @@ def params_vs_score(rows, path=None, *, title=None):
     plt = _pyplot(path)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    markers = "osD^vP*Xh"
     for i, r in enumerate(rows):
         if r.get("score") is None or not math.isfinite(r["score"]):
             continue
-        ax.scatter(r["percent"], r["score"], s=50, marker=markers[i % len(markers)],
+        color, marker = _style(r["method"], i)
+        ax.scatter(r["percent"], r["score"], s=50, color=color, marker=marker,
                    label=f"{r['method']} ({r['percent']:.3g}%, {r['score']:.3f})")
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.12)
@@ -88,7 +100,7 @@ def low_resource(summary, path=None, *, title=None, records=None):
         rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["train_size"])
         x = [r["train_size"] for r in rows]
         mean = [r["mean"] for r in rows]
-        color = f"C{i}"
+        color, _ = _style(method, i)
         ax.plot(x, mean, marker="o", color=color,
                 label=f"{method} (mean of {max(r['n'] for r in rows)} seeds, band: +-1 sd)")
         ax.fill_between(x, [m - r["std"] for m, r in zip(mean, rows)],
@@ -113,9 +125,9 @@ def efficiency(rows, path=None, *, title=None, paper=None):
     plt = _pyplot(path)
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    markers = "osD^vP*Xh"
     for i, r in enumerate(rows):
-        ax.scatter(r["time"], r["memory"], s=50, marker=markers[i % len(markers)],
+        color, marker = _style(r["method"], i)
+        ax.scatter(r["time"], r["memory"], s=50, color=color, marker=marker,
                    label=f"{r['method']} ({r['time']:.2f}, {r['memory']:.2f})")
     for label, (t, m) in (paper or {}).items():
         ax.scatter(t, m, s=80, facecolors="none", edgecolors="black",

@@ -20,6 +20,7 @@ are stated next to them in the report.
 import dataclasses
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -346,7 +347,6 @@ def time_spread(records):
 
 def machine_description():
     """The processor, core count and Python version, as RESULTS.md names the machine."""
-    import os
     import platform
 
     cpu = platform.processor() or platform.machine()
@@ -369,10 +369,11 @@ def write_report(path, plan, glue_records, low_records, eff, figures, *, machine
     low = summarize(low_records)
     full_eff = eff.get("full")
     missing = {part: n for part, n in (missing or {}).items() if n}
-    tag = " (provisional)" if missing else ""
+    tag = lambda part: " (provisional)" if part in missing else ""
     lines = ["# Results: Compacter's claims at small scale", ""]
     if missing:
-        lines += ["**Unfinished study: the verdicts below are provisional.** Runs not made yet: "
+        lines += ["**Unfinished study: the verdicts of its unfinished parts are provisional.** Runs "
+                  "not made yet: "
                   + ", ".join(f"{n} of the {part.replace('_', '-')} study" for part, n in missing.items())
                   + ". Running the command below again makes them (the finished runs are kept) "
                   "and rewrites this report.", ""]
@@ -432,7 +433,7 @@ def write_report(path, plan, glue_records, low_records, eff, figures, *, machine
     gaps = {m: gaps_by_task(glue, tasks, m) for m in ("compacter", "compacter++")}
     by_task = "; ".join(f"{m} − full by task: " + ", ".join(f"{t} {g:+.3f}" for t, g in gap.items())
                         for m, gap in gaps.items() if gap)
-    lines += [f"**Verdict, parity{tag}: {word}.** Average over the tasks: " + ", ".join(
+    lines += [f"**Verdict, parity{tag('GLUE')}: {word}.** Average over the tasks: " + ", ".join(
         f"{m} {v:.3f}" for m, v in avg.items()) + (f". {by_task}" if by_task else "")
         + ". Rule: holds when Compacter and Compacter++ are within 1 point of full fine-tuning's "
         "average (the paper: 86.6 and 86.5 against 86.5), partly within 3 points.", "",
@@ -461,7 +462,7 @@ def write_report(path, plan, glue_records, low_records, eff, figures, *, machine
         caveat = (" " + "; ".join(f"The lead at {n} examples ({d:+.3f}) is within the spread "
                                   f"over seeds (±{sd:.3f})" for n, d, sd in weak) + "."
                   if weak else "")
-        lines += ["", f"**Verdict, little data ({task}){tag}: {word}.** Compacter − full by size: "
+        lines += ["", f"**Verdict, little data ({task}){tag('low_resource')}: {word}.** Compacter − full by size: "
                   + ", ".join(f"{n}: {d:+.3f}" for n, d in diff.items()) + "." + caveat
                   + " Rule: holds when Compacter's mean is higher at every size up to 1,000 and "
                   "on average; partly when higher on average or at some small sizes. "
@@ -492,7 +493,7 @@ def write_report(path, plan, glue_records, low_records, eff, figures, *, machine
         less_m = 1 - c["peak_memory_mb"] / full_eff["peak_memory_mb"]
         word = ("holds" if less_t > 0 and less_m > 0.2 else "holds partly" if less_t > 0 or less_m > 0
                 else "does not hold")
-        lines += ["", f"**Verdict, efficiency{tag}: {word}.** {name.capitalize()} saves {less_t:.0%} of "
+        lines += ["", f"**Verdict, efficiency{tag('efficiency')}: {word}.** {name.capitalize()} saves {less_t:.0%} of "
                   f"full fine-tuning's time per epoch and {less_m:.0%} of its peak memory (the "
                   "paper, Compacter++: 27% and 42%). Rule: holds when it saves time and more than "
                   "20% of the memory."]
@@ -516,7 +517,10 @@ def write_report(path, plan, glue_records, low_records, eff, figures, *, machine
               "STS-B); the paper averages eight.",
               "- **Efficiency**: NumPy + autograd on 2 CPU cores against PyTorch on GPUs; the "
               "savings come from the same source (no weight gradients or optimiser state for "
-              "frozen weights), but their size depends on the implementation (BENCHMARKS.md)."]
+              "frozen weights), but their size depends on the implementation (BENCHMARKS.md). "
+              "The methods train every layer norm, as the paper's do, the embeddings' included, "
+              "so the backward pass still runs through every layer; freezing them saves more "
+              "time (BENCHMARKS.md, the \"adapter-only\" rows)."]
     Path(path).write_text("\n".join(lines) + "\n")
 
 
@@ -530,6 +534,8 @@ def run_study(pretrained, data_dir, *, out="results", report="RESULTS.md", quick
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # a figure's link in the report: its path from the report's folder
+    link = lambda name: Path(os.path.relpath(out / name, Path(report).resolve().parent)).as_posix()
     plan = quick_plan(data_dir) if quick else full_plan(data_dir)
     glue = run_grid(pretrained, plan.glue_runs(), data_dir=data_dir, results=out / "glue.jsonl",
                     model_name=model_name, train=train, log=log)
@@ -545,12 +551,12 @@ def run_study(pretrained, data_dir, *, out="results", report="RESULTS.md", quick
     params_vs_score([{"method": r["method"], "percent": r["percent"], "score": r["mean"]}
                      for r in summary], out / "params_vs_score.png",
                     title="average test score against trainable parameters")
-    figures["params_vs_score"] = f"{out.name}/params_vs_score.png"
+    figures["params_vs_score"] = link("params_vs_score.png")
     for task in plan.low_resource_tasks:
         rows = [r for r in low if r["task"] == task]
         low_resource(summarize(rows), out / f"low_resource_{task}.png", records=rows,
                      title=f"{task}: test score against training-set size")
-        figures[f"low_resource_{task}"] = f"{out.name}/low_resource_{task}.png"
+        figures[f"low_resource_{task}"] = link(f"low_resource_{task}.png")
     if "full" in eff:
         full = eff["full"]
         efficiency_plot([{"method": m, "time": r["train_seconds"] / full["train_seconds"],
@@ -558,7 +564,7 @@ def run_study(pretrained, data_dir, *, out="results", report="RESULTS.md", quick
                          for m, r in eff.items() if m != "full"], out / "efficiency.png",
                         title="cost of an epoch, relative to full fine-tuning",
                         paper={"paper, Compacter++ on T5-base": PAPER_COMPACTERPP_COST})
-        figures["efficiency"] = f"{out.name}/efficiency.png"
+        figures["efficiency"] = link("efficiency.png")
     seconds = study_seconds(glue, low, eff.values())
     command = "python -m minicompacter study --data-dir DIR" + (" --quick" if quick else "")
     write_report(report, plan, glue, low, eff, figures, machine=machine_description(),

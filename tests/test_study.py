@@ -203,7 +203,7 @@ def test_quick_study_writes_every_part_and_reuses_finished_runs(tmp_path, monkey
     assert (out / "params_vs_score.png").stat().st_size > 0
     assert (out / "low_resource_sst2.png").stat().st_size > 0
     assert (out / "efficiency.png").stat().st_size > 0
-    assert "efficiency.png" in text
+    assert "](results/efficiency.png)" in text             # linked from the report's folder
     # a second run finds every run in the results files and trains nothing
     monkeypatch.setattr(study, "run_one", lambda *a, **k: pytest.fail("a finished run ran again"))
     again = study.run_study(pre, GLUE, out=out, report=report, quick=True, log=None)
