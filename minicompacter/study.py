@@ -462,7 +462,10 @@ def write_report(path, plan, glue_records, low_records, eff, figures, *, machine
         caveat = (" " + "; ".join(f"The lead at {n} examples ({d:+.3f}) is within the spread "
                                   f"over seeds (±{sd:.3f})" for n, d, sd in weak) + "."
                   if weak else "")
-        lines += ["", f"**Verdict, little data ({task}){tag('low_resource')}: {word}.** Compacter − full by size: "
+        unfinished = (sum(r["task"] == task for r in low_records)
+                      < len(plan.sizes) * len(plan.seeds) * len(plan.low_resource_methods))
+        lines += ["", f"**Verdict, little data ({task}){' (provisional)' if unfinished else ''}: "
+                  f"{word}.** Compacter − full by size: "
                   + ", ".join(f"{n}: {d:+.3f}" for n, d in diff.items()) + "." + caveat
                   + " Rule: holds when Compacter's mean is higher at every size up to 1,000 and "
                   "on average; partly when higher on average or at some small sizes. "

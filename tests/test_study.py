@@ -147,6 +147,7 @@ def test_report_only_trains_nothing_and_says_what_is_missing(tmp_path, monkeypat
     assert text.startswith("# Results") and "**Unfinished study" in text
     assert f"{len(plan.glue_runs()) - 1} of the GLUE study" in text
     assert "**Verdict, parity (provisional): not measured.**" in text
+    assert "**Verdict, little data (sst2) (provisional): not measured.**" in text
 
 
 def test_cli_report_only_flag_reaches_the_study(monkeypatch, tmp_path, capsys):
