@@ -5,7 +5,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as onp
-import pytest
 from matplotlib.collections import PathCollection
 
 from minicompacter import plots
