@@ -71,6 +71,15 @@ def read_results(path):
     return records
 
 
+def append_result(path, record):
+    """Add one record to a results file as its own line, at once, so an interrupted study
+    keeps every run it finished."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def run_one(pretrained, run, *, data_dir=None, model_name=None, progress=False):
     """Fine-tune one run; its record (the run's fields, scores, time, parameter counts).
     `train_seconds` is the training loop's time, `run_seconds` the whole run's (loading and
@@ -113,9 +122,7 @@ def run_grid(pretrained, runs, *, data_dir=None, results=None, model_name=None, 
             record = known[key] if copied else run_one(pretrained, run, data_dir=data_dir,
                                                        model_name=name)
             if results:
-                Path(results).parent.mkdir(parents=True, exist_ok=True)
-                with open(results, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_result(results, record)
             done[key] = record
             if log:
                 log(f"[{i}/{len(runs)}] {run.task} {run.method} n={run.train_size} "
@@ -240,9 +247,7 @@ def efficiency(plan, data_dir, out, model_name, train=True, log=print):
                 raise RuntimeError(f"the efficiency run of {method} failed (exit "
                                    f"{child.returncode}); its error is printed above")
             done[key] = json.loads(child.stdout.strip().splitlines()[-1])
-            results.parent.mkdir(parents=True, exist_ok=True)
-            with open(results, "a") as f:
-                f.write(json.dumps(done[key]) + "\n")
+            append_result(results, done[key])
         rows[method] = done[key]
         if log:
             log(f"efficiency {method}: {rows[method]['train_seconds']:.1f} s, "
@@ -281,15 +286,22 @@ def verdict_parity(summary, tasks):
     return word, avg
 
 
+def _pairs_by_size(summary, sizes, task, method, baseline):
+    """{size: (summary row of `method`, of `baseline`)} for the sizes where both ran."""
+    pairs = {}
+    for n in sizes:
+        row = {r["method"]: r for r in summary if r["task"] == task and r["train_size"] == n}
+        if method in row and baseline in row:
+            pairs[n] = row[method], row[baseline]
+    return pairs
+
+
 def verdict_low_resource(summary, sizes, task):
     """Compacter against full fine-tuning at each size: holds if Compacter's mean is higher
     at every size up to 1,000 and on average over the sizes; partly if higher on average
     or at some of the small sizes; else not."""
-    diff = {}
-    for n in sizes:
-        row = {r["method"]: r for r in summary if r["task"] == task and r["train_size"] == n}
-        if "compacter" in row and "full" in row:
-            diff[n] = row["compacter"]["mean"] - row["full"]["mean"]
+    diff = {n: c["mean"] - f["mean"]
+            for n, (c, f) in _pairs_by_size(summary, sizes, task, "compacter", "full").items()}
     if not diff:
         return "not measured", diff
     small = [d for n, d in diff.items() if n <= 1000]
@@ -313,13 +325,10 @@ def leads_within_spread(summary, sizes, task, method="compacter", baseline="full
     larger of their two standard deviations over seeds: leads that the seed alone could
     make."""
     out = []
-    for n in sizes:
-        row = {r["method"]: r for r in summary if r["task"] == task and r["train_size"] == n}
-        if method in row and baseline in row:
-            lead = row[method]["mean"] - row[baseline]["mean"]
-            sd = max(row[method]["std"], row[baseline]["std"])
-            if 0 < lead <= sd:
-                out.append((n, lead, sd))
+    for n, (m, b) in _pairs_by_size(summary, sizes, task, method, baseline).items():
+        lead, sd = m["mean"] - b["mean"], max(m["std"], b["std"])
+        if 0 < lead <= sd:
+            out.append((n, lead, sd))
     return out
 
 
