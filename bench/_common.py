@@ -1,6 +1,8 @@
 """What the benchmark scripts share: the machine description, the command as run, random
 realistic batches, interleaved timing, and appending a section to BENCHMARKS.md."""
 
+import atexit
+import contextlib
 import datetime
 import os
 import platform
@@ -14,6 +16,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))                    # benchmark this checkout, installed or not
 import minicompacter                             # noqa: E402
+from minicompacter.core import kernels           # noqa: E402
+
+# A benchmark's process is its own: the allocator settings the command line uses too
+# (kernels.tune_malloc), and, from `start()`, every core for the kernels until it exits.
+MALLOC_TUNED = kernels.tune_malloc()
+
+
+def start():
+    """Enter kernels.parallel() for the rest of this process (what finetune does for a run):
+    the kernels' thread pool, BLAS on one thread. Each script's main() calls it first."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(kernels.parallel())
+    atexit.register(stack.close)
 
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 HEADER = """# Benchmarks
@@ -44,8 +59,8 @@ def step_setup(method, B, T):
     method and a 2-class head on [CLS], a random B x T batch with labels, and a zero-argument
     `step()` running train.train_step without dropout (clipping and AdamW included), its
     state kept across calls. Returns (step, trainable tree)."""
-    from minicompacter.optim import init_adamw
-    from minicompacter.train import TrainConfig, train_step
+    from minicompacter.core.optim import init_adamw
+    from minicompacter.harness.train import TrainConfig, train_step
 
     name, _, variant = method.partition(":")
     config = minicompacter.method_config(name, **({"train_layer_norms": False}
@@ -101,20 +116,20 @@ def machine(extra=()):
     """One-line descriptions of the CPU and the libraries, plus any `extra` lines."""
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor() or "unknown")
-    from minicompacter import kernels
+    threads = kernels.active_threads()
     return [f"CPU: {cpu}, {os.cpu_count()} cores", f"Python {platform.python_version()}, "
             f"numpy {np.__version__}, minicompacter {minicompacter.__version__}",
             f"NumPy BLAS: {blas_info()}",
-            f"minicompacter: a pool of {kernels.THREADS} threads"
-            + (", NumPy's OpenBLAS set to 1 thread" if kernels.THREADS > 1 else "")
-            + f"; glibc allocator settings {'applied' if kernels.MALLOC_TUNED else 'not applied'}",
+            f"minicompacter: a pool of {threads} threads"
+            + (", NumPy's BLAS set to 1 thread" if threads > 1 else "")
+            + f"; glibc allocator settings {'applied' if MALLOC_TUNED else 'not applied'}",
             *extra]
 
 
 def command():
     """The command line as run, with the performance-relevant environment variables."""
     env = [f"{k}={shlex.quote(os.environ[k])}" for k in PERF_ENV if k in os.environ]
-    line = shlex.join([sys.executable, *sys.argv])
+    line = shlex.join(["python", *sys.argv])
     return line if not env else " ".join(env) + " " + line
 
 

@@ -26,12 +26,12 @@ import time
 
 import numpy as np
 
-from _common import append_section, machine
+from _common import append_section, machine, start
 import minicompacter                                      # noqa: E402
-from minicompacter.data import Encoded, batch_order, encode, get_task, load_task  # noqa: E402
-from minicompacter.model import init_model                # noqa: E402
-from minicompacter.optim import init_adamw                # noqa: E402
-from minicompacter.train import TrainConfig, finetune, predictions, train_step  # noqa: E402
+from minicompacter.harness.data import Encoded, batch_order, encode, get_task, load_task  # noqa: E402
+from minicompacter.core.model import init_model                # noqa: E402
+from minicompacter.core.optim import init_adamw                # noqa: E402
+from minicompacter.harness.train import TrainConfig, finetune, predictions, train_step  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -80,6 +80,7 @@ def time_steps(enc, batches, pretrained, method, T=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    start()
     notes = machine()
     print("\n".join(notes), flush=True)
     pre = minicompacter.load_pretrained("minilm")

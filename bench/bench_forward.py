@@ -23,9 +23,9 @@ import statistics
 
 import numpy as np
 
-from _common import BENCHMARKS, append_section, machine, make_batch, parse_shapes, time_interleaved
+from _common import BENCHMARKS, append_section, machine, make_batch, parse_shapes, start, time_interleaved
 import minicompacter                             # noqa: E402  (_common puts the checkout first)
-from minicompacter.pretrained import minilm_dir  # noqa: E402
+from minicompacter.harness.pretrained import minilm_dir  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -59,7 +59,7 @@ def load_torch_model(directory, cores):
 def forward_fns(mc, torch, model, batch):
     """Zero-argument functions running each forward on `batch`, returning (B, T, d) arrays."""
     def mc_forward():
-        return minicompacter.encoder(mc.params, batch, mc.config)
+        return minicompacter.core.encoder(mc.params, batch, mc.config)
 
     if torch is None:
         return mc_forward, None
@@ -89,6 +89,7 @@ def table(rows):
 
 def main(argv=None):
     args = parse_args(argv)
+    start()
     cores = os.cpu_count()
     mc = minicompacter.load_pretrained("minilm")
     torch, model = load_torch_model(minilm_dir(), cores)

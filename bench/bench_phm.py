@@ -29,8 +29,8 @@ import numpy as onp
 from autograd import grad
 import autograd.numpy as np
 
-from _common import BENCHMARKS, append_section, machine
-from minicompacter import phm                    # noqa: E402  (_common puts the checkout first)
+from _common import BENCHMARKS, append_section, machine, start
+from minicompacter.core import phm                    # noqa: E402  (_common puts the checkout first)
 
 WIN = 0.85                                       # factored/built below this: a real win
 
@@ -166,6 +166,7 @@ def conclusion(rows, skipped):
 
 def main(argv=None):
     args = parse_args(argv)
+    start()
     machine_lines = machine()
     print("\n".join(machine_lines), flush=True)
     rng = onp.random.default_rng(args.seed)

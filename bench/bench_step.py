@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from _common import ROOT, append_section, machine, parse_shapes, step_setup, time_interleaved
+from _common import ROOT, append_section, machine, parse_shapes, start, step_setup, time_interleaved
 
 # The presets train every layer norm, as the paper does; ":adapter-only" freezes them, as
 # AdapterHub's train_adapter does, so that the two sides train the same weights.
@@ -86,12 +86,13 @@ def gemm_rate(repeats=20):
     """The best float32 GFLOP/s on both cores for (2048 x 384) @ (384 x 1536), the FFN's
     shape at B16 x T128: OpenBLAS's own threads, or minicompacter's split of the rows over
     its pool (kernels.matmul_rows, OpenBLAS single-threaded); returns (best, both rates)."""
-    from minicompacter import kernels
+    from threadpoolctl import threadpool_limits
+
+    from minicompacter.core import kernels
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((2048, 384), dtype=np.float32)
     b = rng.standard_normal((384, 1536), dtype=np.float32)
-    blas = kernels._blas_thread_functions()
 
     def rate(f):
         for _ in range(3):
@@ -103,11 +104,8 @@ def gemm_rate(repeats=20):
             t.append(time.perf_counter() - start)
         return 2 * 2048 * 384 * 1536 / statistics.median(t) / 1e9
     rates = {"minicompacter's row split": rate(lambda: kernels.matmul_rows(a, b))}
-    if blas is not None:
-        saved = blas[1]()
-        blas[0](os.cpu_count())
+    with threadpool_limits(limits=os.cpu_count(), user_api="blas"):
         rates[f"OpenBLAS, {os.cpu_count()} threads"] = rate(lambda: a @ b)
-        blas[0](saved)
     return max(rates.values()), rates
 
 
@@ -115,7 +113,7 @@ def gemm_rate(repeats=20):
 
 def worker(method, shape, repeats, warmup):
     """Time `repeats` steps of `method` at shape BxT; print a JSON line."""
-    from minicompacter.tree import count
+    from minicompacter.core.tree import count
 
     B, T = parse_shapes(shape)[0]
     step, trainable = step_setup(method, B, T)
@@ -167,6 +165,7 @@ def table(rows, rate, rates):
 
 def main(argv=None):
     args = parse_args(argv)
+    start()
     if args.worker:
         return worker(*args.worker, args.repeats, args.warmup)
     methods = args.methods.split(",")

@@ -17,8 +17,8 @@ import cProfile
 import inspect
 import pstats
 
-from _common import append_section, machine, parse_shapes, step_setup
-from minicompacter import kernels                         # noqa: E402
+from _common import append_section, machine, parse_shapes, start, step_setup
+from minicompacter.core import kernels                         # noqa: E402
 
 
 def closure_line(maker):
@@ -44,6 +44,7 @@ def main(argv=None):
     p.add_argument("--shape", default="32x128")
     p.add_argument("--append", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)
+    start()
     (B, T), = parse_shapes(args.shape)
     step, _ = step_setup(args.method, B, T)
     for _ in range(2):

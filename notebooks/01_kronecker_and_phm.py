@@ -32,7 +32,7 @@ import numpy as np
 from autograd.test_util import check_grads
 
 import minicompacter as mc
-from minicompacter.phm import kron, low_rank_B
+from minicompacter.core.phm import kron, low_rank_B
 
 SMALL = os.environ.get("MINICOMPACTER_NOTEBOOK_SIZE", "full") == "small"
 rng = np.random.default_rng(0)
@@ -50,7 +50,7 @@ B = np.array([[0, 1, 2], [1, 0, -1]])
 by_hand = np.block([[A[j, k] * B for k in range(2)] for j in range(2)])
 print(by_hand)
 print("equal to np.kron:", np.array_equal(by_hand, np.kron(A, B)),
-      "| equal to minicompacter.phm.kron:", np.array_equal(by_hand, kron(A, B)))
+      "| equal to minicompacter.core.phm.kron:", np.array_equal(by_hand, kron(A, B)))
 
 # %% [markdown]
 # ## A sum of $n$ Kronecker products needs about $1/n$ of the parameters

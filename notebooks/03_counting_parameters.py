@@ -15,7 +15,7 @@
 # # 03 · Counting parameters
 #
 # How many parameters does each method train? This notebook counts them analytically from
-# a model's shapes alone (`minicompacter.counting`), reproduces the Compacter paper's table
+# a model's shapes alone (`minicompacter.core.counting`), reproduces the Compacter paper's table
 # for T5-base to the parameter, checks the analytic counts against the trees that
 # `init_model` builds, and shows how each method grows with the model's width and depth.
 #
@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minicompacter as mc
-from minicompacter.counting import (BERT_BASE, T5_BASE, base_total, count_analytic,
+from minicompacter.core.counting import (BERT_BASE, T5_BASE, base_total, count_analytic,
                                     count_measured, shapes_from_config, summary)
 
 METHODS = ["adapter", "pfeiffer", "adapter-lowrank", "phm-adapter", "compacter", "compacter++",

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from minicompacter.plots import params_vs_score, training_curves
+from minicompacter.harness.plots import params_vs_score, training_curves
 
 SMALL = os.environ.get("MINICOMPACTER_NOTEBOOK_SIZE", "full") == "small"
 GLUE = os.environ.get("GLUE_DIR")

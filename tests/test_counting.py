@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import minicompacter as mc
-from minicompacter.counting import (BERT_BASE, T5_BASE, base_total, count_analytic,
+from minicompacter.core.counting import (BERT_BASE, T5_BASE, base_total, count_analytic,
                                     peft_line, summary)
 
 from conftest import needs_minilm
@@ -121,7 +121,7 @@ def test_peft_line_format():
 
 @needs_minilm
 def test_count_accepts_a_checkpoint_directory():
-    from minicompacter.pretrained import minilm_dir
+    from minicompacter.harness.pretrained import minilm_dir
     out = run_count("--model", str(minilm_dir()), "--method", "compacter++", "--json")
     r = json.loads(out.stdout)
     assert r["trainable"] == r["measured"] == 17_946 and r["total"] == 22_565_376

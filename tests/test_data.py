@@ -9,7 +9,7 @@ import numpy as onp
 import pytest
 
 import minicompacter as mc
-from minicompacter.data import (GLUE_TASKS, DataError, Encoded, batch_order, encode, get_task,
+from minicompacter.harness.data import (GLUE_TASKS, DataError, Encoded, batch_order, encode, get_task,
                                 load_task, stratified_subset, tasks)
 
 GLUE_DIR = os.environ.get("GLUE_DIR")

@@ -11,9 +11,9 @@ from autograd import grad
 from autograd.test_util import check_grads
 
 import minicompacter as mc
-from minicompacter.encoder import block
-from minicompacter.nn import mask_bias
-from minicompacter.tree import cast, leaves
+from minicompacter.core.encoder import block
+from minicompacter.core.nn import mask_bias
+from minicompacter.core.tree import cast, leaves
 
 from conftest import backward_dtypes
 
@@ -204,8 +204,8 @@ def test_head_shapes_classification_and_regression():
 def test_config_errors_name_the_problem():
     with pytest.raises(ValueError, match="not a multiple of num_heads"):
         mc.EncoderConfig(hidden_size=30, num_heads=4)
-    with pytest.raises(ValueError, match="hidden_act 'relu' is not supported"):
-        mc.EncoderConfig(hidden_act="relu")
+    with pytest.raises(ValueError, match="hidden_act 'quick_gelu' is not supported"):
+        mc.EncoderConfig(hidden_act="quick_gelu")
     with pytest.raises(ValueError, match="num_layers must be a positive integer"):
         mc.EncoderConfig(num_layers=0)
     with pytest.raises(ValueError, match="hidden_dropout"):

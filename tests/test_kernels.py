@@ -1,10 +1,9 @@
 """kernels.py against nn.py: each fast primitive gives the plain version's values and
 gradients (float64, central differences through autograd.test_util.check_grads, and
-autograd's own gradient of the plain version), with and without the thread split; the
-encoder built from the primitives equals the encoder built from nn.py; float32 stays
-float32; the thread and allocator settings behave as documented."""
+autograd's own gradient of the plain version), with and without the thread split;
+float32 stays float32; the thread settings behave as documented. (The whole model on
+both sets of layers: tests/test_layers.py.)"""
 
-import importlib
 import subprocess
 import sys
 
@@ -14,23 +13,24 @@ from autograd import grad
 from autograd.test_util import check_grads
 
 import minicompacter as mc
-from minicompacter import kernels, nn
-from minicompacter.model import init_model, loss
-from minicompacter.tree import flatten, tree_map
+from minicompacter.core import kernels, nn
+from minicompacter.core.model import init_model, loss
+from minicompacter.core.tree import flatten
 
 
 @pytest.fixture(params=["one thread", "split"])
 def split(request, monkeypatch):
-    """Run each test once on one thread and once with every array split over the pool in
-    blocks of 7 rows (odd sizes on purpose), so both code paths are checked."""
+    """Run each test once on one thread and once inside `parallel(2)` with every array split
+    over the pool in blocks of 7 rows (odd sizes on purpose), so both code paths are checked."""
     if request.param == "split":
-        if kernels.THREADS < 2:
-            pytest.skip("one core: the pool is off")
         monkeypatch.setattr(kernels, "_PARALLEL_MIN", 0)
         monkeypatch.setattr(kernels, "_CHUNK", 7)
+        with kernels.parallel(2):
+            assert kernels.active_threads() == 2
+            yield request.param
     else:
-        monkeypatch.setattr(kernels, "_PARALLEL_MIN", 1 << 60)
-    return request.param
+        assert kernels.active_threads() == 1
+        yield request.param
 
 
 def rand(rng, *shape, dtype=onp.float64):
@@ -120,42 +120,6 @@ def test_attention_matches_plain_with_padding_dropout_and_hook(split, dropout):
                              (x, params), (0, 1))
 
 
-@pytest.mark.parametrize("method", ["compacter", "lora", "bitfit", "full"])
-def test_encoder_on_kernels_equals_encoder_on_nn(tiny64, monkeypatch, method):
-    """The same model, loss and gradient with every primitive swapped for its plain version."""
-    config = mc.method_config(method, **({"reduction_factor": 8} if method == "compacter" else {}))
-    model, trainable, frozen = init_model(onp.random.default_rng(0), tiny64, config)
-    # move every trained weight off its start (zero up-projections, LoRA's B = 0), so that
-    # each adapter and hook changes the output
-    trainable = tree_map(lambda v: v + 0.05, trainable)
-    batch = mc.tokenize(tiny64.tokenizer, ["a good film", "not bad at all, really"])
-    batch["labels"] = onp.array([1, 0])
-
-    def value_and_grads():
-        r = onp.random.default_rng(3)
-        return (loss(trainable, frozen, batch, model, onp.random.default_rng(3)),
-                grad(loss)(trainable, frozen, batch, model, r))
-    fast = value_and_grads()
-    encoder_lib = importlib.import_module("minicompacter.encoder")
-    for name in ("attention", "dense", "embedding", "layer_norm"):
-        monkeypatch.setattr(encoder_lib, name, getattr(nn, name))
-    monkeypatch.setattr(encoder_lib, "ACTIVATIONS", nn.ACTIVATIONS)
-    monkeypatch.setattr("minicompacter.model.cross_entropy", nn.cross_entropy)
-    monkeypatch.setattr("minicompacter.methods.dense", nn.dense)
-
-    def plain_linear(x, w, b=None):
-        return x @ w if b is None else x @ w + b
-    monkeypatch.setattr("minicompacter.methods.linear", plain_linear)
-    monkeypatch.setattr("minicompacter.phm.linear", plain_linear)
-    plain = value_and_grads()
-    onp.testing.assert_allclose(fast[0], plain[0], rtol=1e-10)
-    flat_fast, flat_plain = flatten(fast[1]), flatten(plain[1])
-    assert flat_fast.keys() == flat_plain.keys()
-    for key in flat_fast:
-        onp.testing.assert_allclose(flat_fast[key], flat_plain[key], rtol=1e-8, atol=1e-12,
-                                    err_msg=key)
-
-
 def test_float32_primitives_return_and_backpropagate_float32(split):
     rng = onp.random.default_rng(6)
     x = rand(rng, 2, 3, 8, dtype=onp.float32)
@@ -176,20 +140,36 @@ def test_gelu_float32_is_within_float32_rounding_of_the_exact_value():
     assert onp.max(onp.abs(kernels.gelu(x) - exact)) < 1e-6
 
 
-def _import_in_subprocess(env_value, code):
+def _in_subprocess(code, threads=None):
     import os
-    env = dict(os.environ, MINICOMPACTER_THREADS=env_value)
-    return subprocess.run([sys.executable, "-c", "import minicompacter.kernels as k; " + code],
+    env = dict(os.environ)
+    env.pop("MINICOMPACTER_THREADS", None)
+    if threads is not None:
+        env["MINICOMPACTER_THREADS"] = threads
+    return subprocess.run([sys.executable, "-c", "import minicompacter.core.kernels as k\n" + code],
                           env=env, capture_output=True, text=True)
 
 
-def test_threads_setting_one_turns_the_pool_off():
-    done = _import_in_subprocess("1", "print(k.THREADS, k._POOL is None)")
+def test_parallel_starts_the_pool_and_ends_it():
+    done = _in_subprocess("import threading, time\n"
+                          "before = threading.active_count()\n"
+                          "with k.parallel(2) as n:\n"
+                          "    inside = (n, k.active_threads())\n"
+                          "    k.in_parts(lambda rows: time.sleep(0.2), 10, 1 << 30)   # both busy\n"
+                          "    during = threading.active_count()\n"
+                          "print(inside, during - before, k.active_threads(), threading.active_count() - before)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["(2,", "2)", "2", "1", "0"], done.stdout
+
+
+def test_threads_setting_one_keeps_the_pool_off():
+    done = _in_subprocess("with k.parallel() as n:\n    print(n, k._pool is None)", threads="1")
     assert done.returncode == 0 and done.stdout.split() == ["1", "True"], done.stderr
 
 
-def test_bad_threads_setting_names_the_variable_and_the_fix():
-    done = _import_in_subprocess("two", "")
+def test_bad_threads_setting_names_the_variable_and_the_fix_when_work_starts():
+    done = _in_subprocess("print('imported')\nwith k.parallel():\n    pass", threads="two")
+    assert done.stdout.split() == ["imported"]                  # importing is fine
     assert done.returncode != 0
     assert "MINICOMPACTER_THREADS" in done.stderr and "whole number" in done.stderr
 
@@ -220,8 +200,8 @@ def test_a_float32_training_step_is_float32_forward_backward_and_after_the_updat
     """Every traced forward value, every gradient that flows backward, the new parameters
     and AdamW's moments: float32, with dropout on, through the whole of train_step."""
     from conftest import backward_dtypes
-    from minicompacter.optim import init_adamw
-    from minicompacter.train import TrainConfig, train_step
+    from minicompacter.core.optim import init_adamw
+    from minicompacter.harness.train import TrainConfig, train_step
 
     config = mc.method_config(method, **({"reduction_factor": 8} if method == "compacter++" else {}))
     model, trainable, frozen = init_model(onp.random.default_rng(0), tiny, config)

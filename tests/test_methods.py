@@ -9,10 +9,11 @@ import pytest
 from autograd.test_util import check_grads
 
 import minicompacter as mc
-from minicompacter.methods import ADAPTER_ACTIVATIONS, adapter, init_adapter
-from minicompacter.model import init_model
-from minicompacter.phm import low_rank_B, phm_weight
-from minicompacter.tree import count, flatten, leaves, merge, unflatten
+from minicompacter.core.layers import ACTIVATIONS, activation, use_layers
+from minicompacter.core.methods import adapter, init_adapter
+from minicompacter.core.model import init_model
+from minicompacter.core.phm import low_rank_B, phm_weight
+from minicompacter.core.tree import count, flatten, leaves, merge, unflatten
 
 from conftest import backward_dtypes, needs_minilm
 
@@ -207,10 +208,12 @@ def test_each_slot_at_init_moves_its_input_at_most_by_the_derived_bound(tiny64, 
     assert len(ratios) == TINY_LAYERS * (1 + cfg.mh_adapter) and max(ratios) > 0
 
 
-def test_activations_are_bounded_by_the_identity():
+@pytest.mark.parametrize("layers", ["plain", "fast"])
+def test_activations_are_bounded_by_the_identity(layers):
     z = onp.linspace(-20, 20, 4001)
-    for name, f in ADAPTER_ACTIVATIONS.items():
-        assert onp.all(onp.abs(f(z)) <= onp.abs(z) + 1e-15), name
+    with use_layers(layers):
+        for name in ACTIVATIONS:
+            assert onp.all(onp.abs(activation(name)(z)) <= onp.abs(z) + 1e-15), name
 
 
 # --- gradient checks (float64) ----------------------------------------------------------
@@ -298,7 +301,7 @@ def test_regression_head_uses_mse(tiny):
 
 
 def test_cross_entropy_matches_a_direct_formula():
-    from minicompacter.nn import cross_entropy
+    from minicompacter.core.nn import cross_entropy
     logits = onp.array([[2.0, -1.0, 0.5], [1000.0, 1001.0, 0.0]])
     labels = onp.array([2, 0])
     p0 = onp.exp(logits[0]) / onp.exp(logits[0]).sum()
@@ -311,7 +314,7 @@ def test_cross_entropy_matches_a_direct_formula():
 @pytest.mark.parametrize("name", mc.METHODS)
 @pytest.mark.parametrize("overrides", [{}, {"reduction_factor": 4}, {"phm_dim": 2}])
 def test_analytic_count_equals_the_tree_on_tiny(tiny, name, overrides):
-    from minicompacter.counting import count_analytic, count_measured, shapes_from_config
+    from minicompacter.core.counting import count_analytic, count_measured, shapes_from_config
     preset = mc.method_config(name)
     overrides = {k: v for k, v in overrides.items() if hasattr(preset, k)
                  and (k != "phm_dim" or preset.projection == "phm")}
@@ -326,7 +329,7 @@ def test_analytic_count_equals_the_tree_on_tiny(tiny, name, overrides):
 @needs_minilm
 @pytest.mark.parametrize("name", mc.METHODS)
 def test_analytic_count_equals_the_tree_on_minilm(minilm, name):
-    from minicompacter.counting import base_total, count_analytic, count_measured, shapes_from_config
+    from minicompacter.core.counting import base_total, count_analytic, count_measured, shapes_from_config
     cfg = mc.method_config(name)
     _, trainable, frozen = init_model(onp.random.default_rng(0), minilm, cfg)
     shapes = shapes_from_config(minilm.config)

@@ -10,8 +10,8 @@ import pytest
 from autograd import grad
 from autograd.test_util import check_grads
 
-from minicompacter import nn
-from minicompacter.tree import leaves
+from minicompacter.core import nn
+from minicompacter.core.tree import leaves
 
 from conftest import backward_dtypes
 

@@ -5,7 +5,7 @@ import math
 import numpy as onp
 import pytest
 
-from minicompacter.optim import (adamw_update, clip_by_global_norm, decays, global_norm,
+from minicompacter.core.optim import (adamw_update, clip_by_global_norm, decays, global_norm,
                                  init_adamw, linear_schedule)
 
 

@@ -11,7 +11,7 @@ from autograd import grad
 from autograd.test_util import check_grads
 
 import minicompacter as mc
-from minicompacter.phm import (glorot_uniform, init_phm_linear, init_phm_rule, kron,
+from minicompacter.core.phm import (glorot_uniform, init_phm_linear, init_phm_rule, kron,
                                low_rank_B, phm_weight)
 
 from conftest import backward_dtypes
@@ -70,7 +70,7 @@ def test_phm_linear_full_B_and_a_single_row():
 
 
 def test_default_path_choice_follows_the_size_rule():
-    from minicompacter import phm
+    from minicompacter.core import phm
     n = 4
     A = rand(n, n, n)
     calls = []

@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import numpy as onp
 from matplotlib.collections import PathCollection
 
-from minicompacter import plots
+from minicompacter.harness import plots
 
 
 def points(ax):

@@ -12,8 +12,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import minicompacter as mc
-from minicompacter.pretrained import LoadError, hf_names, minilm_dir
-from minicompacter.tree import dotted, flatten
+from minicompacter.harness.pretrained import LoadError, hf_names, minilm_dir
+from minicompacter.core.tree import dotted, flatten
 
 from conftest import needs_minilm
 
@@ -230,7 +230,7 @@ def test_pickle_files_are_refused(ckpt):
 
 @pytest.mark.parametrize("change,message", [
     ({"position_embedding_type": "relative_key"}, "position_embedding_type 'relative_key' is not supported"),
-    ({"hidden_act": "relu"}, "hidden_act 'relu' is not supported"),
+    ({"hidden_act": "quick_gelu"}, "hidden_act 'quick_gelu' is not supported"),
     ({"model_type": "roberta"}, "model_type 'roberta' is not supported"),
     ({"num_attention_heads": 5}, "not a multiple of num_heads"),
 ])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from minicompacter import study
-from minicompacter.cli import main as cli_main
+from minicompacter.harness import study
+from minicompacter.harness.cli import main as cli_main
 
 from conftest import needs_minilm
 
@@ -158,7 +158,7 @@ def test_cli_report_only_flag_reaches_the_study(monkeypatch, tmp_path, capsys):
         return {"seconds": 60.0, "missing": {"GLUE": 3}}
 
     monkeypatch.setattr(study, "run_study", fake_study)
-    monkeypatch.setattr("minicompacter.pretrained.load_pretrained", lambda name: None)
+    monkeypatch.setattr("minicompacter.harness.pretrained.load_pretrained", lambda name: None)
     assert cli_main(["study", "--data-dir", str(tmp_path), "--report-only"]) == 0
     assert seen["train"] is False
     assert "unfinished: runs not made yet: 3 GLUE" in capsys.readouterr().out

@@ -13,10 +13,11 @@ import numpy as onp
 import pytest
 
 import minicompacter as mc
-from minicompacter import model as model_lib
-from minicompacter.checkpoint import (CheckpointError, load_adapter, read_tensors)
-from minicompacter.metrics import majority_baseline
-from minicompacter.train import TrainConfig, TrainingError, evaluate_checkpoint, finetune
+from minicompacter.core import model as model_lib
+from minicompacter.harness import data as data_lib
+from minicompacter.harness.checkpoint import (CheckpointError, load_adapter, read_tensors)
+from minicompacter.harness.metrics import majority_baseline
+from minicompacter.harness.train import TrainConfig, TrainingError, evaluate_checkpoint, finetune
 
 from conftest import needs_minilm
 
@@ -94,7 +95,7 @@ def in_fresh_process(code):
     """Run `code` in a new interpreter (a peak reached by earlier tests, or memory they left
     resident, would hide what is measured here) and return what it prints as JSON."""
     prelude = ("import json, numpy as onp\n"
-               "from minicompacter.train import peak_memory_mb, reset_peak_memory\n"
+               "from minicompacter.harness.train import peak_memory_mb, reset_peak_memory\n"
                "touch_mb = lambda mb: onp.ones(mb * 2 ** 20 // 8)   # every page written\n")
     done = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)
@@ -118,7 +119,7 @@ def test_peak_memory_counts_from_its_reset():
 def test_finetune_peak_leaves_out_what_came_before_training():
     got = in_fresh_process(
         "import minicompacter as mc\n"
-        "from minicompacter.train import TrainConfig, finetune\n"
+        "from minicompacter.harness.train import TrainConfig, finetune\n"
         "tiny = mc.load_pretrained('tiny')\n"
         "big = touch_mb(800); high = peak_memory_mb(); del big   # as reading a large file would\n"
         "m = finetune(tiny, 'synthetic-sentiment', mc.method_config('compacter++', reduction_factor=8),\n"
@@ -127,11 +128,19 @@ def test_finetune_peak_leaves_out_what_came_before_training():
     assert got["peak"] < got["high"] - 600                    # the 800 MB are not in it
 
 
+def stop_after(step):
+    """An on_step callback that interrupts the run after `step` updates, as Ctrl-C would."""
+    def on_step(state):
+        if state["step"] >= step:
+            raise KeyboardInterrupt
+    return on_step
+
+
 def test_resume_after_an_interrupt_gives_the_same_result(tiny, run, tmp_path):
     _, reference = run
     out = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
-        finetune(tiny, TASK, METHOD, CFG, train_size=160, out=out, _stop_after_step=13)
+        finetune(tiny, TASK, METHOD, CFG, train_size=160, out=out, on_step=stop_after(13))
     state = json.loads((out / "last" / "state.json").read_text())
     assert state["step"] == 13 and state["epoch"] == 1 and state["batch_in_epoch"] == 3
     resumed = finetune(tiny, TASK, METHOD, CFG, train_size=160, out=out, resume=True)
@@ -145,7 +154,7 @@ def test_resume_works_for_lora_and_ignores_progress_bars(tiny, tmp_path):
     cfg = TrainConfig(epochs=2, batch_size=16, max_length=32, progress=False)
     out = tmp_path / "lora"
     with pytest.raises(KeyboardInterrupt):
-        finetune(tiny, TASK, "lora", cfg, train_size=64, out=out, _stop_after_step=3)
+        finetune(tiny, TASK, "lora", cfg, train_size=64, out=out, on_step=stop_after(3))
     import dataclasses
     m = finetune(tiny, TASK, "lora", dataclasses.replace(cfg, progress=True), train_size=64,
                  out=out, resume=True)
@@ -162,12 +171,12 @@ def test_resume_needs_the_same_settings_and_a_last_checkpoint(tiny, run, tmp_pat
 
 def test_non_finite_loss_stops_and_the_best_checkpoint_stays_whole(tiny, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_loss = model_lib.loss
-    def failing_loss(*args, **kw):
+    real = model_lib.loss_and_grad
+    def failing_loss_and_grad(*args, **kw):
         calls["n"] += 1
-        value = real_loss(*args, **kw)
-        return value * onp.nan if calls["n"] > 14 else value        # step 15 is in epoch 2
-    monkeypatch.setattr(model_lib, "loss", failing_loss)
+        value, grads = real(*args, **kw)
+        return (value * onp.nan if calls["n"] > 14 else value), grads   # step 15 is in epoch 2
+    monkeypatch.setattr(model_lib, "loss_and_grad", failing_loss_and_grad)
     out = tmp_path / "nan"
     with pytest.raises(TrainingError, match=r"loss became nan at step 15 \(epoch 2\); training stopped.*intact"):
         finetune(tiny, TASK, METHOD, CFG, train_size=160, out=out)
@@ -290,6 +299,6 @@ def test_demo_on_tiny(tmp_path):
 def test_minilm_compacterpp_beats_the_majority_class_by_far(minilm):
     m = finetune(minilm, TASK, "compacter++", TrainConfig(epochs=3, max_length=64, progress=False),
                  train_size=600)
-    d = mc.data.load_task(TASK, train_size=600)
+    d = data_lib.load_task(TASK, train_size=600)
     base = majority_baseline("accuracy", d["train"]["label"], d["test"]["label"])
     assert base["accuracy"] <= 0.6 and m["test"]["accuracy"] >= base["accuracy"] + 0.2

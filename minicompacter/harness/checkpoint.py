@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as onp
 
-from .encoder import EncoderConfig
-from .tree import flatten, unflatten
+from ..core.encoder import EncoderConfig
+from ..core.tree import flatten, unflatten
 
 WEIGHTS, CONFIG, LAST = "adapter_model.safetensors", "adapter_config.json", "last"
 
@@ -99,6 +99,13 @@ def read_config(directory):
         raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is damaged.") from None
 
 
+def encoder_config(recorded):
+    """The EncoderConfig a checkpoint recorded. Fields this version does not have are
+    ignored (0.1.0 recorded pad_token_id, which the encoder never read)."""
+    known = {f.name for f in dataclasses.fields(EncoderConfig)}
+    return EncoderConfig(**{k: v for k, v in recorded.items() if k in known})
+
+
 def check_tree(expected, tensors, source):
     """The tree of `tensors` (dotted names), checked name by name and shape by shape
     against the tree `expected`."""
@@ -123,14 +130,14 @@ def check_tree(expected, tensors, source):
 def load_adapter(directory, pretrained=None):
     """(model, trainable, frozen, config) from a checkpoint directory. The base model is
     loaded by its recorded name unless given; it must have the recorded config."""
-    from .methods import method_config
-    from .model import init_model
+    from ..core.methods import method_config
+    from ..core.model import init_model
     from .pretrained import load_pretrained
 
     directory = Path(directory)
     config = read_config(directory)
     try:
-        base_name, base_cfg = config["base_model"], EncoderConfig(**config["base_config"])
+        base_name, base_cfg = config["base_model"], encoder_config(config["base_config"])
         method = method_config(config["method"], **{k: tuple(v) if isinstance(v, list) else v
                                                     for k, v in config["method_config"].items()
                                                     if k != "method"})

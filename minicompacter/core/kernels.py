@@ -4,7 +4,8 @@ Read nn.py first: its plain functions say what is computed, and autograd differe
 them with no help. The functions here compute the same things (tests/test_kernels.py
 checks values and gradients against nn.py, in float64 with central differences) but
 tell autograd the gradient directly, for these reasons, found by profiling a training step
-(BENCHMARKS.md, "Performance: where things stand"):
+(docs/performance.md). layers.py chooses between the two sets; nothing here is used
+unless that switch says so.
 
 - Fewer, larger temporaries. Autograd records every elementwise operation of a plain
   layer norm, GELU or softmax and keeps its inputs until the backward pass; one primitive
@@ -19,17 +20,20 @@ tell autograd the gradient directly, for these reasons, found by profiling a tra
   frozen weight's backward is only dy @ W^T: the input x is not kept for it.
 - A faster exact GELU: SciPy's erf runs one element at a time (about 13 ns an element);
   for float32, Phi is interpolated in a table, to within float32's rounding.
-- Every core: a pool of threads runs the large products by rows and the elementwise
-  chains in cache-sized blocks (`in_parts`), with OpenBLAS on one thread (see below).
+- Every core, inside a `parallel()` block: a pool of threads runs the large products by
+  rows and the elementwise chains in cache-sized blocks (`in_parts`), with BLAS on one
+  thread (see below).
 - No einsum through autograd (its gradient is slow); the few einsums here are plain
   NumPy reductions inside primitives.
 
 Everything stays in the input's dtype: float32 in, float32 out, gradients included.
 """
 
+import contextlib
 import ctypes
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import autograd.numpy as anp
@@ -38,47 +42,83 @@ import scipy.special
 from autograd.extend import defvjp, primitive
 from autograd.tracer import getval, isbox
 
-from .nn import gelu_tanh
-
 # --- work split over the cores -----------------------------------------------------------
 #
-# minicompacter runs OpenBLAS on one thread and splits its own work over a pool of one
-# thread per core: large matrix products by rows, elementwise loops by halves, attention
-# by batch. NumPy and SciPy release the GIL inside their loops, so the threads run truly
-# in parallel. Why not OpenBLAS's own threads: after each product its idle workers spin
-# for a while (about 2^28 cycles) before sleeping, which takes a core away from the
-# elementwise work between products; on this 2-core machine a training step took about
-# 1.4 times longer so (BENCHMARKS.md, "Profile"). MINICOMPACTER_THREADS=1 turns the pool
-# off and leaves OpenBLAS alone.
+# Inside a `parallel()` block, minicompacter runs NumPy's BLAS on one thread and splits its
+# own work over a pool of one thread per core: large matrix products by rows, elementwise
+# loops by blocks, attention by batch. NumPy and SciPy release the GIL inside their loops, so
+# the threads run truly in parallel. Why not OpenBLAS's own threads: after each product its
+# idle workers spin for a while (about 2^28 cycles) before sleeping, which takes a core away
+# from the elementwise work between products; on a 2-core machine a training step took about
+# 1.4 times longer so (docs/performance.md). Outside a `parallel()` block the kernels run on
+# the calling thread and BLAS keeps whatever threads it has: importing this module changes
+# nothing in the process. `finetune`, `evaluate_checkpoint`, `encode_texts` and the benchmarks
+# enter the block; MINICOMPACTER_THREADS=1 keeps the pool off and BLAS untouched.
 
-def _blas_thread_functions():
-    """(set_num_threads, get_num_threads) of the OpenBLAS that NumPy loaded, or None: found
-    through /proc/self/maps (Linux); with another BLAS, or elsewhere, None."""
+def pool_size():
+    """Threads for `parallel()`: MINICOMPACTER_THREADS if set, else one per core."""
+    value = os.environ.get("MINICOMPACTER_THREADS", "")
     try:
-        paths = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line.lower()}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("openblas", "scipy_openblas"):
-            for suffix in ("", "64_"):
-                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                if setter is not None and getter is not None:
-                    return setter, getter
-    return None
+        n = int(value) if value else (os.cpu_count() or 1)
+    except ValueError:
+        raise ValueError(f"MINICOMPACTER_THREADS must be a whole number of threads, got "
+                         f"{value!r}; unset it to use every core.") from None
+    if n < 1:
+        raise ValueError(f"MINICOMPACTER_THREADS must be at least 1, got {n}; unset it to use "
+                         f"every core.")
+    return n
+
+
+_pool = None                     # the ThreadPoolExecutor while a parallel() block runs
+_pool_threads = 1                # its number of threads
+_pool_pid = None                 # the process that started it (a forked child has no threads)
+_depth = 0                       # parallel() blocks open (they nest)
+_blas_limit = None               # threadpoolctl's limiter, to restore BLAS's threads
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def parallel(threads=None):
+    """Run the kernels on `threads` cores (default `pool_size()`) while the block runs: a pool
+    of worker threads, and NumPy's BLAS on one thread (threadpoolctl). On exit the pool's
+    threads end and BLAS gets its threads back. Blocks nest: the outermost one decides."""
+    global _pool, _pool_threads, _pool_pid, _depth, _blas_limit
+    with _lock:
+        if _depth == 0:
+            n = pool_size() if threads is None else threads
+            if n > 1:
+                from threadpoolctl import threadpool_limits
+                _blas_limit = threadpool_limits(limits=1, user_api="blas")
+                _pool = ThreadPoolExecutor(n, thread_name_prefix="minicompacter")
+                _pool_threads, _pool_pid = n, os.getpid()
+        _depth += 1
+    try:
+        yield active_threads()
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                if _pool is not None:
+                    _pool.shutdown(wait=True)
+                if _blas_limit is not None:
+                    _blas_limit.restore_original_limits()
+                _pool, _pool_threads, _pool_pid, _blas_limit = None, 1, None, None
+
+
+def active_threads():
+    """The threads the kernels split their work over now: the pool's size, or 1."""
+    return _pool_threads if _pool is not None and _pool_pid == os.getpid() else 1
 
 
 def tune_malloc():
-    """glibc's allocator, set as ../PERF.md measured it to pay (10-35% of a step): blocks up
-    to 32 MiB come from the heap instead of fresh mmaps, which the kernel zeroes and
-    page-faults on every use, and freed memory is kept for the next step rather than
-    returned to the system at once (M_TRIM_THRESHOLD 2 GiB, M_TOP_PAD 256 MiB). Applied
-    on import unless MINICOMPACTER_MALLOPT=0; a no-op without glibc. Returns whether it
-    applied."""
+    """glibc's allocator, set as measured to pay (10-35% of a training step,
+    docs/performance.md): blocks up to 32 MiB come from the heap instead of fresh mmaps,
+    which the kernel zeroes and page-faults on every use, and freed memory is kept for the
+    next step rather than returned to the system at once (M_TRIM_THRESHOLD 2 GiB, M_TOP_PAD
+    256 MiB). These settings cannot be read back or undone, so the library never applies
+    them: the command line (`python -m minicompacter`) and the benchmark scripts call this
+    at their start, unless MINICOMPACTER_MALLOPT=0. A no-op without glibc. Returns whether
+    it applied."""
     if os.environ.get("MINICOMPACTER_MALLOPT", "1") == "0":
         return False
     try:
@@ -90,36 +130,6 @@ def tune_malloc():
         (M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, (2 << 30) - 1), (M_TOP_PAD, 256 << 20)))
 
 
-MALLOC_TUNED = tune_malloc()
-
-
-def _pool_size():
-    value = os.environ.get("MINICOMPACTER_THREADS", "")
-    try:
-        return max(1, int(value)) if value else max(1, os.cpu_count() or 1)
-    except ValueError:
-        raise ValueError(f"MINICOMPACTER_THREADS must be a whole number of threads, got "
-                         f"{value!r}; unset it to use every core.") from None
-
-
-THREADS = _pool_size()
-_POOL = None
-
-
-def _start_pool():
-    """The pool, and OpenBLAS on one thread; again in a forked child, which inherits the
-    pool object but not its threads."""
-    global _POOL
-    if THREADS > 1:
-        _POOL = ThreadPoolExecutor(THREADS, thread_name_prefix="minicompacter")
-        blas = _blas_thread_functions()
-        if blas is not None:
-            blas[0](1)
-
-
-_start_pool()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_start_pool)
 _CHUNK = 1 << 16                 # elements per block of a chain of elementwise passes (256 KiB)
 _PARALLEL_MIN = 1 << 18          # elements (or multiply-adds / 16) below which one thread is faster
 
@@ -131,7 +141,8 @@ def in_parts(fn, n, size, chunk=None):
     elementwise passes works on a block that stays in the core's cache instead of
     streaming the whole array through memory once per pass. fn writes its results into
     preallocated arrays."""
-    parts = min(THREADS, n) if _POOL is not None and size >= _PARALLEL_MIN else 1
+    threads = active_threads()
+    parts = min(threads, n) if threads > 1 and size >= _PARALLEL_MIN else 1
     bounds = [n * i // parts for i in range(parts + 1)]
 
     def run(lo, hi):
@@ -141,7 +152,7 @@ def in_parts(fn, n, size, chunk=None):
     if parts <= 1:
         run(0, n)
         return
-    futures = [_POOL.submit(run, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+    futures = [_pool.submit(run, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
     for future in futures:
         future.result()
 
@@ -373,10 +384,6 @@ def gelu(x):
     backward pass is one multiplication."""
     y, dydx = gelu_parts(getval(x), slope=isbox(x))
     return _gelu(x, y, dydx)
-
-
-ACTIVATIONS = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh,
-               "gelu_tanh": gelu_tanh}
 
 
 # --- attention --------------------------------------------------------------------------

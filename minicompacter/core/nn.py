@@ -6,8 +6,8 @@ first, ``w: (d_in, d_out)``, and applied as ``x @ w + b`` (the row-vector conven
 of autograd's examples, jax's stax and the Compacter reference code).
 
 Float32 stays float32. NumPy turns float32 into float64 quietly in a few places, and in
-the backward pass that halves the speed of every matrix product (../PERF.md in the
-project's shared notes): autograd's gradients of ``mean``, ``var``, ``max`` and
+the backward pass that halves the speed of every matrix product (docs/performance.md):
+autograd's gradients of ``mean``, ``var``, ``max`` and
 ``maximum`` produce float64, and so does any NumPy float64 scalar such as
 ``np.sqrt(2.0)``. So this module divides with Python floats (``sum(x) * (1.0 / d)``
 instead of ``mean``), takes the softmax shift outside the traced graph, and keeps
@@ -35,9 +35,14 @@ def init_dense(rng, d_in, d_out, *, std=0.02, dtype=onp.float32):
             "b": onp.zeros(d_out, dtype)}
 
 
+def linear(x, w, b=None):
+    """y = x @ w (+ b).   x: (..., d_in)  w: (d_in, d_out)  b: (d_out,) or None  ->  (..., d_out)"""
+    return x @ w if b is None else x @ w + b
+
+
 def dense(params, x):
     """y = x @ w + b.   x: (..., d_in)  w: (d_in, d_out)  y: (..., d_out)"""
-    return x @ params["w"] + params["b"]
+    return linear(x, params["w"], params["b"])
 
 
 # --- layer norm ------------------------------------------------------------------------
@@ -93,8 +98,14 @@ def gelu_tanh(x):
     return 0.5 * x * (1.0 + tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
 
 
-ACTIVATIONS = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh,
-               "gelu_tanh": gelu_tanh}
+def relu(x):
+    """max(x, 0), as x times a mask: the mask is a constant, so the gradient stays float32."""
+    return x * (x > 0)
+
+
+def swish(x):
+    """x sigmoid(x) (also called SiLU)."""
+    return x / (1.0 + np.exp(-x))
 
 
 # --- embeddings ------------------------------------------------------------------------

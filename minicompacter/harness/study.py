@@ -225,8 +225,7 @@ def efficiency(plan, data_dir, out, model_name, train=True, log=print):
     its own: {method: record}, the records of `run_one` kept in out/efficiency.jsonl (a
     finished method is not run again; with train=False a missing one is left out).
     Nothing is written to disk while they train."""
-    import subprocess
-    import sys
+    from .jobs import run_in_process
 
     results = Path(out) / "efficiency.jsonl"
     done = read_results(results)
@@ -238,15 +237,8 @@ def efficiency(plan, data_dir, out, model_name, train=True, log=print):
         if key not in done and not train:
             continue
         if key not in done:
-            spec = json.dumps({"run": dataclasses.asdict(run), "data_dir": str(data_dir),
-                               "model": model_name})
-            cmd = [sys.executable, "-c", "import sys; from minicompacter.study import "
-                   "efficiency_child; efficiency_child(sys.argv[1])", spec]
-            child = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-            if child.returncode != 0:
-                raise RuntimeError(f"the efficiency run of {method} failed (exit "
-                                   f"{child.returncode}); its error is printed above")
-            done[key] = json.loads(child.stdout.strip().splitlines()[-1])
+            done[key] = run_in_process(efficiency_job, run=dataclasses.asdict(run),
+                                       data_dir=str(data_dir), model=model_name)
             append_result(results, done[key])
         rows[method] = done[key]
         if log:
@@ -255,16 +247,12 @@ def efficiency(plan, data_dir, out, model_name, train=True, log=print):
     return rows
 
 
-def efficiency_child(spec):
-    """The efficiency run of one method, in the process `efficiency` starts for it: prints
-    its record as one line of JSON."""
+def efficiency_job(run, data_dir, model):
+    """The efficiency run of one method, in the process `efficiency` starts for it
+    (jobs.run_in_process): its record."""
     from .pretrained import load_pretrained
 
-    spec = json.loads(spec)
-    pretrained = load_pretrained(spec["model"])
-    record = run_one(pretrained, Run(**spec["run"]), data_dir=spec["data_dir"],
-                     model_name=spec["model"])
-    print(json.dumps(record), flush=True)
+    return run_one(load_pretrained(model), Run(**run), data_dir=data_dir, model_name=model)
 
 
 # --- RESULTS.md ----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Counting parameters two ways: analytically from shapes, and by walking a tree.
 
 The analytic count needs only a model's shapes, so it covers models whose weights are
-not here: T5-base, the paper's model, reproduces the paper's table (PAPER.md) to the
+not here: T5-base, the paper's model, reproduces the paper's table (docs/paper.md) to the
 parameter. The measured count walks a trainable tree built by `model.init_model`; the
 tests check that the two agree for every method.
 
@@ -15,6 +15,7 @@ import dataclasses
 
 from .encoder import EncoderConfig
 from .methods import AdapterConfig, BitFitConfig, FullConfig, LoRAConfig
+from .paths import is_adapter, is_bias, is_head, is_layer_norm, is_lora, is_shared
 from .tree import leaves
 
 CATEGORIES = ("adapter weights", "adapter biases", "shared A", "lora weights",
@@ -107,7 +108,7 @@ def count_analytic(config, s: Shapes, num_labels=2):
         if s.kind == "bert":
             base = base_breakdown(s)
             out["biases"] = base["biases"] + base["layer norms"] // 2       # LN biases too
-        else:  # the reference gives every T5 linear layer and layer norm a bias (PAPER.md)
+        else:  # the reference gives every T5 linear layer and layer norm a bias (docs/paper.md)
             d, f = s.d, s.ffn
             out["biases"] = (s.encoder_layers * (4 * d + f + d + 2 * d)
                              + s.decoder_layers * (8 * d + f + d + 3 * d) + s.vocab)
@@ -133,17 +134,17 @@ def count_analytic(config, s: Shapes, num_labels=2):
 
 def category(path):
     """The counting category of a leaf of a trainable tree, from its path."""
-    if path[0] == "head":
+    if is_head(path):
         return "head"
-    if path[0] == "shared":
+    if is_shared(path):
         return "shared A"
-    if any(isinstance(p, str) and p.endswith("_adapter") for p in path):
-        return "adapter biases" if path[-1] == "b" else "adapter weights"
-    if "lora" in path:
+    if is_adapter(path):
+        return "adapter biases" if is_bias(path) else "adapter weights"
+    if is_lora(path):
         return "lora weights"
-    if len(path) >= 2 and path[-2] in ("ln", "attention_ln", "ffn_ln"):
+    if is_layer_norm(path):
         return "layer norms"
-    if path[-1] == "b":
+    if is_bias(path):
         return "biases"
     return "pretrained weights"
 

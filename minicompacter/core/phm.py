@@ -29,7 +29,7 @@ import math
 import autograd.numpy as np
 import numpy as onp
 
-from .kernels import linear
+from .layers import current
 
 
 # --- the weight ------------------------------------------------------------------------
@@ -60,7 +60,7 @@ def low_rank_B(s, t):
 
 # --- the layer -------------------------------------------------------------------------
 
-# When the factored product pays, as bench/bench_phm.py measured (BENCHMARKS.md): once it
+# When the factored product pays, as bench/bench_phm.py measured (docs/performance.md): once it
 # does at most a tenth of the built path's multiply-adds, n r (d_in + n^2 + d_out) <=
 # d_in d_out / 10, or simply min(d_in, d_out) >= 10 n r. Narrow adapter bottlenecks with a
 # large n lose (up to 4x at 384 -> 12, n = 12); square layers win (up to 9x at 4096).
@@ -102,7 +102,7 @@ def phm_linear(params, x, *, shared_A=None, factored=None):
         y = _phm_factored(A, params["s"], params["t"], x)
         return y + params["b"] if "b" in params else y
     B = params["B"] if "s" not in params else low_rank_B(params["s"], params["t"])
-    return linear(x, phm_weight(A, B), params.get("b"))                     # x W + b
+    return current().linear(x, phm_weight(A, B), params.get("b"))           # x W + b
 
 
 def _phm_factored(A, s, t, x):

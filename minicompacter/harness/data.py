@@ -262,28 +262,30 @@ def tokenize(tokenizer, texts, pairs=None, *, max_length=MAX_LENGTH, padding=Tru
     return out
 
 
-def encode(dataset, tokenizer, task, *, max_length=MAX_LENGTH):
-    """The dataset with `input_ids` and `token_type_ids` (unpadded), tokenised once with
-    Dataset.map(batched=True)."""
-    import datasets
-    datasets.disable_progress_bars()            # tokenising takes a second; no bar needed
-
-    def fn(rows):
-        second = rows[task.columns[1]] if len(task.columns) > 1 else None
-        out = tokenize(tokenizer, rows[task.columns[0]], second, max_length=max_length,
-                       padding=False)
-        return {"input_ids": out["input_ids"], "token_type_ids": out["token_type_ids"]}
-    return dataset.map(fn, batched=True, batch_size=1000, desc=None,
-                       load_from_cache_file=False)
+def encode(dataset, tokenizer, task, *, max_length=MAX_LENGTH, chunk=1000):
+    """The split's columns as token ids: {"input_ids", "token_type_ids": one list per row,
+    unpadded, "label": the labels}, tokenised `chunk` rows at a time."""
+    first = dataset[task.columns[0]]
+    second = dataset[task.columns[1]] if len(task.columns) > 1 else None
+    out = {"input_ids": [], "token_type_ids": []}
+    for start in range(0, len(first), chunk):
+        part = tokenize(tokenizer, first[start:start + chunk],
+                        None if second is None else second[start:start + chunk],
+                        max_length=max_length, padding=False)
+        out["input_ids"] += part["input_ids"]
+        out["token_type_ids"] += part["token_type_ids"]
+    out["label"] = list(dataset["label"])
+    return out
 
 
 class Encoded:
-    """A tokenised split held as NumPy arrays, ready to be cut into padded batches."""
+    """A tokenised split held as NumPy arrays, ready to be cut into padded batches.
+    columns: what `encode` returns (input_ids, token_type_ids, label)."""
 
-    def __init__(self, dataset, pad_id=0, regression=False):
-        self.ids = [onp.asarray(x, onp.int64) for x in dataset["input_ids"]]
-        self.types = [onp.asarray(x, onp.int64) for x in dataset["token_type_ids"]]
-        self.labels = onp.asarray(dataset["label"], onp.float32 if regression else onp.int64)
+    def __init__(self, columns, pad_id=0, regression=False):
+        self.ids = [onp.asarray(x, onp.int64) for x in columns["input_ids"]]
+        self.types = [onp.asarray(x, onp.int64) for x in columns["token_type_ids"]]
+        self.labels = onp.asarray(columns["label"], onp.float32 if regression else onp.int64)
         self.lengths = onp.array([len(x) for x in self.ids])
         self.pad_id = pad_id
 
@@ -301,7 +303,7 @@ class Encoded:
             n = self.lengths[i]
             ids[row, :n], types[row, :n], mask[row, :n] = self.ids[i], self.types[i], 1
         return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
-                "labels": self.labels[index], "index": onp.asarray(index)}
+                "labels": self.labels[index]}
 
 
 def batch_order(lengths, batch_size, *, seed=None, pool=50):

@@ -2,19 +2,21 @@
 
 The parameters live in two trees: `trainable` (the method's own parameters, the
 pretrained weights it unfreezes, and the head) and `frozen` (all the rest). The loss
-takes them separately and merges them inside, so `autograd.grad(loss)` differentiates
-with respect to argument 0, the trainable tree, only: that one line is what "train
-only the adapter" means.
+takes them separately and merges them inside, so differentiating with respect to
+argument 0, the trainable tree, is what "train only the adapter" means:
+
+    loss_and_grad = value_and_grad(loss)      # what a training step calls
 """
 
 from typing import NamedTuple
 
-from autograd import grad
+from autograd import grad, value_and_grad
 
 from .encoder import EncoderConfig, encoder, head, init_head, pool
+from .layers import current
 from .methods import Method, make_method
-from .kernels import cross_entropy
 from .nn import mse
+from .paths import HEAD
 from .tree import merge, split
 
 
@@ -39,7 +41,7 @@ def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling="cl
     r_method, r_head = rng.spawn(2)
     unfrozen, frozen = split(pretrained.params, method.unfreezes)
     trainable = merge(unfrozen, method.init(r_method, cfg, dtype))
-    trainable["head"] = init_head(r_head, cfg.hidden_size, num_labels, dtype=dtype)
+    trainable[HEAD] = init_head(r_head, cfg.hidden_size, num_labels, dtype=dtype)
     return TaskModel(cfg, method, num_labels, pooling), trainable, frozen
 
 
@@ -47,7 +49,7 @@ def predict(trainable, frozen, batch, model, rng=None):
     """Logits (B, num_labels), or scores (B, 1) for regression. Dropout when rng is given."""
     params = merge(frozen, trainable)
     hidden = encoder(params, batch, model.encoder_config, hooks=model.method.hooks, rng=rng)
-    return head(params["head"], pool(hidden, batch["attention_mask"], model.pooling))
+    return head(params[HEAD], pool(hidden, batch["attention_mask"], model.pooling))
 
 
 def loss(trainable, frozen, batch, model, rng=None):
@@ -55,7 +57,10 @@ def loss(trainable, frozen, batch, model, rng=None):
     out = predict(trainable, frozen, batch, model, rng)
     if model.num_labels == 1:
         return mse(out, batch["labels"])
-    return cross_entropy(out, batch["labels"])
+    return current().cross_entropy(out, batch["labels"])
 
 
-loss_grad = grad(loss)          # d loss / d trainable: the frozen tree gets no gradient
+# d loss / d trainable (argument 0): the frozen tree gets no gradient. A training step
+# (train.train_step) calls loss_and_grad; loss_grad is the gradient alone.
+loss_and_grad = value_and_grad(loss)
+loss_grad = grad(loss)

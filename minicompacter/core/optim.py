@@ -17,17 +17,13 @@ import math
 
 import numpy as onp
 
+from .paths import decays
 from .tree import leaves, tree_map
 
 
 def init_adamw(params):
     """Step 0, zero moments."""
     return {"step": 0, "m": tree_map(onp.zeros_like, params), "v": tree_map(onp.zeros_like, params)}
-
-
-def decays(path):
-    """Weight decay applies to weights, not to biases or layer norms."""
-    return path[-1] != "b" and not (len(path) >= 2 and path[-2] in ("ln", "attention_ln", "ffn_ln"))
 
 
 def global_norm(grads):

