@@ -111,7 +111,7 @@ def active_threads():
 
 
 def tune_malloc():
-    """glibc's allocator, set as measured to pay (10-35% of a training step,
+    """glibc's allocator, set as measured to pay (10-15% of a training step,
     docs/performance.md): blocks up to 32 MiB come from the heap instead of fresh mmaps,
     which the kernel zeroes and page-faults on every use, and freed memory is kept for the
     next step rather than returned to the system at once (M_TRIM_THRESHOLD 2 GiB, M_TOP_PAD
