@@ -103,8 +103,22 @@ class AdapterConfig:
             raise ValueError(f"reduction_factor {self.reduction_factor} makes the bottleneck of "
                              f"a width-{d} model zero; use a reduction_factor of at most {d}.")
         if self.projection == "phm":
-            check_phm_dim(self.phm_dim, d, k)
+            try:
+                check_phm_dim(self.phm_dim, d, k)
+            except ValueError as e:
+                raise ValueError(f"{e}{self.reduction_factor_hint(d)}") from None
         return k
+
+    def reduction_factor_hint(self, d):
+        """" Or ...": the largest reduction_factor whose bottleneck phm_dim divides, on a
+        width-d model ("" if phm_dim does not divide d, where none does)."""
+        n = self.phm_dim
+        fits = [r for r in range(1, d + 1) if d % n == 0 and (d // r) % n == 0]
+        if not fits:
+            return ""
+        r = max(fits)
+        return (f" Or keep phm_dim {n} with reduction_factor {r} (--reduction-factor {r} on the "
+                f"command line), a bottleneck of {d // r}.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,19 +11,30 @@ A checkpoint directory holds
 
 Every file is written to a temporary name in the same directory and renamed over the
 old one (os.replace is atomic), so an interrupted run never leaves a half-written file:
-the checkpoint on disk is always a whole one. Nothing is ever read with pickle.
+the checkpoint on disk is always a whole one. Nothing is ever read with pickle. DIR/last/
+is replaced as a whole (`save_last`). Every tensor read back is checked: its name, its
+shape and that it is finite.
+
+For tests only: with MINICOMPACTER_PAUSE_WRITE=NAME (or NAME:N), the first (or N-th)
+write of a file named NAME stops halfway for up to 60 s, after printing a line to stderr,
+so that a test can signal the process in the middle of a checkpoint write.
 """
 
 import dataclasses
 import json
 import os
-import tempfile
+import secrets
+import shutil
+import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as onp
 
 from ..core.encoder import EncoderConfig
 from ..core.tree import flatten, unflatten
+from .checks import read_json_object
 
 WEIGHTS, CONFIG, LAST = "adapter_model.safetensors", "adapter_config.json", "last"
 
@@ -32,16 +43,21 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message says why and what to do."""
 
 
+PAUSE_WRITE = "MINICOMPACTER_PAUSE_WRITE"
+_writes = Counter()                      # writes per file name, for PAUSE_WRITE
+
+
 def atomic_write(path, data):
-    """Write bytes (or text) to path through a temporary file and a rename."""
+    """Write bytes (or text) to path through a temporary file and a rename. The file gets
+    the mode the umask gives, as open() would."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
         data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            _write(f, data, path)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -49,6 +65,36 @@ def atomic_write(path, data):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _create_temporary(path):
+    """(descriptor, path) of a new file .NAME.RANDOM.tmp beside path, mode 0666 less the
+    umask (tempfile.mkstemp would make it 0600 whatever the umask)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _write(f, data, path):
+    """f.write(data), pausing halfway when PAUSE_WRITE names this write (module docstring)
+    until 60 s have passed or an interrupt is being held."""
+    name, _, nth = os.environ.get(PAUSE_WRITE, "").partition(":")
+    if name == path.name:
+        _writes[name] += 1
+    if name != path.name or _writes[name] != int(nth or 1):
+        f.write(data)
+        return
+    from .interrupts import pending
+    f.write(data[:len(data) // 2])
+    f.flush()
+    print(f"minicompacter: paused writing {path} ({PAUSE_WRITE})", file=sys.stderr, flush=True)
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not pending():
+        time.sleep(0.02)
+    f.write(data[len(data) // 2:])
 
 
 def tree_bytes(tree, prefix=""):
@@ -89,14 +135,17 @@ def save_adapter(directory, trainable, model, base_name, task_name, extra=None):
                                                 indent=2))
 
 
+CONFIG_KEYS = {"method": str, "method_config": dict, "base_model": str, "base_config": dict,
+               "task": str, "num_labels": int, "pooling": str}
+
+
 def read_config(directory):
+    """adapter_config.json, checked to hold every key a checkpoint needs."""
     path = Path(directory) / CONFIG
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; give the directory finetune --out wrote.")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is damaged.") from None
+    return read_json_object(path, CONFIG_KEYS, error=CheckpointError,
+                            fix="the checkpoint is damaged: train it again (finetune --replace).")
 
 
 def encoder_config(recorded):
@@ -124,6 +173,10 @@ def check_tree(expected, tensors, source):
             raise CheckpointError(f"{source}: {name} has shape {tensors[name].shape}, the model "
                                   f"needs {leaf.shape}. Was it saved with other method options "
                                   f"(phm_dim, reduction_factor) or another base model?")
+        if not onp.isfinite(tensors[name]).all():
+            raise CheckpointError(f"{source}: {name} holds non-finite values (nan or inf); the "
+                                  f"file is damaged or the run diverged: train again "
+                                  f"(--replace), with a smaller --lr if it diverged.")
     return unflatten({k: onp.asarray(v, want[k].dtype) for k, v in tensors.items()})
 
 
@@ -162,25 +215,73 @@ def load_adapter(directory, pretrained=None):
 
 # --- what --resume needs ----------------------------------------------------------------------
 
+STATE_KEYS = {"step": int, "epoch": int, "batch_in_epoch": int, "seed": int, "history": list,
+              "best": (dict, type(None)), "train_seconds": (int, float), "opt_step": int}
+
+
+def _last_dirs(directory):
+    """last/, and the two names save_last uses on the way: last.new/ and last.old/."""
+    last = Path(directory) / LAST
+    return last, last.with_name(LAST + ".new"), last.with_name(LAST + ".old")
+
+
+def last_dir(directory):
+    """The directory that holds the latest whole last/ state: last/, or last.new/ when a
+    process was killed between save_last's two renames (last/ is then missing)."""
+    last, new, _ = _last_dirs(directory)
+    if not last.exists() and (new / "state.json").exists():
+        return new
+    return last
+
+
+def settle_last(directory):
+    """Put the latest whole state in last/ (see last_dir) and remove what an interrupted
+    save_last left half-written."""
+    last, new, old = _last_dirs(directory)
+    whole = last_dir(directory)
+    if whole != last:
+        os.replace(whole, last)
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def save_last(directory, trainable, opt_state, state):
     """DIR/last/: the latest trainable tree, the optimiser's moments, and state.json (step,
     epoch, position in the epoch, the seed, history, best). The data order of an epoch
     comes from (seed, epoch) and the dropout masks of a step from (seed, step), so the seed
-    and the step are the whole random state."""
-    last = Path(directory) / LAST
-    atomic_write(last / "trainable.safetensors", tree_bytes(trainable))
-    atomic_write(last / "optimizer.safetensors",
+    and the step are the whole random state.
+
+    The three files are replaced together: they are written into last.new/, then last/
+    becomes last.old/, last.new/ becomes last/ and last.old/ is removed. A process killed
+    at any moment leaves one whole state (last_dir finds it), never files of two steps."""
+    last, new, old = _last_dirs(directory)
+    settle_last(directory)
+    atomic_write(new / "trainable.safetensors", tree_bytes(trainable))
+    atomic_write(new / "optimizer.safetensors",
                  tree_bytes({"m": opt_state["m"], "v": opt_state["v"]}))
-    atomic_write(last / "state.json", json.dumps(dict(state, opt_step=opt_state["step"])))
+    atomic_write(new / "state.json", json.dumps(dict(state, opt_step=opt_state["step"])))
+    if last.exists():
+        os.replace(last, old)
+    os.replace(new, last)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_state(directory):
+    """last/state.json (or last.new/'s, see last_dir), every key checked; None if there is none."""
+    path = last_dir(directory) / "state.json"
+    if not path.exists():
+        return None
+    return read_json_object(path, STATE_KEYS, error=CheckpointError,
+                            fix="the run cannot be resumed: start it again with --replace.")
 
 
 def load_last(directory, trainable_like):
     """(trainable, optimiser state, state dict) from DIR/last/, every tensor checked."""
-    last = Path(directory) / LAST
-    if not (last / "state.json").exists():
+    last = last_dir(directory)
+    state = read_state(directory)
+    if state is None:
         raise CheckpointError(f"{last / 'state.json'} does not exist: there is nothing to resume "
                               f"in {directory}. Run without --resume to start.")
-    state = json.loads((last / "state.json").read_text())
     trainable = check_tree(trainable_like, read_tensors(last / "trainable.safetensors"),
                            last / "trainable.safetensors")
     moments = check_tree({"m": trainable_like, "v": trainable_like},

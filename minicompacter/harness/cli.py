@@ -2,7 +2,7 @@
 
 Commands:
   finetune  train one method on one task; writes metrics.json, the adapter-only checkpoint
-            (adapter_model.safetensors, adapter_config.json) and last/ for --resume
+            (checkpoint.WEIGHTS, checkpoint.CONFIG) and last/ for --resume
   evaluate  a saved checkpoint on validation and test, printed as JSON
   compare   several methods on one task, each in its own process: a table and a plot
   count     trainable parameters of a method on a model, analytic from the shapes and, where
@@ -16,6 +16,11 @@ The training flags (--epochs, --batch-size, ...) are TrainConfig's fields and th
 flags (--reduction-factor, --phm-dim, --train-layer-norms) AdapterConfig's, with their
 defaults and descriptions: `COMMANDS` below says which command takes which, and
 `build_parser` makes the parser from it.
+
+`main` runs a command with SIGTERM handled as Ctrl-C (interrupts.handled) and turns what
+a user can cause into one line on stderr and an exit code: 2 for bad input (refused
+before any work), 1 for a run that had to stop or a file that could not be written, 130
+for Ctrl-C and 143 for SIGTERM (DIR/last/ saved, and the message says what is on disk).
 """
 
 import argparse
@@ -24,12 +29,16 @@ import json
 import sys
 import time
 import typing
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as onp
 
 from ..core.methods import METHODS, AdapterConfig, method_config
-from .train import TrainConfig
+from . import checks, rundir
+from .checkpoint import CONFIG, WEIGHTS
+from .interrupts import exit_code, handled
+from .train import TrainConfig, run_settings
 
 DEMO_SENTENCES = [
     "A man is playing a guitar.",
@@ -192,26 +201,36 @@ def cmd_finetune(args):
 
     method = method_from_args(args.method, args)
     cfg = train_config_from_args(args)
+    checks.run_arguments(out=args.out, resume=args.resume, replace=args.replace)
     pretrained = load_pretrained(args.model)
     m = finetune(pretrained, args.task, method, cfg, data_dir=args.data_dir,
                  train_size=args.train_size, out=args.out, resume=args.resume,
-                 base_name=args.model)
+                 replace=args.replace)
+    if m.get("finished_before"):
+        print(f"{args.out} holds this run, finished, with the same settings: not trained again "
+              f"(--replace trains it again).")
     print(f"{args.task} {args.method}: validation {m['validation']['score']:.4f}, test "
           f"{m['test']['score']:.4f} (best epoch {m['best_epoch']} of {m['epochs']}), "
           f"{m['trainable_params']:,} trainable parameters ({m['percent']:.3f}%), "
           f"{m['train_seconds']:.0f} s, peak {m['peak_memory_mb']:.0f} MB")
     print(json.dumps({"validation": m["validation"], "test": m["test"]}))
-    print(f"written: {args.out}/metrics.json, adapter_model.safetensors, adapter_config.json")
+    if not m.get("finished_before"):
+        print(f"written: {args.out}/{rundir.METRICS}, {WEIGHTS}, {CONFIG}")
     return 0
 
 
 def cmd_evaluate(args):
+    from .pretrained import load_pretrained
     from .train import evaluate_checkpoint
-    print(json.dumps(evaluate_checkpoint(args.checkpoint, args.task, data_dir=args.data_dir)))
+
+    pretrained = load_pretrained(args.model) if args.model else None
+    print(json.dumps(evaluate_checkpoint(args.checkpoint, args.task, data_dir=args.data_dir,
+                                         pretrained=pretrained)))
     return 0
 
 
-def finetune_job(model, task, method, options, train, data_dir, train_size, out):
+def finetune_job(model, task, method, options, train, data_dir, train_size, out, resume=False,
+                 replace=False):
     """One method's run inside `compare` or `demo`, in its own process (jobs.run_in_process):
     finetune with JSON-able arguments; returns metrics.json's contents."""
     from .pretrained import load_pretrained
@@ -219,31 +238,78 @@ def finetune_job(model, task, method, options, train, data_dir, train_size, out)
 
     metrics = finetune(load_pretrained(model), task, method_config(method, **options),
                        TrainConfig(**train), data_dir=data_dir, train_size=train_size,
-                       out=out, base_name=model)
-    return {k: v for k, v in metrics.items() if k not in ("history", "trainable")}
+                       out=out, resume=resume, replace=replace)
+    return {k: v for k, v in metrics.items() if k not in ("history", "trainable",
+                                                          "finished_before")}
 
 
-def run_methods(task, methods, model, options, cfg, out, *, data_dir=None, train_size=None):
-    """Each method's finetune in a process of its own; returns their metrics dicts."""
-    from pathlib import Path
+def method_names(text):
+    """The methods of --methods: comma-separated names (or all), each once."""
+    names = list(METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"--methods {text!r} names no method; give comma-separated methods "
+                         f"({', '.join(METHODS)}) or all.")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"--methods names {twice} more than once; each method is one run in "
+                         f"its own directory.")
+    return names
 
-    from .jobs import run_in_process
 
-    rows = []
+def plan_runs(task, methods, pretrained, options, cfg, out, *, data_dir=None, train_size=None,
+              resume=False, replace=False):
+    """Before the first run of `compare` or `demo`: every method's options checked against
+    the model, and what becomes of each method's directory decided by rundir's rule, so
+    that nothing is trained when any run would be refused. [(name, options, Decision)];
+    with --resume, a method whose directory holds no run yet starts one."""
+    plans = []
     for name in methods:
-        print(f"-- {name}", flush=True)
         opts = {k: v for k, v in options.items()
                 if k in {f.name for f in dataclasses.fields(method_config(name))}}
-        rows.append(run_in_process(finetune_job, model=model, task=task, method=name,
-                                   options=opts, train=dataclasses.asdict(cfg),
-                                   data_dir=data_dir, train_size=train_size,
-                                   out=str(Path(out) / name)))
+        config = method_config(name, **opts)
+        checks.method_fits(config, pretrained.config)
+        path = Path(out) / name
+        settings = run_settings(task, config, cfg, pretrained.name, train_size=train_size,
+                                data_dir=data_dir)
+        started = path.is_dir() and rundir.existing_run(path)[0] is not None
+        plans.append((name, opts, rundir.decide(path, settings, resume=resume and started,
+                                                replace=replace)))
+    return plans
+
+
+def run_methods(task, methods, model, options, cfg, out, *, data_dir=None, train_size=None,
+                resume=False, replace=False):
+    """Each method's finetune in a process of its own, after plan_runs has checked them all;
+    a finished run with the same settings is read, not trained again. Their metrics dicts."""
+    from .data import get_task
+    from .jobs import run_in_process
+    from .pretrained import load_pretrained
+
+    get_task(task)
+    pretrained = load_pretrained(model)
+    path, _ = rundir.make_out(out)
+    with rundir.locked(path):
+        plans = plan_runs(task, methods, pretrained, options, cfg, out, data_dir=data_dir,
+                          train_size=train_size, resume=resume, replace=replace)
+        rows = []
+        for name, opts, decision in plans:
+            print(f"-- {name}", flush=True)
+            if decision.kind == "finished":
+                print(f"{decision.path} holds this run, finished, with the same settings: not "
+                      f"trained again (--replace trains it again)", flush=True)
+                rows.append(rundir.finished_metrics(decision.path)[0])
+                continue
+            rows.append(run_in_process(finetune_job, model=pretrained.name, task=task,
+                                       method=name, options=opts, train=dataclasses.asdict(cfg),
+                                       data_dir=data_dir, train_size=train_size,
+                                       out=str(decision.path), resume=decision.kind == "resume",
+                                       replace=decision.replace))
+        print_comparison(rows, task, out)
     return rows
 
 
 def print_comparison(rows, task, out):
-    from pathlib import Path
-
+    from .checkpoint import atomic_write
     from .plots import params_vs_score
 
     print("\n| method | trainable params | % | score | seconds | peak MB |")
@@ -254,19 +320,19 @@ def print_comparison(rows, task, out):
     plot = Path(out) / "params_vs_score.png"
     params_vs_score([{"method": r["method"], "percent": r["percent"], "score": r["test"]["score"]}
                      for r in rows], plot, title=f"{task}: test score against trainable parameters")
-    (Path(out) / "compare.json").write_text(json.dumps(rows, indent=2))
+    atomic_write(Path(out) / "compare.json", json.dumps(rows, indent=2))
     print(f"\nscore: the test split's (validation selects the epoch); peak MB: each run's "
           f"process, from the start of training\nplot: {plot}\nall numbers: {Path(out) / 'compare.json'}")
 
 
 def cmd_compare(args):
-    names = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    names = method_names(args.methods)
     for name in names:
         method_from_args(name, args)                 # unknown names fail here, before any run
-    rows = run_methods(args.task, names, args.model, method_options(args),
-                       train_config_from_args(args), args.out, data_dir=args.data_dir,
-                       train_size=args.train_size)
-    print_comparison(rows, args.task, args.out)
+    checks.run_arguments(out=args.out, resume=args.resume, replace=args.replace)
+    run_methods(args.task, names, args.model, method_options(args), train_config_from_args(args),
+                args.out, data_dir=args.data_dir, train_size=args.train_size,
+                resume=args.resume, replace=args.replace)
     return 0
 
 
@@ -295,9 +361,9 @@ def cmd_demo(args):
     cfg, options = demo_settings(model, progress=not args.no_progress)
     print(f"demo: {', '.join(DEMO_METHODS)} on {args.task} with {model}, {DEMO_TRAIN_SIZE} "
           f"training examples, {cfg.epochs} epochs each", flush=True)
-    rows = run_methods(args.task, DEMO_METHODS, model, options, cfg, args.out,
-                       train_size=DEMO_TRAIN_SIZE)
-    print_comparison(rows, args.task, args.out)
+    checks.run_arguments(out=args.out, resume=args.resume, replace=args.replace)
+    run_methods(args.task, DEMO_METHODS, model, options, cfg, args.out,
+                train_size=DEMO_TRAIN_SIZE, resume=args.resume, replace=args.replace)
     return 0
 
 
@@ -337,8 +403,23 @@ DATA_DIR = (("--data-dir",), {"default": None,
 TRAIN_SIZE = (("--train-size",), {"type": int, "default": None,
                                   "help": "a seeded, stratified subset of the training split"})
 NO_PROGRESS = (("--no-progress",), {"action": "store_true", "help": "no progress bars"})
+RESUME = (("--resume",), {"action": "store_true",
+                          "help": "continue the unfinished run in --out from DIR/last/"})
+REPLACE = (("--replace",), {"action": "store_true",
+                            "help": "discard the run that --out holds (its checkpoint, last/, "
+                                    "metrics and history) and train anew"})
+RUNS_RESUME = (("--resume",), {"action": "store_true",
+                               "help": "continue each method's unfinished run, start those not "
+                                       "begun (finished ones are reported, not trained again)"})
+RUNS_REPLACE = (("--replace",), {"action": "store_true",
+                                 "help": "discard each method's run in --out and train anew"})
 TRAINING = object()               # placeholders in COMMANDS: TrainConfig's flags,
 METHOD_OPTIONS = object()         # and the method flags (METHOD_FLAGS)
+
+
+def runs_left(args):
+    """What an interrupted finetune, compare or demo leaves in --out, read from disk."""
+    return rundir.interrupted_message(args.out)
 
 
 class Command(NamedTuple):
@@ -346,6 +427,7 @@ class Command(NamedTuple):
     help: str
     description: str
     arguments: tuple              # ((flags...), kwargs) pairs, TRAINING or METHOD_OPTIONS
+    interrupted: Callable = lambda args: "interrupted."     # args -> the message on Ctrl-C
 
 
 COMMANDS = {
@@ -354,19 +436,24 @@ COMMANDS = {
                       "cosine similarity of the mean-pooled states.", (MODEL,)),
     "finetune": Command(
         cmd_finetune, "fine-tune one method on one task",
-        "Fine-tune a method on a task. Writes DIR/metrics.json, DIR/adapter_model.safetensors, "
-        "DIR/adapter_config.json (the best checkpoint on validation) and DIR/last/ (for --resume).",
+        f"Fine-tune a method on a task. Writes DIR/{rundir.METRICS}, DIR/{WEIGHTS}, "
+        f"DIR/{CONFIG} (the best checkpoint on validation) and DIR/last/ (for --resume). A "
+        f"finished run with the same settings in DIR is reported, not trained again; any other "
+        f"run there is refused unless --resume or --replace says what to do with it.",
         ((("--task",), {"required": True, "help": _tasks_help}),
          (("--method",), {"required": True, "help": "one of " + ", ".join(METHODS)}),
-         MODEL, DATA_DIR, TRAIN_SIZE, TRAINING, METHOD_OPTIONS,
-         (("--resume",), {"action": "store_true", "help": "continue the run in --out from DIR/last/"}),
-         (("--out",), {"required": True, "help": "the output directory"}))),
+         MODEL, DATA_DIR, TRAIN_SIZE, TRAINING, METHOD_OPTIONS, RESUME, REPLACE,
+         (("--out",), {"required": True, "help": "the output directory (one run's)"})),
+        runs_left),
     "evaluate": Command(
         cmd_evaluate, "evaluate a saved checkpoint",
         'Evaluate a checkpoint on the validation and test splits; prints {"validation": ..., '
         '"test": ...} as JSON.',
         ((("--checkpoint",), {"required": True, "help": "a directory written by finetune"}),
          (("--task",), {"default": None, "help": "the task (default: the checkpoint's)"}),
+         (("--model",), {"default": None,
+                         "help": "the base model: minilm, tiny, a directory or a hub id "
+                                 "(default: the one the checkpoint recorded)"}),
          DATA_DIR)),
     "compare": Command(
         cmd_compare, "compare methods on one task",
@@ -374,9 +461,10 @@ COMMANDS = {
         "run); print a table and save a params-versus-score plot.",
         ((("--task",), {"required": True, "help": "the task"}),
          (("--methods",), {"required": True, "help": "comma-separated methods, or all"}),
-         MODEL, DATA_DIR, TRAIN_SIZE, TRAINING, METHOD_OPTIONS,
+         MODEL, DATA_DIR, TRAIN_SIZE, TRAINING, METHOD_OPTIONS, RUNS_RESUME, RUNS_REPLACE,
          (("--out",), {"default": "runs/compare", "help": "where the runs, compare.json and "
-                                                          "params_vs_score.png go (default runs/compare)"}))),
+                                                          "params_vs_score.png go (default runs/compare)"})),
+        runs_left),
     "demo": Command(
         cmd_demo, "the main job on embedded defaults",
         "Compare " + ", ".join(DEMO_METHODS) + " on a synthetic task with the pretrained MiniLM "
@@ -384,7 +472,9 @@ COMMANDS = {
         "in a few minutes on 2 cores.",
         ((("--task",), {"default": "synthetic-sentiment", "help": "default %(default)s"}),
          (("--model",), {"default": None, "help": "default: minilm if installed, else tiny"}),
-         (("--out",), {"default": "runs/demo", "help": "default %(default)s"}), NO_PROGRESS)),
+         (("--out",), {"default": "runs/demo", "help": "default %(default)s"}), NO_PROGRESS,
+         RUNS_RESUME, RUNS_REPLACE),
+        runs_left),
     "study": Command(
         cmd_study, "the study behind RESULTS.md",
         "Reproduce the paper's claims at small scale on the GLUE tasks found in the directory: "
@@ -400,7 +490,9 @@ COMMANDS = {
          (("--report-only",), {"action": "store_true",
                                "help": "write the report and figures from the runs recorded so "
                                        "far, training nothing (an unfinished study's report "
-                                       "says what is missing)"}))),
+                                       "says what is missing)"})),
+        lambda args: f"interrupted. Every finished run is kept in {args.out}/*.jsonl; the same "
+                     f"command continues where it stopped."),
     "count": Command(
         cmd_count, "count a method's trainable parameters",
         "Trainable parameters of a method on a model: analytic from the shapes, measured on the "
@@ -440,25 +532,36 @@ def build_parser():
 
 def main(argv=None):
     from ..core.kernels import tune_malloc
-    from .pretrained import LoadError
-    from .train import TrainingError
 
     args = build_parser().parse_args(argv)
     tune_malloc()                   # a command's process is ours to tune (kernels.tune_malloc)
+    with handled():                 # SIGTERM as Ctrl-C, for the command's duration
+        return run_command(args)
+
+
+def run_command(args):
+    """args.func(args), with what a user can cause as one line on stderr and an exit code."""
+    from .pretrained import LoadError
+    from .train import TrainingError
+
     try:
         return args.func(args)
+    except KeyboardInterrupt as interrupt:
+        print("\n" + COMMANDS[args.command].interrupted(args), file=sys.stderr)
+        return exit_code(interrupt)
     except (LoadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (TrainingError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        out = getattr(args, "out", None)
-        print("\ninterrupted." + (f" The best checkpoint so far is whole in {out}; continue "
-                                   f"with the same command and --resume." if out else ""),
+    except OSError as e:            # a disk that filled up, a file-size limit, ...
+        print(f"error: {e.filename or 'a file'}: {e.strerror or e}. The files written before "
+              f"are as they were (checkpoints and metrics are written under a temporary name, "
+              f"then renamed); free the space or raise the limit, then run the command again "
+              f"(with --resume if the run saved its last/).",
               file=sys.stderr)
-        return 130
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,13 +11,19 @@ Splits, as the Compacter paper made them (its appendix; GLUE's test labels are h
 (STS-B: by the score rounded to an integer). Model selection never sees the test split.
 
 A local GLUE directory holds one folder per task (CoLA, SST-2, MRPC, QQP, STS-B, MNLI,
-QNLI, RTE, WNLI) with train.tsv and dev.tsv (MNLI: dev_matched.tsv): tab-separated, one
-header row, no quoting, columns `sentence, label` or `sentence1, sentence2, label`,
-integer labels as in the Hugging Face `glue` dataset, float scores for STS-B.
+QNLI, RTE, WNLI) with train.tsv and dev.tsv (MNLI: dev_matched.tsv): UTF-8 (a byte-order
+mark is allowed), tab-separated, one header row, no quoting, columns `sentence, label` or
+`sentence1, sentence2, label`, integer labels as in the Hugging Face `glue` dataset, float
+scores in [0, 5] for STS-B. Blank lines at the end of a file are ignored.
+
+Labels are checked where they enter, whatever the source (a file, the hub, the synthetic
+suite): a class id in range, or a finite score in SCORE_RANGE.
 """
 
 import csv
 import dataclasses
+import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -27,6 +33,7 @@ import numpy as onp
 MAX_LENGTH = 128          # the paper's maximum sequence length
 SPLIT_SEED = 42           # fixes the validation / test split of every task
 LARGE_TASK_HOLDOUT = 1000
+SCORE_RANGE = (0.0, 5.0)  # the similarity scores of STS-B and synthetic-similarity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +102,7 @@ def read_tsv(path, task):
         raise DataError(f"{path} does not exist. A GLUE directory needs {task.folder}/train.tsv "
                         f"and {task.folder}/{task.dev_file} (tab-separated, a header row with "
                         f"{', '.join(task.columns + ('label',))}).")
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = read_rows(path)
     if not rows:
         raise DataError(f"{path} is empty; expected a header row and examples.")
     header, body = rows[0], rows[1:]
@@ -109,6 +115,9 @@ def read_tsv(path, task):
     where = {c: header.index(c) for c in task.columns + ("label",)}
     out = {c: [] for c in where}
     for line, row in enumerate(body, start=2):
+        if not row:
+            raise DataError(f"{path}, line {line} is blank; remove it (only blank lines at the "
+                            f"end of a file are ignored).")
         if len(row) != len(header):
             raise DataError(f"{path}, line {line}: {len(row)} fields, the header has "
                             f"{len(header)}; is the file tab-separated without quoting?")
@@ -118,21 +127,61 @@ def read_tsv(path, task):
     return out
 
 
-def parse_label(text, task, where):
+def read_rows(path):
+    """The rows of a tab-separated file, read as UTF-8 (a byte-order mark is dropped);
+    blank lines at the end are dropped. A file that is not UTF-8 is an error naming the
+    line and the byte."""
+    raw = Path(path).read_bytes()
     try:
-        if task.is_regression:
-            value = float(text)
-            if not onp.isfinite(value):
-                raise ValueError
-            return value
-        value = int(text)
-        if not 0 <= value < task.num_labels:
-            raise ValueError
-        return value
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: byte 0x{raw[e.start]:02x} is not UTF-8; the file "
+                        f"must be UTF-8 (convert it, e.g. iconv -f latin1 -t utf-8).") from None
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t",
+                           quoting=csv.QUOTE_NONE))
+    while rows and not rows[-1]:
+        rows.pop()
+    return rows
+
+
+def expected_labels(task):
+    """What the labels of a task may be, in words."""
+    if task.is_regression:
+        return f"a score from {SCORE_RANGE[0]:g} to {SCORE_RANGE[1]:g}"
+    return ", ".join(f"{i} ({n})" for i, n in enumerate(task.label_names))
+
+
+def valid_label(value, task):
+    """Whether value is a label of the task: a class id in range, or a finite score in
+    SCORE_RANGE (in float32 too: 1e300 is not)."""
+    if task.is_regression:
+        return (isinstance(value, (int, float, onp.floating, onp.integer))
+                and math.isfinite(value) and SCORE_RANGE[0] <= value <= SCORE_RANGE[1])
+    return (isinstance(value, (int, onp.integer)) and not isinstance(value, bool)
+            and 0 <= value < task.num_labels)
+
+
+def parse_label(text, task, where):
+    """The label in a file's field `text`; a DataError naming `where` if it is not one."""
+    try:
+        value = float(text) if task.is_regression else int(text)
     except ValueError:
-        allowed = ("a number" if task.is_regression else
-                   ", ".join(f"{i} ({n})" for i, n in enumerate(task.label_names)))
-        raise DataError(f"{where}: unknown label {text!r} for {task.name}; expected {allowed}.")
+        value = None
+    if value is None or not valid_label(value, task):
+        raise DataError(f"{where}: unknown label {text!r} for {task.name}; expected "
+                        f"{expected_labels(task)}.")
+    return value
+
+
+def check_labels(splits, task, source):
+    """Every label of every split valid (the hub's and the synthetic suite's, which no
+    file line names)."""
+    for split, ds in splits.items():
+        for row, value in enumerate(ds["label"]):
+            if not valid_label(value, task):
+                raise DataError(f"{source}, {split} split, row {row}: label {value!r} is not one "
+                                f"of {task.name}'s; expected {expected_labels(task)}.")
 
 
 def glue_dir(data_dir=None):
@@ -174,6 +223,11 @@ def paper_splits(task, raw):
 
     rng = onp.random.default_rng(SPLIT_SEED)
     if task.large:
+        if len(raw["train"]) <= LARGE_TASK_HOLDOUT:
+            raise DataError(f"{task.name}: the training file has {len(raw['train']):,} rows, and "
+                            f"{LARGE_TASK_HOLDOUT:,} of them are held out as the validation split "
+                            f"(the paper's split for the large tasks), which leaves none to "
+                            f"train on; it needs more than {LARGE_TASK_HOLDOUT:,} rows.")
         order = rng.permutation(len(raw["train"]))
         held, rest = order[:LARGE_TASK_HOLDOUT], order[LARGE_TASK_HOLDOUT:]
         return DatasetDict({"train": raw["train"].select(onp.sort(rest)),
@@ -203,18 +257,25 @@ def stratified_subset(labels, size, seed, regression=False):
 def load_task(name, *, data_dir=None, train_size=None, seed=0):
     """DatasetDict(train, validation, test) of any task, with `label` and the text columns."""
     task = get_task(name)
+    if train_size is not None and train_size < 1:
+        raise DataError(f"--train-size must be at least 1, got {train_size}.")
     if task.synthetic:
         from .synthetic import load_synthetic
         splits = load_synthetic(name, seed=SPLIT_SEED)
+        check_labels(splits, task, f"the synthetic task {name}")
     else:
-        splits = paper_splits(task, load_raw(task, data_dir))
+        raw = load_raw(task, data_dir)
+        if glue_dir(data_dir) is None:
+            check_labels(raw, task, f"{name} from the Hugging Face hub")
+        splits = paper_splits(task, raw)
     for split, ds in splits.items():
         if len(ds) == 0:
-            raise DataError(f"{name}: the {split} split is empty; check the data files.")
+            halves = "" if task.large or split == "train" else (
+                f" (the dev file's {len(splits['validation']) + len(splits['test'])} rows are "
+                f"cut in halves, validation and test: it needs at least 2)")
+            raise DataError(f"{name}: the {split} split is empty{halves}; check the data files.")
     if train_size is not None:
         n = len(splits["train"])
-        if train_size < 1:
-            raise DataError(f"--train-size must be at least 1, got {train_size}.")
         if train_size < n:
             idx = stratified_subset(splits["train"]["label"], train_size, seed, task.is_regression)
             splits["train"] = splits["train"].select(idx)

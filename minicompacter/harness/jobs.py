@@ -18,6 +18,8 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from .interrupts import Terminated, exit_code, handled
+
 
 class JobError(RuntimeError):
     """A job failed in its process; the message is the child's error."""
@@ -28,7 +30,9 @@ def run_in_process(fn, /, **kwargs):
     child (bad input) comes back as a ValueError with the child's message, anything else as
     a JobError. On Ctrl-C (which a terminal sends to the child too) this process waits for
     the child to stop, passing the interrupt on if it has not stopped within 2 s, so that a
-    fine-tuning run saves DIR/last/ first; then raises KeyboardInterrupt."""
+    fine-tuning run saves DIR/last/ first; then raises KeyboardInterrupt. SIGTERM (raised
+    here as interrupts.Terminated, where interrupts.handled() is in force) is passed on to
+    the child at once, and raised again once the child has stopped."""
     spec = json.dumps({"function": f"{fn.__module__}:{fn.__qualname__}", "kwargs": kwargs})
     with tempfile.TemporaryDirectory(prefix="minicompacter-job-") as tmp:
         result_file = Path(tmp) / "result.json"
@@ -36,14 +40,12 @@ def run_in_process(fn, /, **kwargs):
                                   str(result_file)])
         try:
             code = child.wait()
-        except KeyboardInterrupt:
-            try:
-                child.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                child.send_signal(signal.SIGINT)
-                child.wait()
+        except KeyboardInterrupt as interrupt:
+            stop(child, interrupt)
             raise
-        if code == 130:
+        if code in (exit_code(Terminated()), -signal.SIGTERM):
+            raise Terminated("terminated (SIGTERM)")
+        if code in (exit_code(KeyboardInterrupt()), -signal.SIGINT):
             raise KeyboardInterrupt
         if not result_file.exists():
             raise JobError(f"{fn.__name__} stopped in its process with exit code {code} and no "
@@ -55,15 +57,29 @@ def run_in_process(fn, /, **kwargs):
     raise error(result["error"])
 
 
+def stop(child, interrupt):
+    """Pass an interrupt of this process on to the child and wait for the child to end."""
+    if isinstance(interrupt, Terminated):
+        child.send_signal(signal.SIGTERM)
+    else:
+        try:
+            child.wait(timeout=2)             # a terminal's Ctrl-C reaches the child itself
+            return
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGINT)
+    child.wait()
+
+
 def _child(spec, result_file):
     """The child's side: call the function, write {"value": ...} or {"error", "kind"}."""
     spec = json.loads(spec)
     module, name = spec["function"].split(":")
     fn = getattr(importlib.import_module(module), name)
     try:
-        result = {"value": fn(**spec["kwargs"])}
-    except KeyboardInterrupt:
-        return 130
+        with handled():
+            result = {"value": fn(**spec["kwargs"])}
+    except KeyboardInterrupt as interrupt:
+        return exit_code(interrupt)
     except ValueError as e:                                  # bad input: the message says it all
         result = {"error": str(e), "kind": "ValueError"}
     except Exception as e:                                   # a bug: keep the traceback

@@ -32,6 +32,7 @@ from ..core.kernels import parallel
 from ..core.layers import ACTIVATIONS
 from ..core.paths import ATTENTION_LN, EMBEDDING_LN, FFN_LN
 from ..core.tree import dotted, unflatten
+from . import checks
 from .data import MAX_LENGTH, tokenize
 
 BUILTIN = {
@@ -49,7 +50,8 @@ class Pretrained(NamedTuple):
     config: EncoderConfig     # the encoder's shapes and settings
     params: dict              # the parameter tree (encoder.py), float32 by default
     tokenizer: object         # a `tokenizers.Tokenizer`, padding to the longest in a batch
-    name: str = ""            # where it came from: a built-in name, a hub id or a path
+    name: str = ""            # where it came from: a built-in name, a hub id or the absolute
+                              # path of a directory (a checkpoint records it as its base model)
 
 
 class LoadError(ValueError):
@@ -150,6 +152,9 @@ def params_from_hf(tensors, cfg, *, dtype=onp.float32, source="model.safetensors
             raise LoadError(f"{source}: {name!r} has shape {tuple(t.shape)}, but config.json "
                             f"implies {expected}; the weights and the config do not belong "
                             f"together.")
+        if not onp.isfinite(t).all():
+            raise LoadError(f"{source}: {name!r} holds non-finite values (nan or inf); the "
+                            f"weights are damaged: download or convert them again.")
         flat[dotted(path)] = onp.ascontiguousarray(t.T if transpose else t, dtype=dtype)
     known = {name for name, _, _ in hf_names(cfg).values()}
     unknown = sorted(k for k in tensors if k not in known and not k.startswith(UNUSED_PREFIXES))
@@ -170,8 +175,7 @@ def read_safetensors(directory):
     if single.exists():
         files = [single]
     elif index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        files = [directory / s for s in shards]
+        files = shard_files(directory, index)
     else:
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
@@ -194,6 +198,23 @@ def read_safetensors(directory):
                             f"holds a dtype NumPy lacks (bfloat16): download it again or save "
                             f"it as float32.") from None
     return tensors
+
+
+def shard_files(directory, index):
+    """The shards a model.safetensors.index.json lists, each a file inside `directory`
+    (a name such as ../../etc/passwd, or an absolute path, is refused, not opened)."""
+    fix = "download the checkpoint again."
+    weight_map = checks.read_json_object(index, {"weight_map": dict}, error=LoadError,
+                                         fix=fix)["weight_map"]
+    root = directory.resolve()
+    files = []
+    for shard in sorted(set(map(str, weight_map.values()))):
+        path = (directory / shard).resolve()
+        if path.parent != root:
+            raise LoadError(f"{index} lists the shard {shard!r}, which is not a file of "
+                            f"{directory}; shards must be file names beside the index: {fix}")
+        files.append(directory / shard)
+    return files
 
 
 # --- tokenizer -------------------------------------------------------------------------
@@ -302,10 +323,8 @@ def load_directory(directory, *, dtype=onp.float32, name=None):
     if not (directory / "config.json").exists():
         raise LoadError(f"{directory} has no config.json; a checkpoint directory needs "
                         f"config.json, model.safetensors and tokenizer.json.")
-    try:
-        hf = json.loads((directory / "config.json").read_text())
-    except json.JSONDecodeError as e:
-        raise LoadError(f"{directory / 'config.json'} is not valid JSON ({e}).") from None
+    hf = checks.read_json_object(directory / "config.json", error=LoadError,
+                          fix="a BERT config.json is an object with vocab_size, hidden_size, ...")
     cfg = config_from_hf(hf, source=str(directory / "config.json"))
     params = params_from_hf(read_safetensors(directory), cfg, dtype=dtype,
                             source=str(directory / "model.safetensors"))
@@ -313,7 +332,7 @@ def load_directory(directory, *, dtype=onp.float32, name=None):
     if tok.get_vocab_size() > cfg.vocab_size:
         raise LoadError(f"{directory}: the tokenizer has {tok.get_vocab_size()} tokens but the "
                         f"model only {cfg.vocab_size} word embeddings; they do not belong together.")
-    return Pretrained(cfg, params, tok, name or str(directory))
+    return Pretrained(cfg, params, tok, name or str(directory.resolve()))
 
 
 def load_tiny(*, dtype=onp.float32, seed=0):
@@ -377,9 +396,7 @@ def encode_texts(pretrained, texts, pairs=None, *, max_length=None, batch_size=6
     cfg = pretrained.config
     if max_length is None:
         max_length = min(MAX_LENGTH, cfg.max_positions)
-    if max_length > cfg.max_positions:
-        raise ValueError(f"max_length {max_length} exceeds the model's {cfg.max_positions} "
-                         f"position embeddings; use max_length <= {cfg.max_positions}.")
+    checks.max_length_fits(max_length, cfg)
     batch = tokenize(pretrained.tokenizer, texts, pairs, max_length=max_length)
     with parallel():
         chunks = [encoder(pretrained.params, {k: v[i:i + batch_size] for k, v in batch.items()},

@@ -57,16 +57,20 @@ class Run:
 
 def read_results(path):
     """{key: record} from a results file (one JSON record per line); {} if there is none.
-    A line cut short by an interruption is ignored."""
+    A line cut short by an interruption is ignored; a line that is JSON but not a run's
+    record (an object with a "key") is an error naming the file and the line."""
     records = {}
     path = Path(path)
     if not path.exists():
         return records
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+            raise ValueError(f"{path}, line {number}: {line[:40]!r} is not a run's record (a JSON "
+                             f"object with a \"key\"); remove the line or restore the file.")
         records[record["key"]] = record
     return records
 

@@ -32,8 +32,10 @@ from ..core.methods import LEARNING_RATES, Method, make_method, option
 from ..core.model import init_model, predict
 from ..core.optim import adamw_update, clip_by_global_norm, init_adamw, linear_schedule
 from ..core.tree import count
-from .checkpoint import atomic_write, load_adapter, load_last, save_adapter, save_last
+from . import checks, rundir
+from .checkpoint import atomic_write, load_adapter, load_last, save_adapter, save_last, tree_bytes
 from .data import Encoded, Task, batch_order, encode, get_task, load_task
+from .interrupts import deferred, handled
 from .metrics import glue_metrics
 
 
@@ -60,26 +62,19 @@ class TrainConfig:
                          choices=tuple(LAYERS))
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}.")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        checks.train_config(self)
         if self.pooling not in ("cls", "mean"):
             raise ValueError(f"Unknown pooling {self.pooling!r}; use 'cls' or 'mean'.")
         if self.layers not in LAYERS:
             raise ValueError(f"layers {self.layers!r} is unknown; use one of {sorted(LAYERS)}.")
 
 
-# Settings that change how a run goes but not what it computes: a run resumed with other
-# values of these is the same run.
-NOT_COMPARED_ON_RESUME = ("progress", "layers")
-
-
 class TrainingError(RuntimeError):
     """Training had to stop (a non-finite loss); the best checkpoint on disk is intact."""
+
+
+class NonFiniteError(ValueError):
+    """A model whose outputs are not finite numbers (nan or inf): nothing to score."""
 
 
 _STATUS = Path("/proc/self/status")
@@ -113,11 +108,19 @@ def peak_memory_mb():
 # --- evaluation ----------------------------------------------------------------------------
 
 def predictions(trainable, frozen, enc, model, batch_size=64):
-    """Predicted labels (argmax) or scores for every row of an Encoded split, in its order."""
+    """Predicted labels (argmax) or scores for every row of an Encoded split, in its order.
+    Raises NonFiniteError if any row's logits (or score) are not finite: the argmax of nan
+    is a label like any other, and would be scored as one."""
     out = onp.zeros(len(enc), onp.float64)
+    bad = 0
     for idx in batch_order(enc.lengths, batch_size):
         y = predict(trainable, frozen, enc.batch(idx), model)                # (B, C)
+        bad += int(onp.sum(~onp.isfinite(y).all(axis=1)))
         out[idx] = y[:, 0] if model.num_labels == 1 else onp.argmax(y, axis=1)
+    if bad:
+        raise NonFiniteError(f"the model gives non-finite outputs (nan or inf) for {bad} of "
+                             f"{len(enc)} rows; its weights have diverged (train again with a "
+                             f"smaller --lr) or are damaged.")
     return out
 
 
@@ -166,6 +169,17 @@ class Setup(NamedTuple):
     base_name: str
 
 
+def run_settings(task_name, method_config, cfg, base_name, *, train_size=None, data_dir=None):
+    """What identifies a run, as metrics.json's "config" and state.json record it, known
+    before any data are read (prepare adds the number of training examples)."""
+    lr = cfg.lr if cfg.lr is not None else LEARNING_RATES[method_config.method]
+    settings = {"method_config": dataclasses.asdict(method_config),
+                "train": dataclasses.asdict(cfg), "lr": lr, "task": task_name,
+                "model": base_name, "train_size": train_size,
+                "data_dir": str(data_dir) if data_dir else None}
+    return json.loads(json.dumps(settings))             # as state.json will hold them
+
+
 def prepare(pretrained, task_name, method, cfg, *, data_dir=None, train_size=None, out=None,
             base_name=None):
     """(Setup, the initial trainable tree): the task's splits tokenised, the model
@@ -176,15 +190,12 @@ def prepare(pretrained, task_name, method, cfg, *, data_dir=None, train_size=Non
     enc = encode_splits(splits, pretrained, task, cfg.max_length)
     model, trainable, frozen = init_model(onp.random.default_rng([cfg.seed, 0]), pretrained,
                                           method, num_labels=task.num_labels, pooling=cfg.pooling)
-    lr = cfg.lr if cfg.lr is not None else LEARNING_RATES[method.config.method]
-    total_steps = cfg.epochs * math.ceil(len(enc["train"]) / cfg.batch_size)
     base_name = base_name or pretrained.name
-    settings = {"method_config": dataclasses.asdict(method.config),
-                "train": dataclasses.asdict(cfg), "lr": lr, "task": task_name,
-                "model": base_name, "train_size": train_size,
-                "train_examples": len(enc["train"]), "data_dir": str(data_dir) if data_dir else None}
-    settings = json.loads(json.dumps(settings))             # as state.json will hold them
-    setup = Setup(task, task_name, model, frozen, enc, cfg, lr, total_steps,
+    settings = run_settings(task_name, method.config, cfg, base_name, train_size=train_size,
+                            data_dir=data_dir)
+    settings = {**settings, "train_examples": len(enc["train"])}
+    total_steps = cfg.epochs * math.ceil(len(enc["train"]) / cfg.batch_size)
+    setup = Setup(task, task_name, model, frozen, enc, cfg, settings["lr"], total_steps,
                   round(cfg.warmup_ratio * total_steps), settings,
                   Path(out) if out is not None else None, base_name)
     return setup, trainable
@@ -199,9 +210,10 @@ def start(setup, trainable, pretrained, resume=False):
     live = {"trainable": trainable, "opt": init_adamw(trainable), "best_tree": None}
     if resume:
         live["trainable"], live["opt"], state = load_last(setup.out, trainable)
-        if _compared(state.get("settings", setup.settings)) != _compared(setup.settings):
-            raise ValueError(f"{setup.out} was started with other settings; resume it with the "
-                             f"same arguments, or start a new run in another --out directory.")
+        differ = rundir.differences(state.get("settings"), setup.settings)
+        if differ:
+            raise ValueError(f"{setup.out} was started with other settings ({'; '.join(differ)}); "
+                             f"resume it with the same arguments, or --replace to discard it.")
         if state["best"] is not None:
             live["best_tree"] = load_adapter(setup.out, pretrained)[1]
     state["settings"] = setup.settings
@@ -209,36 +221,51 @@ def start(setup, trainable, pretrained, resume=False):
     return live
 
 
-def _compared(settings):
-    return {**settings, "train": {k: v for k, v in settings["train"].items()
-                                  if k not in NOT_COMPARED_ON_RESUME}}
-
-
 def validate(setup, live, epoch):
-    """Scores on the validation split; the best tree so far is kept (and saved to DIR)."""
-    scores = evaluate(live["trainable"], setup.frozen, setup.enc["validation"], setup.model,
-                      setup.task, setup.cfg.eval_batch_size)
-    state = live["state"]
+    """Scores on the validation split; the best tree so far is kept (and saved to DIR).
+    Outputs that are not finite score nan, and a score that is not finite is never the
+    best. The checkpoint is written before the state says it exists."""
+    try:
+        scores = evaluate(live["trainable"], setup.frozen, setup.enc["validation"], setup.model,
+                          setup.task, setup.cfg.eval_batch_size)
+    except NonFiniteError:
+        scores = {"score": float("nan"), "non_finite_outputs": True}
+    state, best = live["state"], live["state"]["best"]
+    better = math.isfinite(scores["score"]) and (
+        best is None or not math.isfinite(best["score"]) or scores["score"] > best["score"])
+    if better and setup.out is not None:
+        save_adapter(setup.out, live["trainable"], setup.model, setup.base_name,
+                     setup.task_name, {"max_length": setup.cfg.max_length,
+                                       "eval_batch_size": setup.cfg.eval_batch_size})
     state["history"].append({"step": state["step"], "epoch": epoch, "validation": scores})
-    best = state["best"]
-    if best is None or scores["score"] > best["score"] or not math.isfinite(best["score"]):
+    if better:
         state["best"] = {"score": scores["score"], "epoch": epoch + 1, "step": state["step"]}
         live["best_tree"] = live["trainable"]
-        if setup.out is not None:
-            save_adapter(setup.out, live["trainable"], setup.model, setup.base_name,
-                         setup.task_name, {"max_length": setup.cfg.max_length,
-                                           "eval_batch_size": setup.cfg.eval_batch_size})
     return scores
 
 
 def save_progress(setup, live):
     if setup.out is not None:
-        save_last(setup.out, live["trainable"], live["opt"], live["state"])
+        with deferred():
+            save_last(setup.out, live["trainable"], live["opt"], live["state"])
 
 
-def step_once(setup, live, batch, epoch):
-    """One update of the live state, recorded in its history; stops the run with
-    TrainingError on a non-finite loss (the update is dropped)."""
+def stopped(setup, state, what):
+    """The TrainingError of a run that cannot go on, saying what is on disk."""
+    best = state["best"]
+    kept = ("No checkpoint was kept (no validation had a finite score yet)." if best is None
+            else f"The best checkpoint (epoch {best['epoch']}, validation score "
+                 f"{best['score']:.4f}) is " + (f"intact in {setup.out}." if setup.out
+                                               else "the one returned so far."))
+    return TrainingError(f"{what}; training stopped. {kept} Try a smaller --lr (this run used "
+                         f"{setup.lr}).")
+
+
+def step_once(setup, live, batch, epoch, position):
+    """One update of the live state (the batch at `position` of the epoch's order),
+    recorded in its history; stops the run with TrainingError on a non-finite loss or
+    gradient (the update is dropped). The update is computed first and recorded in one
+    stretch that an interrupt does not cut."""
     state, cfg = live["state"], setup.cfg
     # the dropout masks of a step come from (seed, step) alone: a resumed run draws the same
     # ones without any generator state to restore
@@ -246,22 +273,24 @@ def step_once(setup, live, batch, epoch):
     step_lr = linear_schedule(state["step"] + 1, setup.total_steps, setup.warmup, setup.lr)
     value, norm, (trainable, opt) = train_step(live["trainable"], live["opt"], setup.frozen,
                                                batch, setup.model, step_lr, cfg, rng)
-    if not math.isfinite(float(value)):
-        where = f" in {setup.out}" if setup.out is not None else ""
-        raise TrainingError(
-            f"the loss became {float(value)} at step {state['step'] + 1} (epoch {epoch + 1}); "
-            f"training stopped. The best checkpoint so far{where} is intact. Try a smaller "
-            f"--lr (this run used {setup.lr}).")
-    live["trainable"], live["opt"] = trainable, opt
-    state["step"] += 1
-    state["history"].append({"step": state["step"], "epoch": epoch, "loss": float(value),
-                             "lr": step_lr, "grad_norm": norm})
+    if not (math.isfinite(float(value)) and math.isfinite(float(norm))):
+        what = "loss" if not math.isfinite(float(value)) else "gradient norm"
+        raise stopped(setup, state, f"the {what} became {float(value if what == 'loss' else norm)}"
+                                    f" at step {state['step'] + 1} (epoch {epoch + 1})")
+    with deferred():
+        live["trainable"], live["opt"] = trainable, opt
+        state["step"] += 1
+        state["batch_in_epoch"] = position + 1
+        state["history"].append({"step": state["step"], "epoch": epoch, "loss": float(value),
+                                 "lr": step_lr, "grad_norm": norm})
     return float(value)
 
 
 def train_epochs(setup, live, on_step=None):
     """The loop from where the live state stands to the last epoch. After every update,
-    on_step(state) is called if given (a notebook can plot, a test can interrupt)."""
+    on_step(state) is called if given (a notebook can plot, a test can interrupt). A
+    validation and what it records are one stretch that an interrupt does not cut, and so
+    is the end of an epoch: a run interrupted anywhere resumes as if it had not been."""
     cfg, state = setup.cfg, live["state"]
     for epoch in range(state["epoch"], cfg.epochs):
         state["epoch"] = epoch
@@ -270,19 +299,20 @@ def train_epochs(setup, live, on_step=None):
                            desc=f"{setup.task_name} {setup.model.method.config.method} epoch "
                                 f"{epoch + 1}/{cfg.epochs}")
         for i in range(state["batch_in_epoch"], len(order)):
-            value = step_once(setup, live, setup.enc["train"].batch(order[i]), epoch)
-            state["batch_in_epoch"] = i + 1
+            value = step_once(setup, live, setup.enc["train"].batch(order[i]), epoch, i)
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}")
             if cfg.eval_every and state["step"] % cfg.eval_every == 0:
-                validate(setup, live, epoch)
+                with deferred():
+                    validate(setup, live, epoch)
             if on_step is not None:
                 on_step(state)
         bar.close()
         last_epoch = epoch == cfg.epochs - 1
-        if not cfg.eval_every or (last_epoch and state["step"] % cfg.eval_every):
-            validate(setup, live, epoch)
-        state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+        with deferred():
+            if not cfg.eval_every or (last_epoch and state["step"] % cfg.eval_every):
+                validate(setup, live, epoch)
+            state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
         yield epoch
 
 
@@ -312,6 +342,8 @@ def progress_bar(show, **kwargs):
 def final_metrics(setup, live, pretrained, train_seconds):
     """The best tree on validation and test, with what metrics.json records."""
     best = live["best_tree"]
+    if best is None:
+        raise stopped(setup, live["state"], "no validation gave a finite score")
     results = {split: evaluate(best, setup.frozen, setup.enc[split], setup.model, setup.task,
                                setup.cfg.eval_batch_size) for split in ("validation", "test")}
     trainable_params, total = count(best), count(pretrained.params)
@@ -328,24 +360,58 @@ def final_metrics(setup, live, pretrained, train_seconds):
 # --- fine-tuning and evaluation ---------------------------------------------------------------
 
 def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None, train_size=None,
-             out=None, resume=False, base_name=None, on_step=None):
+             out=None, resume=False, replace=False, base_name=None, on_step=None):
     """Fine-tune `method` (a config or a name) on a task; returns the metrics dict that is
     also written to out/metrics.json, plus "history" (every step and evaluation) and
     "trainable" (the best tree). With `out`, the best checkpoint and DIR/last/ are written
     as training goes; `resume` continues from out/last/. `on_step(state)`, if given, is
-    called after every update."""
-    if resume and out is None:
-        raise ValueError("--resume needs --out, the directory of the run to continue.")
-    setup, trainable = prepare(pretrained, task_name, method, cfg, data_dir=data_dir,
-                               train_size=train_size, out=out, base_name=base_name)
-    live = start(setup, trainable, pretrained, resume)
-    state = live["state"]
+    called after every update.
+
+    `out` follows rundir's rule: it belongs to this run while it lasts (a second writer is
+    refused); a finished run there with the same settings is returned, not trained again
+    (the dict then has "finished_before": True); any other run there is refused unless
+    `resume` (to continue it) or `replace` (to discard it) says what to do. The arguments,
+    the model's positions and the method's options are checked first, then the directory,
+    then the data, all before the first step. SIGTERM is handled as Ctrl-C while the run lasts."""
+    checks.run_arguments(out=out, resume=resume, replace=replace)
+    get_task(task_name)
+    method = method if isinstance(method, Method) else make_method(method)
+    checks.max_length_fits(cfg.max_length, pretrained.config)
+    checks.method_fits(method.config, pretrained.config)
+    base_name = base_name or pretrained.name
+    settings = run_settings(task_name, method.config, cfg, base_name, train_size=train_size,
+                            data_dir=data_dir)
+    with handled(), rundir.claimed(out, settings, resume=resume, replace=replace) as claim:
+        if claim.kind == "finished":
+            return finished_run(claim.path, pretrained)
+        setup, trainable = prepare(pretrained, task_name, method, cfg, data_dir=data_dir,
+                                   train_size=train_size, out=claim.path, base_name=base_name)
+        checks.room_for_run(setup.out, len(tree_bytes(trainable)), setup.total_steps)
+        live = start(setup, trainable, pretrained, claim.kind == "resume")
+        if claim.replace:
+            rundir.discard(claim.path)
+        return train_and_report(setup, live, pretrained, on_step)
+
+
+def finished_run(path, pretrained):
+    """What finetune returns for the finished run in `path`, read from its files."""
+    metrics, history = rundir.finished_metrics(path)
+    return {**metrics, "history": history, "trainable": load_adapter(path, pretrained)[1],
+            "finished_before": True}
+
+
+def train_and_report(setup, live, pretrained, on_step=None):
+    """The training loop from the live state, DIR/last/ saved at the start, after every
+    epoch and on an interrupt; then the final metrics of the best tree in memory."""
+    state, cfg = live["state"], setup.cfg
     with use_layers(cfg.layers), parallel():
         # the peak memory reported is training's: the model, the encoded splits and what a
         # step needs, not the peak of reading and tokenizing a large training file before
         reset_peak_memory()
         t0 = time.perf_counter() - state["train_seconds"]
         try:
+            if state["step"] == 0:
+                save_progress(setup, live)        # from now on there is always a last/
             for _ in train_epochs(setup, live, on_step):
                 state["train_seconds"] = time.perf_counter() - t0
                 save_progress(setup, live)
@@ -355,8 +421,9 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
             raise
         metrics = final_metrics(setup, live, pretrained, time.perf_counter() - t0)
     if setup.out is not None:
-        atomic_write(setup.out / "metrics.json", json.dumps(metrics, indent=2))
-        atomic_write(setup.out / "history.json", json.dumps(state["history"]))
+        with deferred():                          # metrics.json last: it marks the run finished
+            atomic_write(setup.out / rundir.HISTORY, json.dumps(state["history"]))
+            atomic_write(setup.out / rundir.METRICS, json.dumps(metrics, indent=2))
     metrics["history"] = state["history"]     # these two are returned, not written
     metrics["trainable"] = live["best_tree"]
     return metrics
@@ -364,7 +431,8 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
 
 def evaluate_checkpoint(directory, task_name=None, *, data_dir=None, pretrained=None):
     """{"validation": ..., "test": ...} of a saved checkpoint, computed as finetune reported
-    them (same splits, maximum length and batches). The task defaults to the checkpoint's."""
+    them (same splits, maximum length and batches). The task defaults to the checkpoint's;
+    the base model to the one it recorded (give `pretrained` to use another copy of it)."""
     from .checkpoint import read_config
     from .pretrained import load_pretrained
 

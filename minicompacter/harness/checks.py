@@ -1,0 +1,132 @@
+"""Checks made before any work is spent: a run that must fail fails in its first seconds,
+with a message that names the problem and the fix, and changes nothing on disk.
+
+Each check raises a ValueError (the command line prints it as `error: ...` and exits
+with code 2). What is checked where:
+  - the training settings (`train_config`, from TrainConfig itself): every number in its
+    range and finite;
+  - the arguments of a run together (`run_arguments`): --resume with --out, not with
+    --replace;
+  - the maximum length against the model's positions (`max_length_fits`);
+  - a method's options against the model's widths (`method_fits`);
+  - the output directory's room for the run's files (`room_for_run`): the largest file
+    a process may write (ulimit -f) and the free space;
+  - JSON files that must hold an object with given keys (`read_json_object`).
+The output directory itself (created, writable, whose run it holds) is `rundir`'s; the
+data files are checked as they are read (`data.py`), the model as it is loaded
+(`pretrained.py`), a checkpoint's tensors as they are read (`checkpoint.py`).
+"""
+
+import json
+import math
+import resource
+import shutil
+from pathlib import Path
+
+
+def flag(name):
+    """The command-line flag of a TrainConfig or AdapterConfig field."""
+    return "--" + name.replace("_", "-")
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def train_config(cfg):
+    """Every TrainConfig value in its range; the message names the field and its flag."""
+    def refuse(name, want):
+        raise ValueError(f"{name} ({flag(name)}) must be {want}, got {getattr(cfg, name)!r}.")
+    for name in ("epochs", "batch_size", "eval_batch_size"):
+        if getattr(cfg, name) < 1:
+            refuse(name, "at least 1")
+    if cfg.max_length < 8:
+        refuse("max_length", "at least 8 (the special tokens take 2 or 3 of a row)")
+    if cfg.eval_every is not None and cfg.eval_every < 1:
+        refuse("eval_every", "at least 1 (leave it out to evaluate after each epoch)")
+    if cfg.seed < 0:
+        refuse("seed", "a non-negative integer")
+    if cfg.lr is not None and not (_finite(cfg.lr) and cfg.lr > 0):
+        refuse("lr", "a positive finite number")
+    if not (_finite(cfg.warmup_ratio) and 0 <= cfg.warmup_ratio < 1):
+        refuse("warmup_ratio", "in [0, 1)")
+    if not (_finite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        refuse("weight_decay", "a non-negative finite number")
+    if not (_finite(cfg.max_grad_norm) and cfg.max_grad_norm > 0):
+        refuse("max_grad_norm", "a positive finite number")
+
+
+def run_arguments(*, out, resume, replace):
+    """The arguments of a run that only make sense together."""
+    if resume and out is None:
+        raise ValueError("--resume needs --out, the directory of the run to continue.")
+    if resume and replace:
+        raise ValueError("--resume continues the run in --out and --replace discards it; "
+                         "give one of them.")
+
+
+def max_length_fits(max_length, encoder_config):
+    """A row of max_length tokens needs as many position embeddings."""
+    if max_length > encoder_config.max_positions:
+        raise ValueError(f"max_length {max_length} (--max-length) exceeds the model's "
+                         f"{encoder_config.max_positions} position embeddings; use "
+                         f"--max-length {encoder_config.max_positions} or less.")
+
+
+def method_fits(config, encoder_config):
+    """A method's options against the model's widths (a PHM bottleneck that phm_dim must
+    divide, a bottleneck that is not zero), by making its parameters once."""
+    import numpy as onp
+
+    from ..core.methods import make_method
+    make_method(config).init(onp.random.default_rng(0), encoder_config)
+
+
+# the run's files besides the trees: metrics.json, history.json, the config (bytes per step
+# of history, and a margin)
+HISTORY_BYTES_PER_STEP, MARGIN = 200, 1 << 20
+
+
+def room_for_run(out, tree_bytes, total_steps):
+    """The largest file of the run (the optimiser's moments, twice the trainable tree, or
+    the history) within the process's file-size limit, and the free space in `out` enough
+    for the checkpoint, last/ and its replacement (about 6 trees)."""
+    if out is None:
+        return
+    largest = max(2 * tree_bytes, HISTORY_BYTES_PER_STEP * total_steps) + MARGIN
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and limit < largest:
+        raise ValueError(f"this process may write files of at most {limit:,} bytes (ulimit -f), "
+                         f"and the run's largest file takes about {largest:,}; raise the limit "
+                         f"(ulimit -f unlimited) before training into {out}.")
+    needed, free = 6 * tree_bytes + MARGIN, shutil.disk_usage(out).free
+    if free < needed:
+        raise ValueError(f"{out} has {free / 2 ** 20:,.1f} MB free and the run's checkpoints "
+                         f"need about {needed / 2 ** 20:,.1f} MB; free some space or choose "
+                         f"another --out.")
+
+
+def read_json_object(path, required=None, *, error=ValueError, fix=""):
+    """The JSON object in `path`; `required`: {key: type} it must hold. A file that is not
+    JSON, not an object, or lacks a key raises `error` naming the file, the problem and
+    `fix`."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path} is not valid JSON ({e}); {fix}") from None
+    if not isinstance(value, dict):
+        raise error(f"{path} holds {type(value).__name__} {json.dumps(value)[:40]}, not a JSON "
+                    f"object; {fix}")
+    for key, kind in (required or {}).items():
+        if key not in value:
+            raise error(f"{path} has no {key!r}; {fix}")
+        if not isinstance(value[key], kind):
+            raise error(f"{path}: {key!r} is {json.dumps(value[key])[:40]}, not "
+                        f"{_kind_name(kind)}; {fix}")
+    return value
+
+
+def _kind_name(kind):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
