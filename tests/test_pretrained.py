@@ -12,10 +12,10 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import minicompacter as mc
-from minicompacter.harness.pretrained import LoadError, hf_names, minilm_dir
-from minicompacter.core.tree import dotted, flatten
+from minicompacter.harness.pretrained import LoadError, minilm_dir
+from minicompacter.core.tree import flatten
 
-from conftest import needs_minilm
+from conftest import needs_minilm, write_checkpoint
 
 FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.npz"
 
@@ -81,30 +81,6 @@ def test_minilm_skips_position_ids_and_pooler_knowingly():
 
 
 # --- ways to name a checkpoint ------------------------------------------------------------
-
-def write_checkpoint(directory, pretrained, *, prefix="", old_layer_norm_names=False):
-    """A Hugging Face style directory for the given model: config.json, model.safetensors
-    with PyTorch's (out, in) layout, tokenizer.json."""
-    cfg, params = pretrained.config, pretrained.params
-    flat = flatten(params)
-    tensors = {}
-    for path, (name, transpose, _) in hf_names(cfg).items():
-        if old_layer_norm_names:
-            name = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
-        t = flat[dotted(path)]
-        tensors[prefix + name] = onp.ascontiguousarray(t.T if transpose else t)
-    tensors[prefix + "embeddings.position_ids"] = onp.arange(cfg.max_positions)[None]
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(directory / "model.safetensors"))
-    (directory / "config.json").write_text(json.dumps({
-        "model_type": "bert", "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size, "max_position_embeddings": cfg.max_positions,
-        "type_vocab_size": cfg.type_vocab_size, "layer_norm_eps": cfg.layer_norm_eps,
-        "hidden_act": cfg.hidden_act, "position_embedding_type": "absolute"}))
-    pretrained.tokenizer.save(str(directory / "tokenizer.json"))
-    return directory
-
 
 def assert_same_params(a, b):
     fa, fb = flatten(a), flatten(b)

@@ -82,24 +82,25 @@ def method_fits(config, encoder_config):
     make_method(config).init(onp.random.default_rng(0), encoder_config)
 
 
-# the run's files besides the trees: metrics.json, history.json, the config (bytes per step
-# of history, and a margin)
-HISTORY_BYTES_PER_STEP, MARGIN = 200, 1 << 20
+# bytes a step adds to history.json; room for the small files (metrics.json, the config,
+# state.json's other keys) and, on the disk, for what else may be written meanwhile
+HISTORY_BYTES_PER_STEP, FILE_MARGIN, DISK_MARGIN = 200, 1 << 16, 1 << 20
 
 
 def room_for_run(out, tree_bytes, total_steps):
     """The largest file of the run (the optimiser's moments, twice the trainable tree, or
     the history) within the process's file-size limit, and the free space in `out` enough
-    for the checkpoint, last/ and its replacement (about 6 trees)."""
+    for the checkpoint (1 tree), last/ (3: the tree and two moments) and last/'s
+    replacement while it is written (3)."""
     if out is None:
         return
-    largest = max(2 * tree_bytes, HISTORY_BYTES_PER_STEP * total_steps) + MARGIN
+    largest = max(2 * tree_bytes, HISTORY_BYTES_PER_STEP * total_steps) + FILE_MARGIN
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY and limit < largest:
         raise ValueError(f"this process may write files of at most {limit:,} bytes (ulimit -f), "
                          f"and the run's largest file takes about {largest:,}; raise the limit "
                          f"(ulimit -f unlimited) before training into {out}.")
-    needed, free = 6 * tree_bytes + MARGIN, shutil.disk_usage(out).free
+    needed, free = 7 * tree_bytes + DISK_MARGIN, shutil.disk_usage(out).free
     if free < needed:
         raise ValueError(f"{out} has {free / 2 ** 20:,.1f} MB free and the run's checkpoints "
                          f"need about {needed / 2 ** 20:,.1f} MB; free some space or choose "
@@ -116,8 +117,7 @@ def read_json_object(path, required=None, *, error=ValueError, fix=""):
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path} is not valid JSON ({e}); {fix}") from None
     if not isinstance(value, dict):
-        raise error(f"{path} holds {type(value).__name__} {json.dumps(value)[:40]}, not a JSON "
-                    f"object; {fix}")
+        raise error(f"{path} holds {json.dumps(value)[:40]}, not a JSON object; {fix}")
     for key, kind in (required or {}).items():
         if key not in value:
             raise error(f"{path} has no {key!r}; {fix}")

@@ -192,22 +192,23 @@ def glue_dir(data_dir=None):
 
 def load_raw(task, data_dir=None):
     """DatasetDict(train, dev) of a GLUE task, from a local directory or the hub."""
-    from datasets import Dataset, DatasetDict, load_dataset
-
     root = glue_dir(data_dir)
     if root is not None:
         if not root.is_dir():
             raise DataError(f"GLUE directory {root} does not exist; give --data-dir (or set "
                             f"GLUE_DIR) to a folder holding {task.folder}/train.tsv.")
-        return DatasetDict({
-            "train": Dataset.from_dict(read_tsv(root / task.folder / "train.tsv", task)),
-            "dev": Dataset.from_dict(read_tsv(root / task.folder / task.dev_file, task))})
+        columns = {"train": read_tsv(root / task.folder / "train.tsv", task),
+                   "dev": read_tsv(root / task.folder / task.dev_file, task)}
+        from datasets import Dataset, DatasetDict        # once both files are known to be good
+        return DatasetDict({split: Dataset.from_dict(c) for split, c in columns.items()})
+    from datasets import load_dataset
     try:
         hub = load_dataset("nyu-mll/glue", task.name)
     except Exception as e:
         raise DataError(f"{task.name}: no GLUE directory given (--data-dir or GLUE_DIR) and the "
                         f"Hugging Face hub could not provide it ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}).") from None
+    from datasets import DatasetDict
     dev = "validation_matched" if task.name == "mnli" else "validation"
     out = DatasetDict({"train": hub["train"], "dev": hub[dev]})
     for ours, theirs in zip(PAIR, task.hub_columns):

@@ -18,7 +18,6 @@ huggingface/evaluate, `metrics/glue/glue.py` (the key names).
 """
 
 import numpy as onp
-from scipy.stats import rankdata
 
 METRIC_KINDS = ("matthews", "accuracy", "accuracy_f1", "pearson_spearman")
 
@@ -101,6 +100,7 @@ def spearmanr(predictions, references):
     """The Spearman rank correlation (SciPy's `spearmanr`): the Pearson correlation of
     the ranks, rho = r(rank(y_hat), rank(y)), where tied values share the average of the
     ranks they span (`rankdata`'s "average"). Constant input gives nan, as SciPy."""
+    from scipy.stats import rankdata          # here: scipy.stats takes most of a second to import
     p, r = _pair(predictions, references)
     return _correlation(rankdata(p), rankdata(r))
 

@@ -193,8 +193,8 @@ def decide(path, settings, *, resume=False, replace=False):
     if kind == "unfinished" and resume and not diff:
         return Decision(path, "resume")
     if kind == "unfinished" and not diff:
-        raise RunDirError(f"{path} holds an unfinished run {other}, {where}: continue it with "
-                          f"--resume, or --replace to discard it and start over.")
+        raise RunDirError(f"{path} holds an unfinished run ({where}) {other}: continue it "
+                          f"with --resume, or --replace to discard it and start over.")
     if kind == "checkpoint":
         raise RunDirError(f"{path} holds {where}, so there is no run to "
                           f"{'resume' if resume else 'add to'}: --replace to discard it and "
@@ -229,18 +229,23 @@ def finished_metrics(path):
 def interrupted_message(out):
     """What an interrupted command leaves in `out` (a run's directory, or one holding a
     run per method), read from disk, so that it never claims a file that is not there."""
-    if out is None or not Path(out).is_dir():
+    if out is None:
         return "interrupted."
     out = Path(out)
-    saved = []
-    for path in [out] + sorted(p for p in out.iterdir() if p.is_dir()):
+    saved, finished = [], []
+    for path in ([out] + sorted(p for p in out.iterdir() if p.is_dir())) if out.is_dir() else []:
         try:
             kind, _, where = existing_run(path)
         except RunDirError:
             continue
         if kind == "unfinished":
             saved.append(f"{last_dir(path)} holds the run {where}")
-    if not saved:
-        return (f"interrupted before a run was saved in {out}: there is nothing to resume; "
-                f"run the command again.")
-    return "interrupted. " + "; ".join(saved) + "; continue with the same command and --resume."
+        elif kind == "finished":
+            finished.append(str(path))
+    if saved:
+        return ("interrupted. " + "; ".join(saved) + "; continue with the same command and "
+                "--resume.")
+    if finished:
+        return f"interrupted once the run had finished: {', '.join(finished)} holds it whole."
+    return (f"interrupted before a run was saved in {out}: there is nothing to resume; run the "
+            f"command again.")
