@@ -179,3 +179,48 @@ def test_batch_pads_to_the_longest_row(encoded):
     assert b["input_ids"].shape == (3, T)
     onp.testing.assert_array_equal(b["attention_mask"].sum(1), enc.lengths[idx])
     assert (b["input_ids"][b["attention_mask"] == 0] == 0).all()
+
+
+def test_a_byte_order_mark_and_blank_lines_at_the_end_are_accepted(glue):
+    path = glue / "RTE" / "train.tsv"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes() + b"\n\n")
+    d = load_task("rte", data_dir=glue)
+    assert len(d["train"]) == 40 and d["train"].column_names == ["sentence1", "sentence2", "label"]
+
+
+def test_a_file_that_is_not_utf8_names_the_line_and_the_byte(glue):
+    (glue / "RTE" / "dev.tsv").write_bytes("sentence1\tsentence2\tlabel\nok\tok\t0\ncaf\xe9\tb\t1\n"
+                                           .encode("latin-1"))
+    with pytest.raises(DataError, match=r"RTE/dev.tsv, line 3: byte 0xe9 is not UTF-8.*iconv"):
+        load_task("rte", data_dir=glue)
+
+
+@pytest.mark.parametrize("score", ["-7", "5.01", "1e300", "nan", "-inf"])
+def test_stsb_scores_outside_0_to_5_are_refused(glue, score):
+    rows = [[f"a {i}", f"b {i}", "2.5"] for i in range(4)] + [["x", "y", score]]
+    write_tsv(glue / "STS-B" / "train.tsv", ["sentence1", "sentence2", "label"], rows)
+    write_tsv(glue / "STS-B" / "dev.tsv", ["sentence1", "sentence2", "label"], rows[:4])
+    with pytest.raises(DataError, match=f"line 6: unknown label '{score}' for stsb; expected a "
+                                        f"score from 0 to 5"):
+        load_task("stsb", data_dir=glue)
+
+
+def test_labels_from_the_hub_or_the_suite_are_checked_too():
+    from minicompacter.harness.data import check_labels
+    with pytest.raises(DataError, match=r"the hub, train split, row 1: label -1 is not one of rte's"):
+        check_labels({"train": {"label": [0, -1]}}, get_task("rte"), "the hub")
+    with pytest.raises(DataError, match="row 0: label inf"):
+        check_labels({"validation": {"label": [float("inf")]}}, get_task("stsb"), "x")
+    check_labels({"train": {"label": [0.0, 5.0, 2.4]}}, get_task("synthetic-similarity"), "x")
+
+
+def test_a_large_task_needs_more_rows_than_its_held_out_validation(glue):
+    with pytest.raises(DataError, match="has 1,000 rows, and 1,000 of them are held out"):
+        load_task("qqp", data_dir=write_qqp(glue, 1000))
+    assert len(load_task("qqp", data_dir=write_qqp(glue, 1001))["train"]) == 1
+
+
+def write_qqp(glue, n):
+    write_tsv(glue / "QQP" / "train.tsv", ["sentence1", "sentence2", "label"],
+              [[f"q {i}", f"r {i}", str(i % 2)] for i in range(n)])
+    return glue

@@ -61,7 +61,7 @@ def test_the_folders_show_the_layers():
 # --- nothing changed behind the user's back -----------------------------------------------
 
 PROCESS_STATE = '''
-import ctypes, json, sys, threading
+import ctypes, json, signal, sys, threading
 fetched = []
 class Recording(ctypes.CDLL):                      # notes every libc function looked up
     def __getattr__(self, name):
@@ -76,7 +76,8 @@ def state():
     return {"blas": {p["filepath"]: p["num_threads"] for p in threadpool_info()
                      if p["user_api"] == "blas"},
             "progress": datasets.is_progress_bar_enabled(),
-            "threads": sorted(t.name for t in threading.enumerate())}
+            "threads": sorted(t.name for t in threading.enumerate()),
+            "signals": [repr(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)]}
 
 before = state()
 import minicompacter as mc
@@ -91,13 +92,14 @@ def run_python(code):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_importing_and_using_the_package_leave_blas_progress_bars_threads_and_malloc_alone():
+def test_importing_and_using_the_package_leave_blas_progress_bars_threads_signals_and_malloc_alone():
     got = run_python(PROCESS_STATE + '''
 tiny = mc.load_pretrained("tiny")
 seen = {}
 def on_step(state_):
     from minicompacter.core import kernels
-    seen["during"] = dict(state(), pool=kernels.active_threads(), wanted=kernels.pool_size())
+    seen["during"] = dict(state(), pool=kernels.active_threads(), wanted=kernels.pool_size(),
+                          sigterm=repr(signal.getsignal(signal.SIGTERM)))
 for progress in (False, True):
     m = mc.finetune(tiny, "synthetic-sentiment", mc.method_config("compacter", reduction_factor=8),
                     mc.TrainConfig(epochs=1, batch_size=16, max_length=32, progress=progress),
@@ -113,7 +115,9 @@ print(json.dumps({"before": before, "after_import": after_import, "during": seen
         assert all(after["blas"][lib] == n for lib, n in before["blas"].items())
         assert set(after["blas"].values()) == set(before["blas"].values())
         assert after["progress"] == before["progress"] and after["threads"] == before["threads"]
+        assert after["signals"] == before["signals"]           # SIGTERM handled only during a run
     assert got["mallopt"] is False
+    assert "_on_signal" in got["during"]["sigterm"]      # while training, SIGTERM saves last/
     # while training, BLAS was on one thread and the kernels had their pool
     if got["during"]["wanted"] > 1:
         assert all(n == 1 for n in got["during"]["blas"].values())

@@ -187,6 +187,59 @@ def test_non_finite_loss_stops_and_the_best_checkpoint_stays_whole(tiny, tmp_pat
     load_adapter(out, tiny)                                     # whole and loadable
 
 
+def test_the_final_metrics_come_from_the_tree_in_memory(tiny, run, tmp_path, monkeypatch):
+    from minicompacter.harness import train
+    def no_reading(*args, **kw):
+        raise AssertionError("a run that was not resumed read a checkpoint back")
+    monkeypatch.setattr(train, "load_adapter", no_reading)
+    m = finetune(tiny, TASK, METHOD, CFG, train_size=160, out=tmp_path / "again")
+    assert m["test"] == run[1]["test"] and m["validation"] == run[1]["validation"]
+
+
+def nan_validations(monkeypatch, which):
+    """The model's outputs are nan in the evaluations numbered in `which` (1: the validation
+    after epoch 1, 2: after epoch 2; the final ones come after)."""
+    from minicompacter.harness import train
+    real, calls = train.predictions, {"n": 0}
+    def nan_outputs(trainable, frozen, batch, model, rng=None):
+        return onp.full((len(batch["input_ids"]), model.num_labels), onp.nan)
+    def predictions(*args, **kw):
+        calls["n"] += 1
+        with monkeypatch.context() as patch:
+            if calls["n"] in which:
+                patch.setattr(train, "predict", nan_outputs)
+            return real(*args, **kw)
+    monkeypatch.setattr(train, "predictions", predictions)
+
+
+def test_a_validation_with_non_finite_outputs_scores_nan_and_is_never_the_best(tiny, tmp_path,
+                                                                                monkeypatch):
+    nan_validations(monkeypatch, {1})
+    m = finetune(tiny, TASK, METHOD, CFG, train_size=160, out=tmp_path / "run")
+    first, second = [h["validation"] for h in m["history"] if "validation" in h]
+    assert onp.isnan(first["score"]) and first["non_finite_outputs"]
+    assert m["best_epoch"] == 2 and m["validation"]["score"] == second["score"]
+
+
+def test_a_run_whose_validations_are_all_non_finite_keeps_no_checkpoint(tiny, tmp_path,
+                                                                         monkeypatch):
+    nan_validations(monkeypatch, {1, 2})
+    with pytest.raises(TrainingError, match="no validation gave a finite score; training stopped. "
+                                            r"No checkpoint was kept"):
+        finetune(tiny, TASK, METHOD, CFG, train_size=160, out=tmp_path / "run")
+    assert not (tmp_path / "run" / CONFIG).exists()
+
+
+def test_a_loss_that_is_non_finite_at_once_claims_no_checkpoint(tiny, tmp_path, monkeypatch):
+    real = model_lib.loss_and_grad
+    monkeypatch.setattr(model_lib, "loss_and_grad",
+                        lambda *a, **k: (onp.inf, real(*a, **k)[1]))
+    with pytest.raises(TrainingError) as caught:
+        finetune(tiny, TASK, METHOD, CFG, train_size=160, out=tmp_path / "run")
+    assert "the loss became inf at step 1 (epoch 1)" in str(caught.value)
+    assert "No checkpoint was kept" in str(caught.value) and "intact" not in str(caught.value)
+
+
 def test_checkpoint_errors(run, tiny, tmp_path):
     out, _ = run
     import shutil
@@ -223,9 +276,9 @@ def test_a_failed_run_overwrites_nothing(run, tiny, tmp_path):
 
 # --- the command line ---------------------------------------------------------------------
 
-def cli(*args, **kw):
+def cli(*args, cwd=ROOT, **kw):
     return subprocess.run([sys.executable, "-m", "minicompacter", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=600, **kw)
+                          text=True, cwd=cwd, timeout=600, **kw)
 
 
 def test_cli_finetune_and_clear_errors(tmp_path):
@@ -291,6 +344,30 @@ def test_demo_on_tiny(tmp_path):
     for name in ("full", "adapter", "compacter", "compacter++", "bitfit", "lora"):
         assert f"| {name} |" in out.stdout
     assert (tmp_path / "demo" / "params_vs_score.png").exists()
+    table = out.stdout[out.stdout.index("| method |"):out.stdout.index("score: the test split")]
+    again = cli("demo", "--model", "tiny", "--no-progress", "--out", str(tmp_path / "demo"))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("not trained again") == 6 and table in again.stdout
+
+
+def test_a_relative_model_path_is_recorded_absolute_and_evaluate_can_name_the_model(tiny, tmp_path):
+    from conftest import write_checkpoint
+    (tmp_path / "a").mkdir()
+    write_checkpoint(tmp_path / "a" / "base", tiny)
+    run = cli("finetune", "--task", TASK, "--method", "bitfit", "--model", "base", "--train-size",
+              "32", "--epochs", "1", "--max-length", "32", "--no-progress", "--out", "run",
+              cwd=tmp_path / "a")
+    assert run.returncode == 0, run.stderr
+    config = json.loads((tmp_path / "a" / "run" / CONFIG).read_text())
+    assert config["base_model"] == str((tmp_path / "a" / "base").resolve())
+    elsewhere = cli("evaluate", "--checkpoint", str(tmp_path / "a" / "run"), cwd=tmp_path)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    (tmp_path / "a" / "base").rename(tmp_path / "moved")
+    lost = cli("evaluate", "--checkpoint", "a/run", cwd=tmp_path)
+    assert lost.returncode == 2 and "Unknown model" in lost.stderr and "Traceback" not in lost.stderr
+    named = cli("evaluate", "--checkpoint", "a/run", "--model", "moved", cwd=tmp_path)
+    assert named.returncode == 0, named.stderr
+    assert json.loads(named.stdout) == json.loads(elsewhere.stdout)
 
 
 # --- a real run ---------------------------------------------------------------------------
