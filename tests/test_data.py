@@ -14,7 +14,7 @@ from minicompacter.harness.data import (GLUE_TASKS, DataError, Encoded, batch_or
 
 GLUE_DIR = os.environ.get("GLUE_DIR")
 needs_glue = pytest.mark.skipif(not GLUE_DIR or not Path(GLUE_DIR).is_dir(),
-                                reason="set GLUE_DIR to the GLUE folder (../shared/data/glue)")
+                                reason="set GLUE_DIR to a GLUE directory")
 
 
 def test_task_registry():

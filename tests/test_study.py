@@ -16,7 +16,7 @@ from conftest import needs_minilm
 
 GLUE = os.environ.get("GLUE_DIR")
 needs_glue = pytest.mark.skipif(not GLUE or not Path(GLUE, "SST-2", "train.tsv").exists(),
-                                reason="needs the GLUE files: set GLUE_DIR (../shared/data/glue)")
+                                reason="needs the GLUE files: set GLUE_DIR to a GLUE directory")
 
 
 def test_epochs_rule_gives_about_250_updates_within_3_to_20_epochs():
