@@ -35,6 +35,7 @@ from ..core.tree import count
 from .checkpoint import atomic_write, load_adapter, load_last, save_adapter, save_last
 from .data import Encoded, Task, batch_order, encode, get_task, load_task
 from .metrics import glue_metrics
+from .pretrained import base_identity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +164,8 @@ class Setup(NamedTuple):
     warmup: int
     settings: dict            # what metrics.json's "config" holds; --resume compares it
     out: Optional[Path]
-    base_name: str
+    base_name: str            # the base model's name as the user gave it
+    base: dict                # its identity as a checkpoint records it (name, hub id, path, digest)
 
 
 def prepare(pretrained, task_name, method, cfg, *, data_dir=None, train_size=None, out=None,
@@ -186,7 +188,8 @@ def prepare(pretrained, task_name, method, cfg, *, data_dir=None, train_size=Non
     settings = json.loads(json.dumps(settings))             # as state.json will hold them
     setup = Setup(task, task_name, model, frozen, enc, cfg, lr, total_steps,
                   round(cfg.warmup_ratio * total_steps), settings,
-                  Path(out) if out is not None else None, base_name)
+                  Path(out) if out is not None else None, base_name,
+                  base_identity(pretrained, base_name))
     return setup, trainable
 
 
@@ -225,7 +228,7 @@ def validate(setup, live, epoch):
         state["best"] = {"score": scores["score"], "epoch": epoch + 1, "step": state["step"]}
         live["best_tree"] = live["trainable"]
         if setup.out is not None:
-            save_adapter(setup.out, live["trainable"], setup.model, setup.base_name,
+            save_adapter(setup.out, live["trainable"], setup.model, setup.base,
                          setup.task_name, {"max_length": setup.cfg.max_length,
                                            "eval_batch_size": setup.cfg.eval_batch_size})
     return scores
@@ -309,6 +312,14 @@ def progress_bar(show, **kwargs):
     return type("Bar", (tqdm,), {"monitor_interval": 0})(leave=False, **kwargs)
 
 
+def trainable_line(trainable, model, pretrained):
+    """peft's print_trainable_parameters line: "trainable params: T || all params: A ||
+    trainable%: T / A", A being the base model's parameters plus what the method and the
+    head add (the paper's percentage divides by the base model's alone: metrics.json's)."""
+    from ..core.counting import count_measured, peft_line, summary
+    return peft_line(summary(count_measured(trainable, model.method.config), count(pretrained.params)))
+
+
 def final_metrics(setup, live, pretrained, train_seconds):
     """The best tree on validation and test, with what metrics.json records."""
     best = live["best_tree"]
@@ -328,18 +339,21 @@ def final_metrics(setup, live, pretrained, train_seconds):
 # --- fine-tuning and evaluation ---------------------------------------------------------------
 
 def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None, train_size=None,
-             out=None, resume=False, base_name=None, on_step=None):
+             out=None, resume=False, base_name=None, on_step=None, log=None):
     """Fine-tune `method` (a config or a name) on a task; returns the metrics dict that is
     also written to out/metrics.json, plus "history" (every step and evaluation) and
     "trainable" (the best tree). With `out`, the best checkpoint and DIR/last/ are written
     as training goes; `resume` continues from out/last/. `on_step(state)`, if given, is
-    called after every update."""
+    called after every update; `log(line)`, if given, gets peft's line of parameter counts
+    (`trainable_line`) before the first step."""
     if resume and out is None:
         raise ValueError("--resume needs --out, the directory of the run to continue.")
     setup, trainable = prepare(pretrained, task_name, method, cfg, data_dir=data_dir,
                                train_size=train_size, out=out, base_name=base_name)
     live = start(setup, trainable, pretrained, resume)
     state = live["state"]
+    if log is not None:
+        log(trainable_line(live["trainable"], setup.model, pretrained))
     with use_layers(cfg.layers), parallel():
         # the peak memory reported is training's: the model, the encoded splits and what a
         # step needs, not the peak of reading and tokenizing a large training file before
@@ -365,20 +379,64 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
 def evaluate_checkpoint(directory, task_name=None, *, data_dir=None, pretrained=None):
     """{"validation": ..., "test": ...} of a saved checkpoint, computed as finetune reported
     them (same splits, maximum length and batches). The task defaults to the checkpoint's."""
-    from .checkpoint import read_config
-    from .pretrained import load_pretrained
+    from .checkpoint import checkpoint_base
 
-    config = read_config(directory)
-    task_name = task_name or config["task"]
+    pretrained = pretrained or checkpoint_base(directory)
+    model, trainable, frozen, config = load_adapter(directory, pretrained)
+    task_name = task_name or config.get("task")
+    if task_name is None:
+        raise ValueError(f"{directory} holds a {config['format']} adapter, which records no task; "
+                         f"name the task to evaluate it on (--task).")
     task = get_task(task_name)
     if task.num_labels != config["num_labels"]:
-        raise ValueError(f"{directory} holds a head with {config['num_labels']} outputs, trained "
-                         f"on {config['task']}; {task_name} needs {task.num_labels}.")
-    pretrained = pretrained or load_pretrained(config["base_model"])
-    model, trainable, frozen, config = load_adapter(directory, pretrained)
+        held = (f"a head with {config['num_labels']} outputs" if config["num_labels"]
+                else "no head")
+        raise ValueError(f"{directory} holds {held}" + (f", trained on {config['task']}"
+                         if config.get("task") else "") + f"; {task_name} needs "
+                         f"{task.num_labels} output{'s' if task.num_labels > 1 else ''}.")
     splits = load_task(task_name, data_dir=data_dir)
     enc = encode_splits({s: splits[s] for s in ("validation", "test")}, pretrained, task,
                         config.get("max_length", 128))
     with parallel():
         return {s: evaluate(trainable, frozen, enc[s], model, task,
                             config.get("eval_batch_size", 64)) for s in ("validation", "test")}
+
+
+def predict_texts(directory, texts, pairs=None, *, pretrained=None, batch_size=64):
+    """Each text's (or pair's) prediction by a checkpoint (any format load_adapter reads, with
+    a head): [{"label": name, "probabilities": {name: p}} ...] for classification,
+    [{"score": s} ...] for regression."""
+    from .checkpoint import checkpoint_base
+    from .data import tokenize
+
+    pretrained = pretrained or checkpoint_base(directory)
+    model, trainable, frozen, config = load_adapter(directory, pretrained)
+    if not model.num_labels:
+        raise ValueError(f"{directory} holds an adapter without a head: it gives hidden states, "
+                         f"not predictions. Export or train it with a head to predict.")
+    names = predict_label_names(config, model.num_labels)
+    max_length = min(config.get("max_length", 128), pretrained.config.max_positions)
+    out = []
+    with parallel():
+        for i in range(0, len(texts), batch_size):
+            batch = tokenize(pretrained.tokenizer, texts[i:i + batch_size],
+                             None if pairs is None else pairs[i:i + batch_size],
+                             max_length=max_length)
+            out += [_prediction(row, names) for row in onp.asarray(predict(trainable, frozen, batch, model))]
+    return out
+
+
+def predict_label_names(config, num_labels):
+    """The names of a head's outputs: the task's, an imported head's, or LABEL_i."""
+    from .export import label_names
+    names = label_names(config)
+    return names if len(names) == num_labels else [f"LABEL_{i}" for i in range(num_labels)]
+
+
+def _prediction(logits, names):
+    if len(logits) == 1:
+        return {"score": float(logits[0])}
+    p = onp.exp(logits - logits.max())
+    p /= p.sum()
+    return {"label": names[int(onp.argmax(logits))],
+            "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}}
