@@ -255,13 +255,13 @@ def read(directory, pretrained):
     from .checkpoint import check_tree, read_tensors
 
     directory = Path(directory)
+    _refuse_pickle(directory, PICKLE, WEIGHTS)
     meta = json.loads((directory / CONFIG).read_text())
     source, name = directory / CONFIG, meta.get("name")
     if meta.get("hidden_size") not in (None, pretrained.config.hidden_size):
         raise FormatError(f"{source}: an adapter for width {meta['hidden_size']}, the base model "
                           f"given has width {pretrained.config.hidden_size}.")
     cfg = method_config(meta["config"], source)
-    _refuse_pickle(directory, PICKLE, WEIGHTS)
     tensors = read_tensors(directory / WEIGHTS)
     num_labels, layers, labels = 0, 1, []
     if (directory / HEAD_CONFIG).exists():

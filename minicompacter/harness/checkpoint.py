@@ -248,8 +248,10 @@ def _load_foreign(directory, kind, pretrained):
     """An AdapterHub or peft adapter directory, on the base model it names (or the one given)."""
     from . import adapterhub, peft_lora
 
+    from .export import read_head_beside
+
     module = adapterhub if kind == "adapterhub" else peft_lora
-    return module.read(directory, pretrained or checkpoint_base(directory))
+    return read_head_beside(directory, *module.read(directory, pretrained or checkpoint_base(directory)))
 
 
 # --- what --resume needs ----------------------------------------------------------------------

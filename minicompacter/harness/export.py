@@ -174,3 +174,23 @@ def merged_params(pretrained, trainable, model):
                 key = f"layers.{i}.attention.{target}.w"
                 flat[key] = flat[key] + (p["A"] @ p["B"]) * (method.alpha / method.r)
     return unflatten(flat)
+
+
+def read_head_beside(directory, model, trainable, frozen, info):
+    """(model, trainable, frozen, info) with the head `_head_beside` wrote in directory, if
+    any: the other half of a peft or AdapterHub export that could not hold the head."""
+    from safetensors.numpy import load_file
+
+    directory = Path(directory)
+    if not (directory / HEAD_INFO).exists() or model.num_labels:
+        return model, trainable, frozen, info
+    head_info = json.loads((directory / HEAD_INFO).read_text())
+    tensors = load_file(str(directory / HEAD_WEIGHTS))
+    head = {"w": tensors["weight"].T, "b": tensors["bias"]}
+    if "hidden.weight" in tensors:
+        head["hidden"] = {"w": tensors["hidden.weight"].T, "b": tensors["hidden.bias"]}
+    model = model._replace(num_labels=head_info["num_labels"], pooling=head_info["pooling"],
+                           head_layers=head_info["layers"])
+    info = dict(info, num_labels=head_info["num_labels"], pooling=head_info["pooling"],
+                head_layers=head_info["layers"], label_names=head_info["label_names"])
+    return model, dict(trainable, **{HEAD: head}), frozen, info
