@@ -69,13 +69,8 @@ class FormatError(ValueError):
 
 def is_adapterhub(directory):
     """An AdapterHub adapter directory: adapter_config.json with a BnConfig under "config"."""
-    path = Path(directory) / CONFIG
-    if not path.exists():
-        return False
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return False
+    from .checkpoint import json_file
+    config = json_file(Path(directory) / CONFIG)
     return isinstance(config, dict) and isinstance(config.get("config"), dict) \
         and str(config.get("version", "")).startswith("adapters")
 

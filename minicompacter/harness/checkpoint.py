@@ -98,6 +98,14 @@ def save_adapter(directory, trainable, model, base, task_name, extra=None):
                                                 indent=2))
 
 
+def json_file(path):
+    """The JSON a file holds, or None when it is missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def checkpoint_format(directory):
     """"minicompacter", "minicompacter-0.1", "adapterhub", "peft", or None (nothing here)."""
     from .adapterhub import is_adapterhub

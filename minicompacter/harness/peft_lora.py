@@ -39,13 +39,9 @@ NEUTRAL = ("base_model_name_or_path", "revision", "task_type", "inference_mode",
 
 
 def is_peft(directory):
-    path = Path(directory) / CONFIG
-    if not path.exists():
-        return False
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return False
+    """A peft adapter directory: adapter_config.json with a peft_type."""
+    from .checkpoint import json_file
+    config = json_file(Path(directory) / CONFIG)
     return isinstance(config, dict) and "peft_type" in config
 
 
