@@ -16,7 +16,7 @@ Throughput: `finetune` on a stratified subset (--finetune-size examples, 1 epoch
 time includes one validation pass, as every epoch of a real run does), and `evaluate`
 (`train.predictions`, batch 64, sorted by length) over the same subset.
 
-    python bench/bench_epoch.py --data-dir ../shared/data/glue
+    python bench/bench_epoch.py --data-dir "$GLUE_DIR"
 """
 
 import argparse

@@ -13,7 +13,7 @@ Compare ratios from one run, never absolute times from different runs (the machi
 noisy, about +-10%). Each run appends its table to BENCHMARKS.md unless --no-append.
 
     python bench/bench_forward.py                      # minicompacter only if no torch
-    /work/refvenv/bin/python bench/bench_forward.py --repeats 5
+    ref-env/bin/python bench/bench_forward.py --repeats 5  # ref-env: torch + transformers
     python bench/bench_forward.py --shapes 8x32 --no-append
 """
 

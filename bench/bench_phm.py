@@ -11,7 +11,7 @@ the tracemalloc peak of one step above what was allocated before it (NumPy repor
 buffers to tracemalloc; a separate untimed run) and the relative max abs difference of
 the outputs and gradients of the two paths. A ratio below 0.85 counts as a win beyond
 the noise (about +-10%). The script scores candidate rules for factored=None.
-Run with the allocator settings of /work/shared/PERF.md (MALLOC_*_ below): without them,
+Run with the glibc allocator settings below (MALLOC_*_; docs/performance.md): without them,
 fresh large buffers made some cases 2-8x slower depending on what ran before (both paths).
 
     MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=8589934592 \

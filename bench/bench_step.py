@@ -16,7 +16,7 @@ FLOP count (`step_gflop`) divided by the float32 GEMM rate measured in this run 
 (2048 x 384) @ (384 x 1536).
 
     python bench/bench_step.py                                   # minicompacter only
-    python bench/bench_step.py --peer-python /work/ahvenv/bin/python
+    python bench/bench_step.py --peer-python peer-env/bin/python
     python bench/bench_step.py --methods compacter++,full --shapes 16x64 --no-append
 """
 

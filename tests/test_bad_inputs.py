@@ -17,7 +17,6 @@ The bad inputs run a few at a time (a module fixture), each in a workspace of it
 
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -255,7 +254,7 @@ CASES = [
     Case("count-unknown-method", ("count", "--model", "tiny", "--method", "nope"), "Unknown method 'nope'"),
     Case("encode-unknown-model", ("encode", "--model", "no-such/model!"), "Unknown model 'no-such/model!'"),
     Case("demo-unknown-model", ("demo", "--model", "./nowhere") + OUT, "Unknown model './nowhere'"),
-    Case("evaluate-no-checkpoint", EVAL, "adapter_config.json does not exist"),
+    Case("evaluate-no-checkpoint", EVAL, f"{CONFIG} does not exist"),
     Case("evaluate-wrong-task", EVAL + STSB, "holds a head with 2 outputs", with_run()),
     # data files (GLUE format, --data-dir)
     Case("data-dir-missing", GLUE_RUN + RTE, "GLUE directory {ws}/data does not exist"),
@@ -332,17 +331,17 @@ CASES = [
     Case("model-dir-max-length", FT + OUT + ("--model", "{ws}/model", "--max-length", "200"),
          "exceeds the model's 128 position embeddings", with_model()),
     # checkpoints (evaluate, --resume, an existing run)
-    Case("checkpoint-config-null", EVAL, "adapter_config.json holds null, not a JSON object",
+    Case("checkpoint-config-null", EVAL, f"{CONFIG} holds null, not a JSON object",
          with_run(edit=lambda d: (d / CONFIG).write_text("null"))),
     Case("checkpoint-config-lacks-num-labels", EVAL, "has no 'num_labels'",
          with_run(edit=json_edit(CONFIG, without("num_labels")))),
-    Case("checkpoint-config-not-json", EVAL, "adapter_config.json is not valid JSON",
+    Case("checkpoint-config-not-json", EVAL, f"{CONFIG} is not valid JSON",
          with_run(edit=lambda d: (d / CONFIG).write_text('{"method": '))),
     Case("checkpoint-config-wrong-type", EVAL, "'num_labels' is \"two\", not int",
          with_run(edit=json_edit(CONFIG, lambda c: {**c, "num_labels": "two"}))),
     Case("checkpoint-weights-corrupt", EVAL, "cannot be read as safetensors",
          with_run(edit=lambda d: (d / WEIGHTS).write_bytes(b"\x00\x01garbage"))),
-    Case("checkpoint-weights-missing", EVAL, "adapter_model.safetensors does not exist",
+    Case("checkpoint-weights-missing", EVAL, f"{WEIGHTS} does not exist",
          with_run(edit=lambda d: (d / WEIGHTS).unlink())),
     Case("checkpoint-tensor-missing", EVAL, "missing tensors ['shared.A']",
          with_run(edit=tensors_edit(WEIGHTS, lambda t: {k: v for k, v in t.items() if k != "shared.A"}))),
@@ -353,7 +352,7 @@ CASES = [
     Case("checkpoint-other-base-model", EVAL + ("--model", "{ws}/other"), "num_layers",
          both(with_run(), lambda ws, world: copy(world.other_model, ws / "other"))),
     Case("checkpoint-is-last", ("evaluate", "--checkpoint", "{ws}/out/" + LAST),
-         "adapter_config.json does not exist", with_run()),
+         f"{CONFIG} does not exist", with_run()),
     Case("state-lacks-step", RESUME, "state.json has no 'step'",
          with_run("unfinished", json_edit(f"{LAST}/state.json", without("step")))),
     Case("state-not-json", RESUME, "state.json is not valid JSON",
@@ -364,7 +363,7 @@ CASES = [
          with_run("unfinished", lambda d: (d / LAST / "trainable.safetensors").write_bytes(b"xx"))),
     Case("last-optimizer-missing", RESUME, "optimizer.safetensors does not exist",
          with_run("unfinished", lambda d: (d / LAST / "optimizer.safetensors").unlink())),
-    Case("metrics-damaged", FT + OUT, "metrics.json is not valid JSON",
+    Case("metrics-damaged", FT + OUT, f"{METRICS} is not valid JSON",
          with_run(edit=lambda d: (d / METRICS).write_text("{"))),
     Case("results-line-a-list", ("study", "--report-only", "--quick", "--model", "tiny", "--data-dir", "{ws}/data",
                                  "--out", "{ws}/results", "--report", "{ws}/R.md"),
@@ -393,7 +392,7 @@ CASES = [
          with_run("unfinished")),
     Case("resume-finished-other-settings", RESUME + ("--epochs", "4"), "train.epochs: 3 in the run, 4 now",
          with_run()),
-    Case("out-checkpoint-without-last", FT + OUT, f"holds a checkpoint ({CONFIG}) without {LAST}/",
+    Case("out-checkpoint-without-last", FT + OUT, f"holds a minicompacter checkpoint without {LAST}/",
          with_run(edit=lambda d: (shutil.rmtree(d / LAST), (d / METRICS).unlink()))),
     Case("compare-out-is-a-file", ("compare", "--task", TASK, "--methods", "bitfit", "--model", "tiny")
          + OUT, "is a file, not a directory", write_file("out", "notes\n")),

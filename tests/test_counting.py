@@ -1,5 +1,5 @@
 """Parameter counting: the Compacter paper's table for T5-base reproduced from shapes
-alone (the expected values are the paper's, PAPER.md), known model sizes, and the
+alone (the expected values are the paper's, docs/paper.md), known model sizes, and the
 `count` command."""
 
 import json

@@ -16,7 +16,7 @@ from conftest import write_tsv
 
 GLUE_DIR = os.environ.get("GLUE_DIR")
 needs_glue = pytest.mark.skipif(not GLUE_DIR or not Path(GLUE_DIR).is_dir(),
-                                reason="set GLUE_DIR to the GLUE folder (../shared/data/glue)")
+                                reason="set GLUE_DIR to a GLUE directory")
 
 
 def test_task_registry():

@@ -126,8 +126,8 @@ def test_slots_act_on_sublayer_outputs_before_residual_and_layer_norm():
     # nonlinear, layer-dependent slot functions, so a misplaced slot cannot match
     sa = lambda i, x: onp.tanh(x) * (i + 2.0)
     sf = lambda i, x: x * x - (i + 1.0)
-    hooks = mc.Hooks(attention_output=lambda params, i, a: np.tanh(a) * (i + 2.0),
-                     ffn_output=lambda params, i, f: f * f - (i + 1.0))
+    hooks = mc.Hooks(attention_output=lambda params, i, a, h, norm: np.tanh(a) * (i + 2.0),
+                     ffn_output=lambda params, i, f, h, norm: f * f - (i + 1.0))
     ref = reference_encoder(p, batch, CFG, sa, sf)
     out = mc.encoder(p, batch, CFG, hooks=hooks)
     real = batch["attention_mask"].astype(bool)
@@ -139,7 +139,7 @@ def test_hooks_receive_the_whole_tree_and_the_layer_index():
     p, batch = tiny_params(), tiny_batch()
     p = dict(p, shared={"scale": onp.array(0.0)})          # a method's own top-level entry
     calls = []
-    def ffn_output(params, i, f):
+    def ffn_output(params, i, f, h, norm):
         calls.append((i, f.shape))
         return f * params["shared"]["scale"]                # zero: the FFN sublayer drops out
     def projection(params, i, name, x, y):
@@ -153,7 +153,8 @@ def test_hooks_receive_the_whole_tree_and_the_layer_index():
 
 def test_identity_hooks_equal_no_hooks():
     p, batch = tiny_params(), tiny_batch()
-    ident = mc.Hooks(attention_output=lambda p, i, a: a, ffn_output=lambda p, i, f: f,
+    ident = mc.Hooks(attention_output=lambda p, i, a, h, norm: a,
+                     ffn_output=lambda p, i, f, h, norm: f,
                      projection=lambda p, i, n, x, y: y)
     onp.testing.assert_array_equal(mc.encoder(p, batch, CFG, hooks=ident), mc.encoder(p, batch, CFG))
 

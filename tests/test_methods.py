@@ -96,7 +96,7 @@ def test_compacter_shares_one_A_across_every_layer_and_projection(tiny64):
     # a change of A reaches every layer's adapters: each slot's output moves
     seen = {}
     def spy(key):
-        def run(params, i, x):
+        def run(params, i, x, h, norm):
             y = adapter(model.method.config, params["layers"][i][key], x, params["shared"]["A"])
             seen[(key, i)] = y
             return y
@@ -192,7 +192,7 @@ def test_each_slot_at_init_moves_its_input_at_most_by_the_derived_bound(tiny64, 
     shared_A = trainable.get("shared", {}).get("A")
     ratios = []
     def spy(key):
-        def run(params, i, x):
+        def run(params, i, x, h, norm):
             p = params["layers"][i][key]
             y = adapter(cfg, p, x, shared_A)
             bound = spectral(projection_matrix(cfg, p["up"], shared_A)) * spectral(
@@ -355,8 +355,8 @@ def test_bottleneck_of_zero_and_bad_phm_dim(tiny):
         mc.method_config("compacter", phm_rank=0)
     with pytest.raises(ValueError, match="reduction_factor must be a positive integer"):
         mc.method_config("adapter", reduction_factor=0)
-    with pytest.raises(ValueError, match="non_linearity 'tanh' is unknown"):
-        mc.method_config("adapter", non_linearity="tanh")
+    with pytest.raises(ValueError, match="non_linearity 'quick_gelu' is unknown"):
+        mc.method_config("adapter", non_linearity="quick_gelu")
     with pytest.raises(ValueError, match="LoRA rank r must be at least 1"):
         mc.method_config("lora", r=0)
     with pytest.raises(ValueError, match="Unknown pooling 'max'"):

@@ -62,7 +62,7 @@ RULE = [   # (what the directory holds, the settings' seed, resume, replace, the
     ("unfinished", 0, True, False, "resume"),
     ("unfinished", 1, True, False, "unfinished run .* with other settings .*resume it with the arguments"),
     ("unfinished", 0, False, True, "new"),
-    ("bare", 0, False, False, r"holds a checkpoint \(adapter_config.json\) without last/"),
+    ("bare", 0, False, False, "holds a minicompacter checkpoint without last/"),
     ("bare", 0, True, False, "no run to resume"),
 ]
 

@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from minicompacter.harness import study
+from minicompacter import load_pretrained
+from minicompacter.core.methods import PRESETS
+from minicompacter.harness import report, study
 from minicompacter.harness.cli import main as cli_main
+from minicompacter.harness.pretrained import BUILTIN
 
 from conftest import needs_minilm
 
 GLUE = os.environ.get("GLUE_DIR")
 needs_glue = pytest.mark.skipif(not GLUE or not Path(GLUE, "SST-2", "train.tsv").exists(),
-                                reason="needs the GLUE files: set GLUE_DIR (../shared/data/glue)")
+                                reason="needs the GLUE files: set GLUE_DIR to a GLUE directory")
 
 
 def test_epochs_rule_gives_about_250_updates_within_3_to_20_epochs():
@@ -111,6 +114,89 @@ def test_results_file_survives_a_line_cut_short(tmp_path):
     assert study.read_results(tmp_path / "none.jsonl") == {}
 
 
+def test_efficiency_verdict_follows_its_stated_rule():
+    def verdict(seconds, mb):
+        eff = {"full": {"train_seconds": 10.0, "peak_memory_mb": 1000.0},
+               "compacter++": {"train_seconds": seconds, "peak_memory_mb": mb}}
+        return study.verdict_efficiency(eff)
+    word, name, less_t, less_m = verdict(7.0, 700.0)
+    assert (word, name) == ("holds", "compacter++")
+    assert (less_t, less_m) == (pytest.approx(0.3), pytest.approx(0.3))
+    assert verdict(7.0, 900.0)[0] == "holds partly"          # 10% of the memory: not enough
+    assert verdict(12.0, 1100.0)[0] == "does not hold"
+    assert study.verdict_efficiency({"compacter++": {}})[:2] == ("not measured", None)
+
+
+def test_study_methods_keep_the_tables_order_and_leave_out_adapter_lowrank():
+    assert study.STUDY_METHODS == ("full", "adapter", "pfeiffer", "phm-adapter", "compacter",
+                                   "compacter++", "bitfit", "lora")
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@needs_glue
+def test_the_committed_study_is_found_whole(tmp_path):
+    plan = study.full_plan(GLUE)
+    recorded = {json.loads(line)["task"] for line in (RESULTS / "glue.jsonl").open()}
+    if set(plan.tasks) != recorded:
+        pytest.skip(f"this GLUE directory has other tasks than the committed study's {recorded}")
+    for name in ("glue.jsonl", "low_resource.jsonl", "efficiency.jsonl"):   # left untouched
+        (tmp_path / name).write_bytes((RESULTS / name).read_bytes())
+
+    class Pretrained:
+        name = "minilm"
+
+    glue = study.run_grid(Pretrained(), plan.glue_runs(), results=tmp_path / "glue.jsonl",
+                          train=False, log=None)
+    low = study.run_grid(Pretrained(), plan.low_resource_runs(), train=False, log=None,
+                         results=tmp_path / "low_resource.jsonl", known={r["key"]: r for r in glue})
+    eff = study.efficiency(plan, GLUE, tmp_path, "minilm", train=False, log=None)
+    assert (len(glue), len(low), len(eff)) == (72, 90, 8)
+    assert list(eff) == list(plan.methods)
+
+
+def test_learning_rates_are_the_presets(monkeypatch):
+    for m, lr, paper in [("full", 2e-5, 1.5e-4), ("adapter", 5e-3, 9e-4),
+                         ("compacter", 5e-3, 7e-3)]:
+        monkeypatch.setitem(PRESETS, m, PRESETS[m]._replace(lr=lr, paper_lr=paper))
+    methods = ("full", "adapter", "compacter")
+    assert report.learning_rates(methods) == ("5e-3 for every parameter-efficient method and "
+                                              "2e-5 for full fine-tuning")
+    line = report.lr_difference(methods)[0]
+    assert "1.5e-4 for full; 9e-4 for adapter; 7e-3 for compacter" in line
+    monkeypatch.setitem(PRESETS, "adapter", PRESETS["adapter"]._replace(lr=4e-4))
+    assert report.learning_rates(methods) == "2e-5 for full; 4e-4 for adapter; 5e-3 for compacter"
+
+
+def test_model_sentences_describe_the_model_given():
+    tiny = load_pretrained("tiny")
+
+    def size(tree):
+        if isinstance(tree, dict):
+            return sum(size(v) for v in tree.values())
+        if isinstance(tree, (list, tuple)):
+            return sum(size(v) for v in tree)
+        return tree.size
+
+    n, width = size(tiny.params), tiny.params["embeddings"]["word"].shape[1]
+    facts = report.model_facts(tiny, "tiny")
+    assert (facts["params"], facts["layers"], facts["width"]) == (n, len(tiny.params["layers"]), width)
+    text = report.model_sentence(facts)
+    assert f"{n / 1000:.1f}k parameters" in text and f"width {width}" in text
+    assert BUILTIN["tiny"] in text and "t5-base, 223M" in text
+    # width 32 and reduction factor 32: a bottleneck of 1; T5-base's 768: the paper's 24
+    assert "a bottleneck of 1 (the paper's: 24)" in report.model_difference(facts)[0]
+
+
+def test_splits_and_updates_are_stated_from_the_data():
+    text = report.splits_sentence(("cola", "sst2", "stsb"))
+    assert "small tasks (CoLA, STS-B;" in text and "large ones (SST-2; 1,000 training" in text
+    records = [{"epochs": 4, "train_examples": 2000}, {"epochs": 20, "train_examples": 100}]
+    assert report.updates_per_run(records, 32) == (20 * 4, 4 * 63)     # 100 / 32: 4 batches
+    assert report.rate(0.003) == "3e-3" and report.rate(1.5e-4) == "1.5e-4"
+
+
 @needs_glue
 def test_available_tasks_are_those_with_train_and_dev_files():
     found = study.available_tasks(GLUE)
@@ -133,12 +219,9 @@ def test_report_only_trains_nothing_and_says_what_is_missing(tmp_path, monkeypat
     out.mkdir()
     (out / "glue.jsonl").write_text(json.dumps(rec) + "\n")
     monkeypatch.setattr(study, "run_one", lambda *a, **k: pytest.fail("a run was trained"))
-
-    class Pretrained:
-        name = "minilm"
-
-    result = study.run_study(Pretrained(), GLUE, out=out, report=tmp_path / "R.md", quick=True,
-                             train=False, log=None)
+    # the records are minilm's (their keys name it); the tiny model only describes itself
+    result = study.run_study(load_pretrained("tiny"), GLUE, out=out, report=tmp_path / "R.md",
+                             quick=True, model_name="minilm", train=False, log=None)
     assert result["glue"] == [rec]
     assert result["low_resource"] == [rec]           # the same run, in both studies
     assert result["missing"] == {"GLUE": len(plan.glue_runs()) - 1, "efficiency": len(plan.methods),
@@ -167,8 +250,6 @@ def test_cli_report_only_flag_reaches_the_study(monkeypatch, tmp_path, capsys):
 @needs_minilm
 @needs_glue
 def test_quick_study_writes_every_part_and_reuses_finished_runs(tmp_path, monkeypatch):
-    from minicompacter import load_pretrained
-
     pre = load_pretrained("minilm")
     out, report = tmp_path / "results", tmp_path / "RESULTS.md"
     trained = []

@@ -15,7 +15,7 @@ import pytest
 import minicompacter as mc
 from minicompacter.core import model as model_lib
 from minicompacter.harness import data as data_lib
-from minicompacter.harness.checkpoint import CONFIG, CheckpointError, load_adapter, read_tensors
+from minicompacter.harness.checkpoint import CONFIG, WEIGHTS, CheckpointError, load_adapter, read_tensors
 from minicompacter.harness.metrics import majority_baseline
 from minicompacter.harness.train import TrainConfig, TrainingError, evaluate_checkpoint, finetune
 
@@ -49,7 +49,7 @@ def test_metrics_json_schema_and_files(run):
     assert set(written["validation"]) == {"accuracy", "score"} == set(written["test"])
     assert written["percent"] == pytest.approx(100 * written["trainable_params"] / written["total_params"], abs=1e-4)
     assert 1 <= written["best_epoch"] <= 2 and written["peak_memory_mb"] > 50
-    for f in ("adapter_model.safetensors", "adapter_config.json", "last/state.json",
+    for f in (WEIGHTS, CONFIG, "last/state.json",
               "last/trainable.safetensors", "last/optimizer.safetensors", "history.json"):
         assert (out / f).exists(), f
     assert not list(out.glob(".*.tmp"))                       # no temporary file left behind
@@ -65,10 +65,10 @@ def test_history_has_every_step_and_each_epoch(run):
 
 def test_checkpoint_holds_only_the_trainable_tree(run, tiny):
     out, m = run
-    names = set(read_tensors(out / "adapter_model.safetensors"))
+    names = set(read_tensors(out / WEIGHTS))
     assert "layers.1.ffn_adapter.down.s" in names and "shared.A" in names and "head.w" in names
     assert not any(n.startswith(("embeddings.word", "layers.0.attention.")) for n in names)
-    assert sum(read_tensors(out / "adapter_model.safetensors")[n].size for n in names) == m["trainable_params"]
+    assert sum(read_tensors(out / WEIGHTS)[n].size for n in names) == m["trainable_params"]
 
 
 def test_evaluate_gives_the_same_numbers(run):
@@ -181,7 +181,7 @@ def test_non_finite_loss_stops_and_the_best_checkpoint_stays_whole(tiny, tmp_pat
     with pytest.raises(TrainingError, match=r"loss became nan at step 15 \(epoch 2\); training stopped.*intact"):
         finetune(tiny, TASK, METHOD, CFG, train_size=160, out=out)
     monkeypatch.undo()
-    best, last = read_tensors(out / "adapter_model.safetensors"), read_tensors(out / "last" / "trainable.safetensors")
+    best, last = read_tensors(out / WEIGHTS), read_tensors(out / "last" / "trainable.safetensors")
     assert best.keys() == last.keys() and all((best[k] == last[k]).all() for k in best)
     assert not (out / "metrics.json").exists()
     load_adapter(out, tiny)                                     # whole and loadable
@@ -245,22 +245,22 @@ def test_checkpoint_errors(run, tiny, tmp_path):
     import shutil
     bad = tmp_path / "bad"
     shutil.copytree(out, bad)
-    tensors = read_tensors(bad / "adapter_model.safetensors")
+    tensors = read_tensors(bad / WEIGHTS)
     from safetensors.numpy import save_file
-    save_file({k: v for k, v in tensors.items() if k != "shared.A"}, str(bad / "adapter_model.safetensors"))
+    save_file({k: v for k, v in tensors.items() if k != "shared.A"}, str(bad / WEIGHTS))
     with pytest.raises(CheckpointError, match=r"missing tensors \['shared.A'\]"):
         load_adapter(bad, tiny)
     tensors["shared.A"] = onp.zeros((2, 2, 2), onp.float32)
-    save_file(tensors, str(bad / "adapter_model.safetensors"))
+    save_file(tensors, str(bad / WEIGHTS))
     with pytest.raises(CheckpointError, match=r"shared.A has shape \(2, 2, 2\), the model needs \(4, 4, 4\)"):
         load_adapter(bad, tiny)
-    (bad / "adapter_model.safetensors").write_bytes(b"\x00\x01garbage")
+    (bad / WEIGHTS).write_bytes(b"\x00\x01garbage")
     with pytest.raises(CheckpointError, match="cannot be read as safetensors"):
         load_adapter(bad, tiny)
     other = tiny._replace(config=tiny.config.__class__(**{**vars(tiny.config), "num_layers": 3}))
     with pytest.raises(CheckpointError, match=r"trained on base model 'tiny'.*num_layers"):
         load_adapter(out, other)
-    with pytest.raises(CheckpointError, match="adapter_config.json does not exist"):
+    with pytest.raises(CheckpointError, match=f"{CONFIG} does not exist"):
         load_adapter(tmp_path, tiny)
 
 
@@ -359,12 +359,13 @@ def test_a_relative_model_path_is_recorded_absolute_and_evaluate_can_name_the_mo
               cwd=tmp_path / "a")
     assert run.returncode == 0, run.stderr
     config = json.loads((tmp_path / "a" / "run" / CONFIG).read_text())
-    assert config["base_model"] == str((tmp_path / "a" / "base").resolve())
+    assert config["base_model"]["path"] == str((tmp_path / "a" / "base").resolve())
     elsewhere = cli("evaluate", "--checkpoint", str(tmp_path / "a" / "run"), cwd=tmp_path)
     assert elsewhere.returncode == 0, elsewhere.stderr
     (tmp_path / "a" / "base").rename(tmp_path / "moved")
     lost = cli("evaluate", "--checkpoint", "a/run", cwd=tmp_path)
-    assert lost.returncode == 2 and "Unknown model" in lost.stderr and "Traceback" not in lost.stderr
+    assert lost.returncode == 2 and "could not be found here" in lost.stderr and "--model" in lost.stderr
+    assert "Traceback" not in lost.stderr
     named = cli("evaluate", "--checkpoint", "a/run", "--model", "moved", cwd=tmp_path)
     assert named.returncode == 0, named.stderr
     assert json.loads(named.stdout) == json.loads(elsewhere.stdout)

@@ -4,19 +4,23 @@ One block (post-LN, as BERT; Devlin et al. 2019), with the two slots where adapt
 methods plug in (Houlsby et al. 2019; Compacter, Mahabadi et al. 2021, Section 2):
 
     a = Dropout(SelfAttention(h))          # query/key/value/output: `hooks.projection`
-    a = slot_attention(a)                  # `hooks.attention_output`, identity by default
-    h = LN(h + a)
+    a = slot_attention(a, h, LN_a)         # `hooks.attention_output`, a by default
+    h = LN_a(h + a)
     f = Dropout(W_out GELU(W_in h))
-    f = slot_ffn(f)                        # `hooks.ffn_output`, identity by default
-    h = LN(h + f)
+    f = slot_ffn(f, h, LN_f)               # `hooks.ffn_output`, f by default
+    h = LN_f(h + f)
+
+A slot sees the sublayer's output, the sublayer's input h (the residual) and the block's
+layer norm, and returns what the block adds to h before that layer norm. The reference's
+adapter (and AdapterHub's Houlsby and Compacter blocks) returns f + U(g(D(f))), so the block
+is LN(h + f + U(g(D(f)))) = LN(h + A(Dropout(Sublayer(h)))); AdapterHub's Pfeiffer and
+Compacter++ blocks return f + U(g(D(LN(h + f)))) (`AdapterConfig.original_ln_before`). The
+adapter sits after the sublayer's dropout (the T5 reference code applies dropout after the
+adapter instead; docs/paper.md, "Choices"). The encoder never learns a method's name: a
+method hands it `Hooks`.
 
 Every layer comes from `layers.current()`: nn.py's plain functions or kernels.py's fast
 primitives, whichever `use_layers` chose (the fast ones by default).
-
-The adapter sits after the sublayer's dropout and before the residual add:
-h = LN(h + A(Dropout(Sublayer(h)))). (The T5 reference code applies dropout after the
-adapter instead; docs/paper.md, "Choices".) The encoder never learns a method's name: a
-method hands it `Hooks`.
 
 Parameter tree (dicts of arrays, lists for layers; the path is the checkpoint name):
 
@@ -27,6 +31,7 @@ Parameter tree (dicts of arrays, lists for layers; the path is the checkpoint na
 """
 
 import dataclasses
+from functools import partial
 from typing import Callable, NamedTuple, Optional
 
 import autograd.numpy as np
@@ -79,12 +84,15 @@ TINY = EncoderConfig(vocab_size=1000, hidden_size=32, num_layers=2, num_heads=4,
 class Hooks(NamedTuple):
     """Where a method plugs into the encoder. Each is optional (None: identity).
 
-    attention_output(params, i, a) -> a   the attention sublayer's output in block i, (B, T, d)
-    ffn_output(params, i, f) -> f         the feed-forward sublayer's output in block i, (B, T, d)
+    attention_output(params, i, a, h, norm) -> a'   slot 1 of block i: a is the attention
+                                          sublayer's output (after dropout), h its input, norm
+                                          the block's layer norm (a function); returns what
+                                          the block adds to h before norm: h = norm(h + a')
+    ffn_output(params, i, f, h, norm) -> f'   slot 2, the same for the feed-forward sublayer
     projection(params, i, name, x, y) -> y  each attention projection of block i
                                           (name: query, key, value, output)
-    `params` is the whole tree the encoder was called with, so a hook finds both its
-    own per-layer entries (params["layers"][i][...]) and any shared ones."""
+    All arrays are (B, T, d). `params` is the whole tree the encoder was called with, so a
+    hook finds both its own per-layer entries (params["layers"][i][...]) and any shared ones."""
     attention_output: Optional[Callable] = None
     ffn_output: Optional[Callable] = None
     projection: Optional[Callable] = None
@@ -167,16 +175,18 @@ def block(params, i, h, bias, cfg, hooks=NO_HOOKS, rng=None):
     a = L.attention(p["attention"], h, bias, cfg.num_heads, dropout_rate=cfg.attention_dropout,
                     rng=r_att, project=project)                  # (B, T, d)
     a = dropout(a, cfg.hidden_dropout, r_a)
+    norm_a = partial(L.layer_norm, p[ATTENTION_LN], eps=cfg.layer_norm_eps)
     if hooks.attention_output is not None:
-        a = hooks.attention_output(params, i, a)                 # slot 1
-    h = L.layer_norm(p[ATTENTION_LN], h + a, cfg.layer_norm_eps)
+        a = hooks.attention_output(params, i, a, h, norm_a)      # slot 1
+    h = norm_a(h + a)
 
     act = activation(cfg.hidden_act)
     f = L.dense(p["ffn"]["out"], act(L.dense(p["ffn"]["in"], h)))   # (B, T, k_ff) -> (B, T, d)
     f = dropout(f, cfg.hidden_dropout, r_f)
+    norm_f = partial(L.layer_norm, p[FFN_LN], eps=cfg.layer_norm_eps)
     if hooks.ffn_output is not None:
-        f = hooks.ffn_output(params, i, f)                       # slot 2
-    return L.layer_norm(p[FFN_LN], h + f, cfg.layer_norm_eps)
+        f = hooks.ffn_output(params, i, f, h, norm_f)            # slot 2
+    return norm_f(h + f)
 
 
 def encoder(params, batch, cfg, *, hooks=NO_HOOKS, rng=None):
@@ -212,13 +222,24 @@ def pool(hidden, mask, how="cls"):
     raise ValueError(f"Unknown pooling {how!r}; use 'cls' or 'mean'.")
 
 
-def init_head(rng, d, num_labels, *, std=0.02, dtype=onp.float32):
-    """A linear head (d, num_labels) + bias; num_labels = 1 for regression (STS-B)."""
+def init_head(rng, d, num_labels, *, layers=1, std=0.02, dtype=onp.float32):
+    """A linear head {w: (d, num_labels), b}; num_labels = 1 for regression (STS-B). With
+    layers=2, a hidden layer {hidden: {w: (d, d), b}} with tanh comes first, as in
+    AdapterHub's default classification head."""
     if num_labels < 1:
         raise ValueError(f"num_labels must be at least 1 (1 for regression), got {num_labels}.")
-    return init_dense(rng, d, num_labels, std=std, dtype=dtype)
+    if layers not in (1, 2):
+        raise ValueError(f"a head has 1 or 2 layers, got {layers}.")
+    params = init_dense(rng, d, num_labels, std=std, dtype=dtype)
+    if layers == 2:
+        params["hidden"] = init_dense(rng.spawn(1)[0], d, d, std=std, dtype=dtype)
+    return params
 
 
 def head(params, pooled):
-    """Logits (classification) or the score (regression).  (B, d) -> (B, num_labels)"""
-    return current().dense(params, pooled)
+    """Logits (classification) or the score (regression):  pooled @ w + b, after
+    tanh(pooled @ W_h + b_h) if the head has a hidden layer.  (B, d) -> (B, num_labels)"""
+    L = current()
+    if "hidden" in params:
+        pooled = L.tanh(L.dense(params["hidden"], pooled))                 # (B, d)
+    return L.dense(params, pooled)

@@ -42,21 +42,23 @@ class Layers(NamedTuple):
     gelu_tanh: Callable       # the tanh approximation
     relu: Callable
     swish: Callable           # x sigmoid(x), also called SiLU
+    tanh: Callable
 
     def __repr__(self):
         return f"Layers({self.name!r})"
 
 
 PLAIN = Layers("plain", nn.linear, nn.dense, nn.layer_norm, nn.attention, nn.embedding,
-               nn.cross_entropy, nn.gelu, nn.gelu_tanh, nn.relu, nn.swish)
+               nn.cross_entropy, nn.gelu, nn.gelu_tanh, nn.relu, nn.swish, nn.tanh)
 FAST = Layers("fast", kernels.linear, kernels.dense, kernels.layer_norm, kernels.attention,
               kernels.embedding, kernels.cross_entropy, kernels.gelu, nn.gelu_tanh, nn.relu,
-              nn.swish)
+              nn.swish, nn.tanh)
 LAYERS = {"plain": PLAIN, "fast": FAST}
 
 # name in a config -> the Layers field that computes it
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-               "gelu_tanh": "gelu_tanh", "relu": "relu", "swish": "swish", "silu": "swish"}
+               "gelu_tanh": "gelu_tanh", "relu": "relu", "swish": "swish", "silu": "swish",
+               "tanh": "tanh"}
 
 _current = contextvars.ContextVar("minicompacter_layers", default=FAST)
 

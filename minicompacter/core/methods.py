@@ -77,6 +77,8 @@ class AdapterConfig:
     init_std: float = option(0.01, "dense adapter weights ~ N(0, init_std^2), bias 0")
     train_layer_norms: bool = option(True, "train the base model's layer norms (paper: yes; "
                                            "AdapterHub and peft: no)")
+    original_ln_before: bool = option(False, "the adapter reads LN(h + f) instead of f, as "
+                                             "AdapterHub's Pfeiffer and Compacter++ configs do")
     factored: Optional[bool] = option(None, "PHM product without building W (None: by size)")
 
     def __post_init__(self):
@@ -238,10 +240,15 @@ def init_adapter(rng, cfg, d, dtype=onp.float32):
             "up": init_projection(r_up, cfg, k, d, dtype)}
 
 
+def bottleneck(cfg, params, x, shared_A=None):
+    """U(f(D(x))), the adapter without its residual.  x: (B, T, d) -> (B, T, d)"""
+    h = activation(cfg.non_linearity)(project(cfg, params["down"], x, shared_A))   # (B, T, k)
+    return project(cfg, params["up"], h, shared_A)                                  # (B, T, d)
+
+
 def adapter(cfg, params, x, shared_A=None):
     """A(x) = x + U(f(D(x)))   (Compacter paper, Eq. 2).  x: (B, T, d) -> (B, T, d)"""
-    h = activation(cfg.non_linearity)(project(cfg, params["down"], x, shared_A))   # (B, T, k)
-    return x + project(cfg, params["up"], h, shared_A)                              # (B, T, d)
+    return x + bottleneck(cfg, params, x, shared_A)
 
 
 def init_lora(rng, cfg, d, dtype=onp.float32):
@@ -312,12 +319,20 @@ def init_adapters(cfg, rng, enc, dtype=onp.float32):
     return added
 
 
-def adapter_slot(cfg, key, params, i, x):
+def adapter_slot(cfg, key, params, i, f, h, norm):
     """The slot function of every adapter method: block i's adapter `key` (the attention or
-    the FFN slot's) applied to the sublayer's output x, with the shared A when there is one.
-    x: (B, T, d) -> (B, T, d)"""
+    the FFN slot's), with the shared A when there is one. f is the sublayer's output, h its
+    input, norm the block's layer norm; returns what the block adds to h before norm:
+        A(f) = f + U(g(D(f)))                        the reference (and AdapterHub's Houlsby
+                                                     and Compacter blocks)
+        f + U(g(D(norm(h + f))))                     original_ln_before (AdapterHub's Pfeiffer
+                                                     and Compacter++ blocks)
+    f, h: (B, T, d) -> (B, T, d)"""
     shared_A = params[SHARED]["A"] if SHARED in params else None
-    return adapter(cfg, params["layers"][i][key], x, shared_A)
+    p = params["layers"][i][key]
+    if cfg.original_ln_before:
+        return f + bottleneck(cfg, p, norm(h + f), shared_A)
+    return adapter(cfg, p, f, shared_A)
 
 
 def init_lora_layers(cfg, rng, enc, dtype=onp.float32):

@@ -24,15 +24,17 @@ class TaskModel(NamedTuple):
     """Everything static about a model for one task (no arrays)."""
     encoder_config: EncoderConfig
     method: Method
-    num_labels: int = 2            # 1: regression (STS-B)
+    num_labels: int = 2            # 1: regression (STS-B); 0: no head (hidden states only)
     pooling: str = "cls"           # "cls" or "mean"
+    head_layers: int = 1           # 1: linear; 2: a tanh hidden layer first (AdapterHub's)
 
 
-def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling="cls"):
+def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling="cls",
+               head_layers=1):
     """(model, trainable, frozen) for a pretrained encoder and a method (config or name).
 
-    trainable = the method's new parameters + the pretrained weights it unfreezes + a head;
-    frozen = every other pretrained weight."""
+    trainable = the method's new parameters + the pretrained weights it unfreezes + a head
+    (none with num_labels=0); frozen = every other pretrained weight."""
     method = method if isinstance(method, Method) else make_method(method)
     cfg = pretrained.config
     if pooling not in ("cls", "mean"):
@@ -41,15 +43,25 @@ def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling="cl
     r_method, r_head = rng.spawn(2)
     unfrozen, frozen = split(pretrained.params, method.unfreezes)
     trainable = merge(unfrozen, method.init(r_method, cfg, dtype))
-    trainable[HEAD] = init_head(r_head, cfg.hidden_size, num_labels, dtype=dtype)
-    return TaskModel(cfg, method, num_labels, pooling), trainable, frozen
+    if num_labels:
+        trainable[HEAD] = init_head(r_head, cfg.hidden_size, num_labels, layers=head_layers,
+                                    dtype=dtype)
+    return TaskModel(cfg, method, num_labels, pooling, head_layers), trainable, frozen
+
+
+def hidden_states(trainable, frozen, batch, model, rng=None):
+    """The encoder's last hidden states (B, T, d) with the method plugged in."""
+    params = merge(frozen, trainable)
+    return encoder(params, batch, model.encoder_config, hooks=model.method.hooks, rng=rng)
 
 
 def predict(trainable, frozen, batch, model, rng=None):
     """Logits (B, num_labels), or scores (B, 1) for regression. Dropout when rng is given."""
-    params = merge(frozen, trainable)
-    hidden = encoder(params, batch, model.encoder_config, hooks=model.method.hooks, rng=rng)
-    return head(params[HEAD], pool(hidden, batch["attention_mask"], model.pooling))
+    if not model.num_labels:
+        raise ValueError("This model has no head (an adapter loaded without one): it gives "
+                         "hidden states (model.hidden_states), not predictions.")
+    hidden = hidden_states(trainable, frozen, batch, model, rng)
+    return head(trainable[HEAD], pool(hidden, batch["attention_mask"], model.pooling))
 
 
 def loss(trainable, frozen, batch, model, rng=None):

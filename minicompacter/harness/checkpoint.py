@@ -1,13 +1,19 @@
 """Adapter-only checkpoints, written atomically, loaded with every shape checked.
 
 A checkpoint directory holds
-  adapter_model.safetensors   the trainable tree only (adapters, shared A, unfrozen layer
-                              norms or biases, the head); keys are dotted tree paths,
+  minicompacter_adapter.safetensors  the trainable tree only (adapters, shared A, unfrozen
+                              layer norms or biases, the head); keys are dotted tree paths,
                               such as layers.3.ffn_adapter.down.s
-  adapter_config.json         the method and its config, the base model's name and
-                              config, the task, the number of labels, the pooling
+  minicompacter_adapter.json  the method and its config, the base model (its name, hub id,
+                              directory and weights digest) and config, the task, the number
+                              of labels, the pooling, the head's layers
   last/                       what --resume needs: trainable.safetensors,
                               optimizer.safetensors (m.* and v.*), state.json
+
+The names are minicompacter's own, so that neither peft (adapter_config.json) nor
+transformers (config.json) takes a directory for one of theirs. Version 0.1.0 wrote
+adapter_model.safetensors and adapter_config.json; those still load. `load_adapter` also
+reads AdapterHub's and peft's adapter directories (adapterhub.py, peft_lora.py).
 
 Every file is written to a temporary name in the same directory and renamed over the
 old one (os.replace is atomic), so an interrupted run never leaves a half-written file:
@@ -36,7 +42,8 @@ from ..core.encoder import EncoderConfig
 from ..core.tree import flatten, unflatten
 from .checks import read_json_object
 
-WEIGHTS, CONFIG, LAST = "adapter_model.safetensors", "adapter_config.json", "last"
+WEIGHTS, CONFIG, LAST = "minicompacter_adapter.safetensors", "minicompacter_adapter.json", "last"
+LEGACY_WEIGHTS, LEGACY_CONFIG = "adapter_model.safetensors", "adapter_config.json"   # 0.1.0
 
 
 class CheckpointError(ValueError):
@@ -118,34 +125,75 @@ def read_tensors(path):
                               f"corrupt: train again, or use another checkpoint.") from None
 
 
-def config_dict(model, base_name, task_name, extra=None):
+def config_dict(model, base, task_name, extra=None):
+    """What CONFIG holds. base: the base model's identity (pretrained.base_identity)."""
     method = model.method.config
-    return {"method": method.method, "method_config": dataclasses.asdict(method),
-            "base_model": base_name, "base_config": dataclasses.asdict(model.encoder_config),
-            "task": task_name, "num_labels": model.num_labels, "pooling": model.pooling,
-            **(extra or {})}
+    return {"format": "minicompacter", "method": method.method,
+            "method_config": dataclasses.asdict(method), "base_model": base,
+            "base_config": dataclasses.asdict(model.encoder_config), "task": task_name,
+            "num_labels": model.num_labels, "pooling": model.pooling,
+            "head_layers": model.head_layers, **(extra or {})}
 
 
-def save_adapter(directory, trainable, model, base_name, task_name, extra=None):
-    """adapter_model.safetensors, then adapter_config.json, each written atomically.
+def save_adapter(directory, trainable, model, base, task_name, extra=None):
+    """WEIGHTS, then CONFIG, each written atomically. base: the base model's identity;
     `extra`: more settings to record (the evaluation's max_length and batch size)."""
     directory = Path(directory)
     atomic_write(directory / WEIGHTS, tree_bytes(trainable))
-    atomic_write(directory / CONFIG, json.dumps(config_dict(model, base_name, task_name, extra),
+    atomic_write(directory / CONFIG, json.dumps(config_dict(model, base, task_name, extra),
                                                 indent=2))
 
 
-CONFIG_KEYS = {"method": str, "method_config": dict, "base_model": str, "base_config": dict,
-               "task": str, "num_labels": int, "pooling": str}
+def json_file(path):
+    """The JSON a file holds, or None when it is missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def checkpoint_format(directory):
+    """"minicompacter", "minicompacter-0.1", "adapterhub", "peft", or None (nothing here)."""
+    from .adapterhub import is_adapterhub
+    from .peft_lora import is_peft
+
+    directory = Path(directory)
+    if (directory / CONFIG).exists():
+        return "minicompacter"
+    if is_adapterhub(directory):
+        return "adapterhub"
+    if is_peft(directory):
+        return "peft"
+    if (directory / LEGACY_CONFIG).exists():
+        return "minicompacter-0.1"
+    return None
+
+
+CONFIG_KEYS = {"method": str, "method_config": dict, "base_model": (str, dict),
+               "base_config": dict, "task": str, "num_labels": int, "pooling": str}
 
 
 def read_config(directory):
-    """adapter_config.json, checked to hold every key a checkpoint needs."""
-    path = Path(directory) / CONFIG
-    if not path.exists():
-        raise CheckpointError(f"{path} does not exist; give the directory finetune --out wrote.")
+    """The native checkpoint config of a directory (this version's, or 0.1.0's), checked to
+    hold every key a checkpoint needs."""
+    directory = Path(directory)
+    kind = checkpoint_format(directory)
+    if kind not in ("minicompacter", "minicompacter-0.1"):
+        what = {"adapterhub": "an AdapterHub adapter", "peft": "a peft adapter"}.get(kind)
+        raise CheckpointError(
+            f"{directory / CONFIG} does not exist; give the directory finetune --out wrote"
+            + (f" ({directory} holds {what}: minicompacter.load_adapter reads it, with the task "
+               f"given separately)." if what else "."))
+    path = directory / (CONFIG if kind == "minicompacter" else LEGACY_CONFIG)
     return read_json_object(path, CONFIG_KEYS, error=CheckpointError,
                             fix="the checkpoint is damaged: train it again (finetune --replace).")
+
+
+def base_of(config):
+    """The base model's identity a native config records: {name, hub_id, path, digest}
+    (0.1.0 recorded the name alone)."""
+    base = config["base_model"]
+    return {"name": base} if isinstance(base, str) else base
 
 
 def encoder_config(recorded):
@@ -181,36 +229,90 @@ def check_tree(expected, tensors, source):
 
 
 def load_adapter(directory, pretrained=None):
-    """(model, trainable, frozen, config) from a checkpoint directory. The base model is
-    loaded by its recorded name unless given; it must have the recorded config."""
-    from ..core.methods import method_config
-    from ..core.model import init_model
-    from .pretrained import load_pretrained
-
+    """(model, trainable, frozen, config) from a checkpoint directory: minicompacter's own
+    (this version's or 0.1.0's), AdapterHub's or peft's. The base model is found from what
+    the checkpoint records (pretrained.load_base) unless given; it must be the one the
+    checkpoint was trained on. For another library's adapter, config says what was read
+    (its "format", "num_labels" and "label_names" of the head it carried, none: 0)."""
     directory = Path(directory)
+    kind = checkpoint_format(directory)
+    if kind in ("adapterhub", "peft"):
+        return _load_foreign(directory, kind, pretrained)
     config = read_config(directory)
+    base, method, base_cfg = _native_parts(directory, config)
+    pretrained = _check_base(directory, base, base_cfg, pretrained)
+    from ..core.model import init_model
+    model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, method,
+                                         num_labels=config["num_labels"],
+                                         pooling=config["pooling"],
+                                         head_layers=config.get("head_layers", 1))
+    weights = directory / (WEIGHTS if kind == "minicompacter" else LEGACY_WEIGHTS)
+    trainable = check_tree(skeleton, read_tensors(weights), weights)
+    return model, trainable, frozen, config
+
+
+def _native_parts(directory, config):
+    """(base identity, method config, EncoderConfig) of a native checkpoint's config."""
+    from ..core.methods import method_config
     try:
-        base_name, base_cfg = config["base_model"], encoder_config(config["base_config"])
         method = method_config(config["method"], **{k: tuple(v) if isinstance(v, list) else v
                                                     for k, v in config["method_config"].items()
                                                     if k != "method"})
+        return base_of(config), method, encoder_config(config["base_config"])
     except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{directory / CONFIG} lacks or garbles {e}; the checkpoint is "
+        raise CheckpointError(f"{directory}'s config lacks or garbles {e}; the checkpoint is "
                               f"damaged.") from None
+
+
+def checkpoint_base(directory):
+    """The pretrained model a checkpoint directory names (any of the formats load_adapter
+    reads), found as pretrained.load_base finds it."""
+    from . import adapterhub, peft_lora
+    from .pretrained import load_base
+
+    directory = Path(directory)
+    kind = checkpoint_format(directory)
+    if kind in ("adapterhub", "peft"):
+        if (directory / "base" / "config.json").exists():     # written beside it by export
+            from .pretrained import load_pretrained
+            return load_pretrained(directory / "base")
+        module = adapterhub if kind == "adapterhub" else peft_lora
+        config = json.loads((directory / module.CONFIG).read_text())
+        name = config.get("model_name" if kind == "adapterhub" else "base_model_name_or_path")
+        return load_base({"name": name, "hub_id": name}, source=str(directory))
+    base, _, _ = _native_parts(directory, read_config(directory))
+    return load_base(base, source=str(directory))
+
+
+def _check_base(directory, base, base_cfg, pretrained):
+    """The base model to load the checkpoint on: the one given, or the one it records; in
+    either case with the recorded config and (where recorded) the weights' digest."""
+    from .pretrained import weights_digest
+
     if pretrained is None:
-        pretrained = load_pretrained(base_name)
+        pretrained = checkpoint_base(directory)
     if pretrained.config != base_cfg:
         diff = {k: (v, getattr(pretrained.config, k)) for k, v in vars(base_cfg).items()
                 if getattr(pretrained.config, k) != v}
-        raise CheckpointError(f"{directory} was trained on base model {base_name!r}, whose config "
-                              f"differs from the model given ({pretrained.name!r}): "
-                              f"{ {k: f'{a} vs {b}' for k, (a, b) in diff.items()} }. Load it with "
-                              f"the base model it was trained on.")
-    model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, method,
-                                         num_labels=config["num_labels"],
-                                         pooling=config["pooling"])
-    trainable = check_tree(skeleton, read_tensors(directory / WEIGHTS), directory / WEIGHTS)
-    return model, trainable, frozen, config
+        raise CheckpointError(f"{directory} was trained on base model {base['name']!r}, whose "
+                              f"config differs from the model given ({pretrained.name!r}): "
+                              f"{ {k: f'{a} vs {b}' for k, (a, b) in diff.items()} }. Load it "
+                              f"with the base model it was trained on.")
+    if base.get("digest") and weights_digest(pretrained.params) != base["digest"]:
+        raise CheckpointError(f"{directory} was trained on base model {base['name']!r}; the model "
+                              f"given ({pretrained.name!r}) has the same shapes but other "
+                              f"weights. Load it with the base model it was trained on.")
+    return pretrained
+
+
+def _load_foreign(directory, kind, pretrained):
+    """An AdapterHub or peft adapter directory, on the base model it names (or the one given)."""
+    from . import adapterhub, peft_lora
+
+    from .export import read_head_beside
+
+    module = adapterhub if kind == "adapterhub" else peft_lora
+    return read_head_beside(directory, *module.read(directory, pretrained or checkpoint_base(directory)))
 
 
 # --- what --resume needs ----------------------------------------------------------------------

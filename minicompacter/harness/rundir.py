@@ -31,7 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from .checkpoint import CONFIG, LAST, WEIGHTS, CheckpointError, last_dir, read_state
+from .checkpoint import (CONFIG, LAST, WEIGHTS, CheckpointError, checkpoint_format, last_dir,
+                         read_state)
 from .checks import read_json_object
 
 LOCK = ".lock"
@@ -145,8 +146,9 @@ def existing_run(path):
         where = (f"after epoch {state['epoch']}" if state["batch_in_epoch"] == 0
                  else f"in epoch {state['epoch'] + 1}")
         return "unfinished", state.get("settings"), f"stopped at step {state['step']}, {where}"
-    if (path / CONFIG).exists() or (path / WEIGHTS).exists():
-        return "checkpoint", None, f"a checkpoint ({CONFIG}) without {LAST}/"
+    kind = checkpoint_format(path)
+    if kind is not None or (path / WEIGHTS).exists():
+        return "checkpoint", None, f"a {kind or 'minicompacter'} checkpoint without {LAST}/"
     return None, None, ""
 
 

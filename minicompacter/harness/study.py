@@ -14,7 +14,8 @@ point, each run in a process of their own (`efficiency`).
 
 `run_study` is the study behind RESULTS.md (`python -m minicompacter study`): the GLUE
 comparison, the low-resource study and the efficiency table, with the verdicts whose rules
-are stated next to them in the report.
+are stated next to them in the report. The verdicts and the paper's figures they compare
+with are here; the report's text and figures are drawn by report.py.
 """
 
 import dataclasses
@@ -26,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ..core.counting import T5_BASE
+from ..core.methods import METHODS
 from .train import TrainConfig, finetune
 
 
@@ -157,8 +160,10 @@ def summarize(records, by=("task", "method", "train_size")):
 
 # --- the study of RESULTS.md ------------------------------------------------------------------
 
-STUDY_METHODS = ("full", "adapter", "pfeiffer", "phm-adapter", "compacter", "compacter++",
-                 "bitfit", "lora")
+# Every method of the package, in its order (the tables'), but adapter-lowrank, left out to
+# keep the study's time within about 4 hours.
+LEFT_OUT = ("adapter-lowrank",)
+STUDY_METHODS = tuple(m for m in METHODS if m not in LEFT_OUT)
 # GLUE as the paper averages it (WNLI left out, as usual), in the order of its tables.
 STUDY_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")
 
@@ -198,8 +203,8 @@ def available_tasks(data_dir, names=STUDY_TASKS):
 
 
 def full_plan(data_dir):
-    """Every GLUE task found (CoLA, SST-2, STS-B here), 8 methods, 3 seeds, 2,000 training
-    examples at most; the low-resource study on SST-2 and CoLA (those found)."""
+    """Every GLUE task found, STUDY_METHODS, 3 seeds, 2,000 training examples at most; the
+    low-resource study on SST-2 and CoLA (those found)."""
     tasks = available_tasks(data_dir)
     if not tasks:
         raise ValueError(f"No GLUE task with train.tsv and dev.tsv in {data_dir}; the study "
@@ -217,11 +222,6 @@ def quick_plan(data_dir):
     return Plan(tasks=(task,), methods=("compacter", "full"), seeds=(0, 1), train_cap=64,
                 epochs=1, low_resource_tasks=(task,), low_resource_methods=("compacter", "full"),
                 sizes=(32, 64), efficiency_task=task, efficiency_size=64, max_length=32)
-
-
-# The paper's efficiency claim (PAPER.md): Compacter++ takes about 27% less time per epoch and 42%
-# less memory than full fine-tuning, as (time, memory) relative to it.
-PAPER_COMPACTERPP_COST = (0.73, 0.58)
 
 
 def efficiency(plan, data_dir, out, model_name, train=True, log=print):
@@ -259,22 +259,43 @@ def efficiency_job(run, data_dir, model):
     return run_one(load_pretrained(model), Run(**run), data_dir=data_dir, model_name=model)
 
 
-# --- RESULTS.md ----------------------------------------------------------------------------------
+# --- the paper's figures, which the verdicts compare with ----------------------------------
+# Mahabadi, Henderson and Ruder, "Compacter: Efficient Low-Rank Hypercomplex Adapter Layers",
+# NeurIPS 2021, arXiv 2106.04647. Its model, whose shapes core/counting.py knows:
+PAPER_MODEL = T5_BASE
+# Table 1 (GLUE on T5-base): the average test score over the eight tasks.
+PAPER_GLUE_AVERAGE = {"full": 86.5, "compacter": 86.6, "compacter++": 86.5}
+# The efficiency evaluation (Section 5.3, Table 3 of arXiv v2; Figure 1 draws the memory as
+# circles): Compacter++ takes about 27% less time per epoch and 42% less memory than full
+# fine-tuning, as (time, memory) relative to it; Compacter 13% less time; BitFit about 64%
+# less memory; all measured with PyTorch on GPUs.
+PAPER_COMPACTERPP_COST = (0.73, 0.58)
+PAPER_COMPACTER_TIME_SAVED = 0.13
+PAPER_BITFIT_MEMORY_SAVED = 0.64
+PAPER_HARDWARE = "PyTorch on GPUs"
+# Its experimental details (Section 4): how it trained.
+PAPER_TRAINING = "whole GLUE tasks, batch 100, 3 to 20 epochs, 500 warm-up steps"
 
-def _fmt(row):
-    return f"{row['mean']:.3f} ± {row['std']:.3f}" if row["n"] > 1 else f"{row['mean']:.3f}"
+# The verdicts' thresholds, which the report states as their rules.
+PARITY_GAP = (0.01, 0.03)     # in score (1 point = 0.01): holds within the first, partly the second
+SMALL_SIZE = 1000             # little data: the sizes up to this many training examples
+MEMORY_SAVED = 0.2            # efficiency holds when it saves time and more memory than this
 
+
+# --- the verdicts ----------------------------------------------------------------------------
 
 def verdict_parity(summary, tasks):
     """Compacter and Compacter++ against full fine-tuning, averaged over the tasks: holds
-    within 1 point (the paper: 86.6 and 86.5 against 86.5), partly within 3, else not."""
+    within PARITY_GAP[0] (1 point; the paper: PAPER_GLUE_AVERAGE), partly within
+    PARITY_GAP[1] (3), else not."""
     avg = {m: statistics.fmean(r["mean"] for r in summary if r["method"] == m)
            for m in ("full", "compacter", "compacter++")
            if sum(1 for r in summary if r["method"] == m) == len(tasks)}
     if "full" not in avg:
         return "not measured", avg
     gap = min(avg.get("compacter", -1.0), avg.get("compacter++", -1.0)) - avg["full"]
-    word = "holds" if gap >= -0.01 else "holds partly" if gap >= -0.03 else "does not hold"
+    word = ("holds" if gap >= -PARITY_GAP[0] else "holds partly" if gap >= -PARITY_GAP[1]
+            else "does not hold")
     return word, avg
 
 
@@ -290,13 +311,13 @@ def _pairs_by_size(summary, sizes, task, method, baseline):
 
 def verdict_low_resource(summary, sizes, task):
     """Compacter against full fine-tuning at each size: holds if Compacter's mean is higher
-    at every size up to 1,000 and on average over the sizes; partly if higher on average
-    or at some of the small sizes; else not."""
+    at every size up to SMALL_SIZE (1,000) and on average over the sizes; partly if higher
+    on average or at some of the small sizes; else not."""
     diff = {n: c["mean"] - f["mean"]
             for n, (c, f) in _pairs_by_size(summary, sizes, task, "compacter", "full").items()}
     if not diff:
         return "not measured", diff
-    small = [d for n, d in diff.items() if n <= 1000]
+    small = [d for n, d in diff.items() if n <= SMALL_SIZE]
     mean = statistics.fmean(diff.values())
     if small and all(d > 0 for d in small) and mean > 0:
         return "holds", diff
@@ -324,6 +345,24 @@ def leads_within_spread(summary, sizes, task, method="compacter", baseline="full
     return out
 
 
+def verdict_efficiency(eff):
+    """Compacter++ (else Compacter) against full fine-tuning, one epoch each ({method:
+    record}): holds when it saves time and more than MEMORY_SAVED of the peak memory,
+    partly when it saves either. (word, method, time saved, memory saved), the savings as
+    fractions of full fine-tuning's; method None when either run is missing."""
+    name = next((m for m in ("compacter++", "compacter") if m in eff), None)
+    if "full" not in eff or name is None:
+        return "not measured", None, None, None
+    full, c = eff["full"], eff[name]
+    less_t = 1 - c["train_seconds"] / full["train_seconds"]
+    less_m = 1 - c["peak_memory_mb"] / full["peak_memory_mb"]
+    word = ("holds" if less_t > 0 and less_m > MEMORY_SAVED
+            else "holds partly" if less_t > 0 or less_m > 0 else "does not hold")
+    return word, name, less_t, less_m
+
+
+# --- time and machine ------------------------------------------------------------------------
+
 def study_seconds(*record_lists):
     """The computation a study took, from its records: each distinct run once (a run copied
     from another results file is not counted twice), its `run_seconds`, or its
@@ -346,8 +385,9 @@ def time_spread(records):
                default=1.0)
 
 
-def machine_description():
-    """The processor, core count and Python version, as RESULTS.md names the machine."""
+def machine_info():
+    """The machine: {"cpu": its processor's name, "cores": os.cpu_count(), "python": the
+    Python version}."""
     import platform
 
     cpu = platform.processor() or platform.machine()
@@ -358,174 +398,13 @@ def machine_description():
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
-def write_report(path, plan, glue_records, low_records, eff, figures, *, machine, seconds,
-                 commands, missing=None):
-    """RESULTS.md from the records: settings, tables, figures and verdicts. `missing`
-    ({part: runs not yet made}) marks an unfinished study: the report says so at the top
-    and calls its verdicts provisional."""
-    glue = summarize(glue_records)
-    low = summarize(low_records)
-    full_eff = eff.get("full")
-    missing = {part: n for part, n in (missing or {}).items() if n}
-    tag = lambda part: " (provisional)" if part in missing else ""
-    lines = ["# Results: Compacter's claims at small scale", ""]
-    if missing:
-        lines += ["**Unfinished study: the verdicts of its unfinished parts are provisional.** Runs "
-                  "not made yet: "
-                  + ", ".join(f"{n} of the {part.replace('_', '-')} study" for part, n in missing.items())
-                  + ". Running the command below again makes them (the finished runs are kept) "
-                  "and rewrites this report.", ""]
-    lines += [
-             "Regenerated by one command (below) from the runs it records in `results/`. "
-             "Model: all-MiniLM-L6-v2 (6 layers, width 384, 22.7M parameters; the paper used "
-             "T5-base, 220M). Scores are on the test splits the paper made (DESIGN.md): half "
-             "of the dev file for tasks under 10,000 training examples, the dev file for "
-             "SST-2 and the other large ones; the best epoch on validation is kept.", "",
-             "```", *commands, "```", "",
-             f"- Machine: {machine}",
-             f"- Total time: {seconds / 3600:.2f} h of computation for the whole study, summed "
-             "from the runs' records (`study.study_seconds`: each run's wall time, loading and "
-             "evaluation included; its training time for records made before the wall time "
-             "was kept), so it counts a study run over several sessions as one from scratch.",
-             f"- GLUE comparison: tasks {', '.join(plan.tasks)}; methods {', '.join(plan.methods)}; "
-             f"seeds {', '.join(map(str, plan.seeds))}; training sets capped at "
-             f"{plan.train_cap or 'all'} examples (stratified, seeded); "
-             f"{plan.epochs or epochs_for(plan.train_cap or 10 ** 9)} epochs; batch 32, "
-             f"max length {plan.max_length}; learning rate 3e-3 for every parameter-efficient "
-             "method and 1e-4 for full fine-tuning (README, \"Training\").",
-             f"- Low-resource study: {', '.join(plan.low_resource_tasks)}; sizes "
-             f"{', '.join(map(str, plan.sizes))}; methods {', '.join(plan.low_resource_methods)}; "
-             f"seeds {', '.join(map(str, plan.seeds))}; epochs by `study.epochs_for` "
-             "(about 250 updates, 3 to 20 epochs)." if not plan.epochs else
-             f"- Low-resource study: sizes {', '.join(map(str, plan.sizes))}, {plan.epochs} epoch(s).",
-             "", "## 1. GLUE: parity with full fine-tuning", ""]
-    tasks = list(plan.tasks)
-    lines += ["| method | trainable % | " + " | ".join(tasks) + " | average | seconds per run | "
-              "peak MB |", "|---|---|" + "---|" * len(tasks) + "---|---|---|"]
-    for m in plan.methods:
-        rows = {r["task"]: r for r in glue if r["method"] == m}
-        if not rows:
-            continue
-        avg = statistics.fmean(r["mean"] for r in rows.values())
-        pct = next(iter(rows.values()))["percent"]
-        secs = statistics.fmean(r["train_seconds"] for r in rows.values())
-        peak = f"{eff[m]['peak_memory_mb']:.0f}" if m in eff else ""
-        lines.append(f"| {m} | {pct:.3f} | " + " | ".join(_fmt(rows[t]) if t in rows else "" for t in tasks)
-                     + f" | {avg:.3f} | {secs:.0f} | {peak} |")
-    lines += ["", f"Mean ± standard deviation over {len(plan.seeds)} seeds. Scores: Matthews "
-              "correlation (CoLA), mean of Pearson and Spearman (STS-B), accuracy (SST-2), as the "
-              "paper averages them. Trainable %: of MiniLM's parameters, the classification "
-              "head included (so full fine-tuning is a little over 100). Seconds per run: "
-              "training and the validation after each epoch, averaged over tasks and seeds; "
-              f"indicative only: the same work (one task and method, another seed) took up to "
-              f"{time_spread(glue_records):.1f} times as long in one run as in another, as runs "
-              "may be made over several sessions, on machines of the same kind that are not "
-              "equally fast or busy with other work. Section 3 compares the methods' costs, "
-              "measured in one go. "
-              "Peak MB: the method's efficiency run (section 3), each in its own process.", ""]
-    if "params_vs_score" in figures:
-        lines += [f"![trainable parameters against average score]({figures['params_vs_score']})",
-                  "", "*Figure 1: each method's average test score over the tasks against its "
-                  "trainable parameters (% of MiniLM, log scale), the paper's Figure 1 in small.*", ""]
-    word, avg = verdict_parity(glue, tasks)
-    gaps = {m: gaps_by_task(glue, tasks, m) for m in ("compacter", "compacter++")}
-    by_task = "; ".join(f"{m} − full by task: " + ", ".join(f"{t} {g:+.3f}" for t, g in gap.items())
-                        for m, gap in gaps.items() if gap)
-    lines += [f"**Verdict, parity{tag('GLUE')}: {word}.** Average over the tasks: " + ", ".join(
-        f"{m} {v:.3f}" for m, v in avg.items()) + (f". {by_task}" if by_task else "")
-        + ". Rule: holds when Compacter and Compacter++ are within 1 point of full fine-tuning's "
-        "average (the paper: 86.6 and 86.5 against 86.5), partly within 3 points.", "",
-        "## 2. Little data", ""]
-    for task in plan.low_resource_tasks:
-        rows = [r for r in low if r["task"] == task]
-        if not rows:
-            continue
-        methods = [m for m in plan.low_resource_methods if any(r["method"] == m for r in rows)]
-        others = [m for m in methods if m != "full"] if "full" in methods else []
-        lines += [f"### {task}", "", "| examples | " + " | ".join(methods) + "".join(
-                      f" | {m} − full" for m in others) + " |",
-                  "|---|" + "---|" * (len(methods) + len(others))]
-        for n in plan.sizes:
-            by = {r["method"]: r for r in rows if r["train_size"] == n}
-            diffs = "".join(f" | {by[m]['mean'] - by['full']['mean']:+.3f}"
-                            if m in by and "full" in by else " | " for m in others)
-            lines.append(f"| {n} | " + " | ".join(_fmt(by[m]) if m in by else "" for m in methods)
-                         + diffs + " |")
-        if f"low_resource_{task}" in figures:
-            lines += ["", f"![{task}: score against training-set size]({figures[f'low_resource_{task}']})",
-                      "", f"*Figure: {task}, test score against training examples (log scale); "
-                      "lines are means over seeds, bands one standard deviation, dots single runs.*"]
-        word, diff = verdict_low_resource(low, plan.sizes, task)
-        weak = leads_within_spread(low, plan.sizes, task)
-        caveat = (" " + "; ".join(f"The lead at {n} examples ({d:+.3f}) is within the spread "
-                                  f"over seeds (±{sd:.3f})" for n, d, sd in weak) + "."
-                  if weak else "")
-        unfinished = (sum(r["task"] == task for r in low_records)
-                      < len(plan.sizes) * len(plan.seeds) * len(plan.low_resource_methods))
-        lines += ["", f"**Verdict, little data ({task}){' (provisional)' if unfinished else ''}: "
-                  f"{word}.** Compacter − full by size: "
-                  + ", ".join(f"{n}: {d:+.3f}" for n, d in diff.items()) + "." + caveat
-                  + " Rule: holds when Compacter's mean is higher at every size up to 1,000 and "
-                  "on average; partly when higher on average or at some small sizes. "
-                  "(Compacter++ − full is in the table.)", ""]
-    lines += ["## 3. Efficiency", "",
-              f"One epoch of {plan.efficiency_size} {plan.efficiency_task} examples per method, "
-              "each in its own process, nothing written to disk (time: the training loop and one "
-              "validation pass; memory: the process's peak resident memory from the start of "
-              "training, so the model, the encoded data, the libraries and the steps). The paper, "
-              "T5-base: Compacter++ about 42% less memory than full fine-tuning, 27% less time "
-              "per epoch (Compacter 13%); BitFit about 64% less memory.", "",
-              "| method | trainable % | seconds per epoch | relative to full | peak MB | relative to full |",
-              "|---|---|---|---|---|---|"]
-    for m, r in eff.items():
-        rel_t = r["train_seconds"] / full_eff["train_seconds"] if full_eff else float("nan")
-        rel_m = r["peak_memory_mb"] / full_eff["peak_memory_mb"] if full_eff else float("nan")
-        lines.append(f"| {m} | {r['percent']:.3f} | {r['train_seconds']:.1f} | {rel_t:.2f} | "
-                     f"{r['peak_memory_mb']:.0f} | {rel_m:.2f} |")
-    if "efficiency" in figures:
-        lines += ["", f"![time and memory relative to full fine-tuning]({figures['efficiency']})",
-                  "", "*Figure: each method's time per epoch against its peak memory, both as "
-                  "fractions of full fine-tuning's (the dashed lines); the hollow circle is the "
-                  "paper's Compacter++ on T5-base.*"]
-    name = next((m for m in ("compacter++", "compacter") if m in eff), None)
-    if full_eff and name:
-        c = eff[name]
-        less_t = 1 - c["train_seconds"] / full_eff["train_seconds"]
-        less_m = 1 - c["peak_memory_mb"] / full_eff["peak_memory_mb"]
-        word = ("holds" if less_t > 0 and less_m > 0.2 else "holds partly" if less_t > 0 or less_m > 0
-                else "does not hold")
-        lines += ["", f"**Verdict, efficiency{tag('efficiency')}: {word}.** {name.capitalize()} saves {less_t:.0%} of "
-                  f"full fine-tuning's time per epoch and {less_m:.0%} of its peak memory (the "
-                  "paper, Compacter++: 27% and 42%). Rule: holds when it saves time and more than "
-                  "20% of the memory."]
-    lines += ["", "## 4. What differs from the paper's setting", "",
-              "- **Model**: MiniLM-L6 (22.7M parameters, width 384, 6 layers) against T5-base "
-              "(220M). With a tenth of the weights, full fine-tuning has less room to overfit "
-              "small data, and the adapters have a bottleneck of 12 (the paper's: 24).",
-              "- **Backbone's training**: all-MiniLM-L6-v2 is a sentence-embedding model, "
-              "distilled and then trained contrastively to put sentences of like meaning close "
-              "together, not a plain masked-language model like T5-base. What it keeps suits "
-              "SST-2 and STS-B; grammaticality (CoLA) is what such training cares least about, "
-              "and every method starts from little there.",
-              "- **Data and training**: training sets capped as stated, about 250 updates per "
-              "run at batch 32 (the paper: whole GLUE tasks, batch 100, 3 to 20 epochs, 500 "
-              "warm-up steps); 3 seeds.",
-              "- **Learning rates**: 3e-3 for every parameter-efficient method (the paper used "
-              "3e-4 for Adapter, Pfeiffer and BitFit; at 1e-3 and below they lag far behind here, "
-              "README \"Training\"), 1e-4 for full fine-tuning (the paper: 3e-4 on T5); not tuned "
-              "per task.",
-              "- **Tasks**: the GLUE tasks whose files are in the directory (here CoLA, SST-2, "
-              "STS-B); the paper averages eight.",
-              "- **Efficiency**: NumPy + autograd on 2 CPU cores against PyTorch on GPUs; the "
-              "savings come from the same source (no weight gradients or optimiser state for "
-              "frozen weights), but their size depends on the implementation (BENCHMARKS.md). "
-              "The methods train every layer norm, as the paper's do, the embeddings' included, "
-              "so the backward pass still runs through every layer; freezing them saves more "
-              "time (BENCHMARKS.md, the \"adapter-only\" rows)."]
-    Path(path).write_text("\n".join(lines) + "\n")
+def machine_description(info=None):
+    """The processor, core count and Python version, as RESULTS.md names the machine."""
+    info = info or machine_info()
+    return f"{info['cpu']}, {info['cores']} cores, Python {info['python']}"
 
 
 def run_study(pretrained, data_dir, *, out="results", report="RESULTS.md", quick=False,
@@ -534,44 +413,24 @@ def run_study(pretrained, data_dir, *, out="results", report="RESULTS.md", quick
     the figures and the report. Finished runs in `out` are reused. train=False writes the
     report and figures from the runs recorded so far, training nothing (an unfinished
     study's report says what is missing)."""
-    from .plots import efficiency as efficiency_plot, low_resource, params_vs_score
+    from .report import draw_figures, model_facts, write_report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    # a figure's link in the report: its path from the report's folder
-    link = lambda name: Path(os.path.relpath(out / name, Path(report).resolve().parent)).as_posix()
     plan = quick_plan(data_dir) if quick else full_plan(data_dir)
-    glue = run_grid(pretrained, plan.glue_runs(), data_dir=data_dir, results=out / "glue.jsonl",
-                    model_name=model_name, train=train, log=log)
-    low = run_grid(pretrained, plan.low_resource_runs(), data_dir=data_dir,
-                   results=out / "low_resource.jsonl", model_name=model_name,
-                   known={r["key"]: r for r in glue}, train=train, log=log)
+    grid = {"data_dir": data_dir, "model_name": model_name, "train": train, "log": log}
+    glue = run_grid(pretrained, plan.glue_runs(), results=out / "glue.jsonl", **grid)
+    low = run_grid(pretrained, plan.low_resource_runs(), results=out / "low_resource.jsonl",
+                   known={r["key"]: r for r in glue}, **grid)
     eff = efficiency(plan, data_dir, out, model_name, train=train, log=log)
     missing = {"GLUE": len(plan.glue_runs()) - len(glue),
                "low_resource": len(plan.low_resource_runs()) - len(low),
                "efficiency": len(plan.methods) - len(eff)}
-    figures = {}
-    summary = summarize(glue, by=("method",))
-    params_vs_score([{"method": r["method"], "percent": r["percent"], "score": r["mean"]}
-                     for r in summary], out / "params_vs_score.png",
-                    title="average test score against trainable parameters")
-    figures["params_vs_score"] = link("params_vs_score.png")
-    for task in plan.low_resource_tasks:
-        rows = [r for r in low if r["task"] == task]
-        low_resource(summarize(rows), out / f"low_resource_{task}.png", records=rows,
-                     title=f"{task}: test score against training-set size")
-        figures[f"low_resource_{task}"] = link(f"low_resource_{task}.png")
-    if "full" in eff:
-        full = eff["full"]
-        efficiency_plot([{"method": m, "time": r["train_seconds"] / full["train_seconds"],
-                          "memory": r["peak_memory_mb"] / full["peak_memory_mb"]}
-                         for m, r in eff.items() if m != "full"], out / "efficiency.png",
-                        title="cost of an epoch, relative to full fine-tuning",
-                        paper={"paper, Compacter++ on T5-base": PAPER_COMPACTERPP_COST})
-        figures["efficiency"] = link("efficiency.png")
     seconds = study_seconds(glue, low, eff.values())
     command = "python -m minicompacter study --data-dir DIR" + (" --quick" if quick else "")
-    write_report(report, plan, glue, low, eff, figures, machine=machine_description(),
-                 seconds=seconds, commands=[command], missing=missing)
+    figures = draw_figures(plan, glue, low, eff, out, report)
+    write_report(report, plan, glue, low, eff, figures, model=model_facts(pretrained, model_name),
+                 machine=machine_info(), seconds=seconds, commands=[command], results=out,
+                 missing=missing)
     return {"glue": glue, "low_resource": low, "efficiency": eff, "seconds": seconds,
             "missing": {part: n for part, n in missing.items() if n}}

@@ -37,6 +37,7 @@ from .checkpoint import atomic_write, load_adapter, load_last, save_adapter, sav
 from .data import Encoded, Task, batch_order, encode, get_task, load_task
 from .interrupts import deferred, handled
 from .metrics import glue_metrics
+from .pretrained import base_identity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +167,8 @@ class Setup(NamedTuple):
     warmup: int
     settings: dict            # what metrics.json's "config" holds; --resume compares it
     out: Optional[Path]
-    base_name: str
+    base_name: str            # the base model's name as the user gave it
+    base: dict                # its identity as a checkpoint records it (name, hub id, path, digest)
 
 
 def run_settings(task_name, method_config, cfg, base_name, *, train_size=None, data_dir=None):
@@ -197,7 +199,8 @@ def prepare(pretrained, task_name, method, cfg, *, data_dir=None, train_size=Non
     total_steps = cfg.epochs * math.ceil(len(enc["train"]) / cfg.batch_size)
     setup = Setup(task, task_name, model, frozen, enc, cfg, settings["lr"], total_steps,
                   round(cfg.warmup_ratio * total_steps), settings,
-                  Path(out) if out is not None else None, base_name)
+                  Path(out) if out is not None else None, base_name,
+                  base_identity(pretrained, base_name))
     return setup, trainable
 
 
@@ -234,7 +237,7 @@ def validate(setup, live, epoch):
     better = math.isfinite(scores["score"]) and (
         best is None or not math.isfinite(best["score"]) or scores["score"] > best["score"])
     if better and setup.out is not None:
-        save_adapter(setup.out, live["trainable"], setup.model, setup.base_name,
+        save_adapter(setup.out, live["trainable"], setup.model, setup.base,
                      setup.task_name, {"max_length": setup.cfg.max_length,
                                        "eval_batch_size": setup.cfg.eval_batch_size})
     state["history"].append({"step": state["step"], "epoch": epoch, "validation": scores})
@@ -339,6 +342,14 @@ def progress_bar(show, **kwargs):
     return type("Bar", (tqdm,), {"monitor_interval": 0})(leave=False, **kwargs)
 
 
+def trainable_line(trainable, model, pretrained):
+    """peft's print_trainable_parameters line: "trainable params: T || all params: A ||
+    trainable%: T / A", A being the base model's parameters plus what the method and the
+    head add (the paper's percentage divides by the base model's alone: metrics.json's)."""
+    from ..core.counting import count_measured, peft_line, summary
+    return peft_line(summary(count_measured(trainable, model.method.config), count(pretrained.params)))
+
+
 def final_metrics(setup, live, pretrained, train_seconds):
     """The best tree on validation and test, with what metrics.json records."""
     best = live["best_tree"]
@@ -360,12 +371,14 @@ def final_metrics(setup, live, pretrained, train_seconds):
 # --- fine-tuning and evaluation ---------------------------------------------------------------
 
 def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None, train_size=None,
-             out=None, resume=False, replace=False, base_name=None, on_step=None):
+             out=None, resume=False, replace=False, base_name=None, on_step=None,
+             log=None):
     """Fine-tune `method` (a config or a name) on a task; returns the metrics dict that is
     also written to out/metrics.json, plus "history" (every step and evaluation) and
     "trainable" (the best tree). With `out`, the best checkpoint and DIR/last/ are written
     as training goes; `resume` continues from out/last/. `on_step(state)`, if given, is
-    called after every update.
+    called after every update; `log(line)`, if given, gets peft's line of parameter counts
+    (`trainable_line`) before the first step.
 
     `out` follows rundir's rule: it belongs to this run while it lasts (a second writer is
     refused); a finished run there with the same settings is returned, not trained again
@@ -390,6 +403,8 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
         live = start(setup, trainable, pretrained, claim.kind == "resume")
         if claim.replace:
             rundir.discard(claim.path)
+        if log is not None:
+            log(trainable_line(live["trainable"], setup.model, pretrained))
         return train_and_report(setup, live, pretrained, on_step)
 
 
@@ -431,22 +446,65 @@ def train_and_report(setup, live, pretrained, on_step=None):
 
 def evaluate_checkpoint(directory, task_name=None, *, data_dir=None, pretrained=None):
     """{"validation": ..., "test": ...} of a saved checkpoint, computed as finetune reported
-    them (same splits, maximum length and batches). The task defaults to the checkpoint's;
-    the base model to the one it recorded (give `pretrained` to use another copy of it)."""
-    from .checkpoint import read_config
-    from .pretrained import load_pretrained
+    them (same splits, maximum length and batches). The task defaults to the checkpoint's."""
+    from .checkpoint import checkpoint_base
 
-    config = read_config(directory)
-    task_name = task_name or config["task"]
+    pretrained = pretrained or checkpoint_base(directory)
+    model, trainable, frozen, config = load_adapter(directory, pretrained)
+    task_name = task_name or config.get("task")
+    if task_name is None:
+        raise ValueError(f"{directory} holds a {config['format']} adapter, which records no task; "
+                         f"name the task to evaluate it on (--task).")
     task = get_task(task_name)
     if task.num_labels != config["num_labels"]:
-        raise ValueError(f"{directory} holds a head with {config['num_labels']} outputs, trained "
-                         f"on {config['task']}; {task_name} needs {task.num_labels}.")
-    pretrained = pretrained or load_pretrained(config["base_model"])
-    model, trainable, frozen, config = load_adapter(directory, pretrained)
+        held = (f"a head with {config['num_labels']} outputs" if config["num_labels"]
+                else "no head")
+        raise ValueError(f"{directory} holds {held}" + (f", trained on {config['task']}"
+                         if config.get("task") else "") + f"; {task_name} needs "
+                         f"{task.num_labels} output{'s' if task.num_labels > 1 else ''}.")
     splits = load_task(task_name, data_dir=data_dir)
     enc = encode_splits({s: splits[s] for s in ("validation", "test")}, pretrained, task,
                         config.get("max_length", 128))
     with parallel():
         return {s: evaluate(trainable, frozen, enc[s], model, task,
                             config.get("eval_batch_size", 64)) for s in ("validation", "test")}
+
+
+def predict_texts(directory, texts, pairs=None, *, pretrained=None, batch_size=64):
+    """Each text's (or pair's) prediction by a checkpoint (any format load_adapter reads, with
+    a head): [{"label": name, "probabilities": {name: p}} ...] for classification,
+    [{"score": s} ...] for regression."""
+    from .checkpoint import checkpoint_base
+    from .data import tokenize
+
+    pretrained = pretrained or checkpoint_base(directory)
+    model, trainable, frozen, config = load_adapter(directory, pretrained)
+    if not model.num_labels:
+        raise ValueError(f"{directory} holds an adapter without a head: it gives hidden states, "
+                         f"not predictions. Export or train it with a head to predict.")
+    names = predict_label_names(config, model.num_labels)
+    max_length = min(config.get("max_length", 128), pretrained.config.max_positions)
+    out = []
+    with parallel():
+        for i in range(0, len(texts), batch_size):
+            batch = tokenize(pretrained.tokenizer, texts[i:i + batch_size],
+                             None if pairs is None else pairs[i:i + batch_size],
+                             max_length=max_length)
+            out += [_prediction(row, names) for row in onp.asarray(predict(trainable, frozen, batch, model))]
+    return out
+
+
+def predict_label_names(config, num_labels):
+    """The names of a head's outputs: the task's, an imported head's, or LABEL_i."""
+    from .export import label_names
+    names = label_names(config)
+    return names if len(names) == num_labels else [f"LABEL_{i}" for i in range(num_labels)]
+
+
+def _prediction(logits, names):
+    if len(logits) == 1:
+        return {"score": float(logits[0])}
+    p = onp.exp(logits - logits.max())
+    p /= p.sum()
+    return {"label": names[int(onp.argmax(logits))],
+            "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}}

@@ -1,0 +1,320 @@
+"""AdapterHub's adapter files (the `adapters` library, 1.x): read into a minicompacter
+model, and a minicompacter adapter written as AdapterHub saves one.
+
+`BertAdapterModel.save_adapter(DIR, NAME, with_head=True)` writes, for a bottleneck adapter:
+
+    adapter_config.json     {"config": {BnConfig's fields}, "hidden_size", "model_class":
+                            "BertAdapterModel", "model_name" (the base model's hub id),
+                            "model_type": "bert", "name": NAME, "version"}
+    adapter.safetensors     per block i and slot (LOCATIONS: attention.output for the attention
+                            slot, output for the FFN slot), under
+                            bert.encoder.layer.{i}.{location}.adapters.{NAME}.:
+                              dense: adapter_down.0.weight (k, d), .bias; adapter_up.weight (d, k), .bias
+                              PHM:   adapter_down.0.W_left (n, d/n, r), .W_right (n, r, k/n) (or .W
+                                     (n, d/n, k/n)), .b, .phm_rule (n, n, n) unless shared; the same
+                                     under adapter_up (without the ".0")
+                            and, with a shared rule, bert.shared_parameters.{NAME}.phm_rule (n, n, n)
+    head_config.json        {"config": {"head_type": "classification", "num_labels", "layers",
+                            "activation_function", "use_pooler", "bias", "label2id", ...}, ...}
+    model_head.safetensors  heads.{NAME}.1.weight (labels, d), .bias (one layer on [CLS]); with
+                            two layers heads.{NAME}.1.* (d, d), tanh, heads.{NAME}.4.* (labels, d)
+
+AdapterHub's PHM weight is minicompacter's: W = sum_i kron(phm_rule[i], W_left[i] @ W_right[i]),
+applied as x @ W + b, no transposes; its dense adapter layers are torch Linears, (out, in).
+
+What AdapterHub computes in a BERT block, with x the sublayer's input and f its output
+(adapters 1.3.0, measured: tests/fixtures/interop/make_interop_fixtures.py):
+    original_ln_before False (DoubleSeqBnConfig, CompacterConfig): LN(x + f + A(f)), the
+        reference's block, which minicompacter computes by default;
+    original_ln_before True, residual_before_ln True (SeqBnConfig, CompacterPlusPlusConfig):
+        LN(x + f + A(LN(x + f))), which AdapterConfig(original_ln_before=True) computes.
+Every other field must have the value that gives one of these two blocks; a field with
+any other value is refused by name, never ignored.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as onp
+
+from ..core.layers import ACTIVATIONS
+from ..core.methods import AdapterConfig
+from ..core.paths import ATTENTION_ADAPTER, FFN_ADAPTER, HEAD, SHARED
+
+CONFIG, WEIGHTS, PICKLE = "adapter_config.json", "adapter.safetensors", "pytorch_adapter.bin"
+HEAD_CONFIG, HEAD_WEIGHTS, HEAD_PICKLE = ("head_config.json", "model_head.safetensors",
+                                          "pytorch_model_head.bin")
+LOCATIONS = {ATTENTION_ADAPTER: "attention.output", FFN_ADAPTER: "output"}
+VERSION = "adapters.1.3.0"          # the release whose files these are (and were checked with)
+
+# BnConfig fields that must have exactly these values: with them, a block is one of the two
+# above. (original_ln_before is free, and residual_before_ln must be True when it is set.)
+FIXED = {"original_ln_after": True, "adapter_residual_before_ln": False, "ln_before": False,
+         "ln_after": False, "is_parallel": False, "scaling": 1.0, "use_gating": False,
+         "dropout": 0.0, "factorized_phm_rule": False, "shared_W_phm": False, "learn_phm": True,
+         "leave_out": [], "cross_adapter": False, "inv_adapter": None,
+         "inv_adapter_reduction_factor": None, "stochastic_depth": 0.0, "residual_before_ln": True}
+# fields that describe only how the weights were first drawn, which a trained adapter no
+# longer depends on
+INIT_ONLY = ("init_weights", "init_weights_seed")
+# BnConfig field -> AdapterConfig field, the same value
+SAME = ("mh_adapter", "output_adapter", "reduction_factor", "non_linearity", "original_ln_before",
+        "phm_dim", "phm_rank", "shared_phm_rule", "factorized_phm_W", "phm_c_init",
+        "phm_init_range", "hypercomplex_nonlinearity", "phm_bias")
+
+
+class FormatError(ValueError):
+    """Files of another library that minicompacter cannot read as they are; says why."""
+
+
+def is_adapterhub(directory):
+    """An AdapterHub adapter directory: adapter_config.json with a BnConfig under "config"."""
+    from .checkpoint import json_file
+    config = json_file(Path(directory) / CONFIG)
+    return isinstance(config, dict) and isinstance(config.get("config"), dict) \
+        and str(config.get("version", "")).startswith("adapters")
+
+
+# --- the config ---------------------------------------------------------------------------
+
+def method_config(bn, source):
+    """The AdapterConfig that computes what a BnConfig (a dict) computes; FormatError naming
+    the first field it cannot honour."""
+    architecture = bn.get("architecture", "bottleneck")
+    if architecture != "bottleneck":
+        raise FormatError(f"{source}: architecture {architecture!r}; minicompacter reads "
+                          f"bottleneck adapters only (Houlsby, Pfeiffer, Compacter, Compacter++).")
+    for field, value in FIXED.items():
+        if field in bn and bn[field] != value and not (
+                field == "residual_before_ln" and not bn.get("original_ln_before")):
+            raise FormatError(f"{source}: {field} = {bn[field]!r}; minicompacter computes the "
+                              f"blocks with {field} = {value!r} only (and original_ln_before "
+                              f"either way), so it cannot load this adapter exactly.")
+    known = set(FIXED) | set(INIT_ONLY) | set(SAME) | {"architecture", "phm_layer"}
+    for field, value in bn.items():
+        if field not in known and value not in (None, False, [], {}, 0, 0.0):
+            raise FormatError(f"{source}: field {field} = {value!r} is unknown to minicompacter, "
+                              f"which cannot tell what it computes.")
+    if bn.get("non_linearity") not in ACTIVATIONS:
+        raise FormatError(f"{source}: non_linearity {bn.get('non_linearity')!r} is not one "
+                          f"minicompacter computes ({', '.join(sorted(ACTIVATIONS))}).")
+    if not isinstance(bn.get("reduction_factor"), int):
+        raise FormatError(f"{source}: reduction_factor {bn.get('reduction_factor')!r}; "
+                          f"minicompacter needs one whole number for every layer.")
+    fields = {f: bn[f] for f in SAME if f in bn}
+    fields["projection"] = "phm" if bn.get("phm_layer") else "dense"
+    return AdapterConfig(method=preset_name(fields), train_layer_norms=False, **fields)
+
+
+def preset_name(fields):
+    """The minicompacter method whose preset this adapter is closest to (its name only: the
+    fields themselves are what is computed)."""
+    if fields["projection"] == "dense":
+        return "adapter" if fields.get("mh_adapter", True) else "pfeiffer"
+    if fields.get("factorized_phm_W", True) and fields.get("shared_phm_rule", True):
+        return "compacter" if fields.get("mh_adapter", True) else "compacter++"
+    if fields.get("phm_dim") == 1 and fields.get("factorized_phm_W", True):
+        return "adapter-lowrank"
+    return "phm-adapter"
+
+
+def bn_config(cfg):
+    """A minicompacter AdapterConfig as AdapterHub's BnConfig fields (a dict)."""
+    if cfg.projection == "low-rank":
+        # a rank-r weight s t is a PHM layer with n = 1 and the rule A = [[[1]]]
+        cfg = AdapterConfig(**{**cfg.__dict__, "projection": "phm", "phm_dim": 1,
+                               "shared_phm_rule": False, "factorized_phm_W": True})
+    bn = {**FIXED, **{f: getattr(cfg, f) for f in SAME},
+          "phm_layer": cfg.projection == "phm", "init_weights": "bert", "init_weights_seed": None}
+    return dict(sorted(bn.items()))
+
+
+# --- tensor names ---------------------------------------------------------------------------
+
+def _projection_names(prefix, projection, p):
+    """{AdapterHub name: minicompacter leaf name} of one projection (D or U)."""
+    if projection == "dense":
+        return {prefix + "weight": "w", prefix + "bias": "b"}
+    names = {prefix + k: v for k, v in (("W_left", "s"), ("W_right", "t"), ("W", "B"),
+                                        ("b", "b"), ("phm_rule", "A")) if v in p}
+    return names
+
+
+def adapter_names(trainable, cfg, name):
+    """{AdapterHub tensor name: (minicompacter dotted path, transpose?)} for every adapter
+    leaf of a trainable tree (and the shared rule)."""
+    dense = cfg.projection == "dense"
+    out = {}
+    for i, layer in enumerate(trainable["layers"]):
+        for slot, location in LOCATIONS.items():
+            if slot not in layer:
+                continue
+            base = f"bert.encoder.layer.{i}.{location}.adapters.{name}."
+            for part, prefix in (("down", "adapter_down.0."), ("up", "adapter_up.")):
+                for theirs, ours in _projection_names(base + prefix, cfg.projection,
+                                                      layer[slot][part]).items():
+                    out[theirs] = (f"layers.{i}.{slot}.{part}.{ours}", dense and ours == "w")
+    if SHARED in trainable:
+        out[f"bert.shared_parameters.{name}.phm_rule"] = (f"{SHARED}.A", False)
+    return out
+
+
+def head_names(head, name):
+    """{AdapterHub head tensor name: (minicompacter dotted path, transpose?)}"""
+    if "hidden" in head:
+        return {f"heads.{name}.1.weight": (f"{HEAD}.hidden.w", True),
+                f"heads.{name}.1.bias": (f"{HEAD}.hidden.b", False),
+                f"heads.{name}.4.weight": (f"{HEAD}.w", True),
+                f"heads.{name}.4.bias": (f"{HEAD}.b", False)}
+    return {f"heads.{name}.1.weight": (f"{HEAD}.w", True), f"heads.{name}.1.bias": (f"{HEAD}.b", False)}
+
+
+def head_config(num_labels, layers, label_names=()):
+    """head_config.json's "config" for minicompacter's head on [CLS]."""
+    names = list(label_names) or [f"LABEL_{i}" for i in range(num_labels)]
+    return {"activation_function": "tanh", "bias": True, "dropout_prob": None,
+            "head_type": "classification", "label2id": {n: i for i, n in enumerate(names)},
+            "layers": layers, "num_labels": num_labels, "use_pooler": False}
+
+
+def read_head_config(config, source):
+    """(num_labels, layers, label names) of a head minicompacter computes exactly; FormatError
+    for any other head."""
+    wanted = {"head_type": ("classification",), "use_pooler": (False,), "bias": (True,),
+              "layers": (1, 2)}
+    for field, allowed in wanted.items():
+        if config.get(field) not in allowed:
+            raise FormatError(f"{source}: {field} = {config.get(field)!r}; minicompacter computes "
+                              f"AdapterHub's classification heads on [CLS] with 1 or 2 layers "
+                              f"(and a bias) only. Load the adapter without its head (remove "
+                              f"{HEAD_CONFIG}) to get its hidden states.")
+    if config["layers"] == 2 and config.get("activation_function") != "tanh":
+        raise FormatError(f"{source}: a two-layer head with activation_function "
+                          f"{config.get('activation_function')!r}; minicompacter computes tanh.")
+    labels = config.get("label2id") or {}
+    names = [n for n, _ in sorted(labels.items(), key=lambda item: item[1])]
+    return int(config["num_labels"]), int(config["layers"]), names
+
+
+# --- Adapter-LowRank as a PHM layer with n = 1 ---------------------------------------------
+
+def lowrank_as_phm(cfg, trainable):
+    """(config, tree) of a rank-r adapter written as AdapterHub's PHM layer with n = 1:
+    W = kron([[1]], s t) = s t, s -> W_left (1, d_in, r), t -> W_right (1, r, d_out), A = 1."""
+    import dataclasses
+
+    phm = dataclasses.replace(cfg, projection="phm", phm_dim=1, shared_phm_rule=False,
+                              factorized_phm_W=True, phm_bias=True)
+
+    def convert(p):
+        return {"s": p["s"][None], "t": p["t"][None], "b": p["b"],
+                "A": onp.ones((1, 1, 1), p["s"].dtype)}
+    layers = [{slot: {part: convert(q) for part, q in adapter.items()}
+               if slot in LOCATIONS else adapter for slot, adapter in layer.items()}
+              for layer in trainable["layers"]]
+    return phm, dict(trainable, layers=layers)
+
+
+def phm_as_lowrank(cfg, trainable):
+    """The inverse of `lowrank_as_phm`, when every rule is exactly 1 (else None)."""
+    import dataclasses
+
+    projections = [q for layer in trainable["layers"] for slot, adapter in layer.items()
+                   if slot in LOCATIONS for q in adapter.values()]
+    if cfg.phm_dim != 1 or cfg.shared_phm_rule or not cfg.factorized_phm_W or \
+            any(not onp.all(q["A"] == 1) or "b" not in q for q in projections):
+        return None
+    low = dataclasses.replace(cfg, method="adapter-lowrank", projection="low-rank", phm_dim=4)
+    layers = [{slot: {part: {"s": q["s"][0], "t": q["t"][0], "b": q["b"]}
+                      for part, q in adapter.items()} if slot in LOCATIONS else adapter
+               for slot, adapter in layer.items()} for layer in trainable["layers"]]
+    return low, dict(trainable, layers=layers)
+
+
+# --- reading and writing --------------------------------------------------------------------
+
+def _refuse_pickle(directory, pickle_name, safetensors_name):
+    if (directory / pickle_name).exists() and not (directory / safetensors_name).exists():
+        raise FormatError(
+            f"{directory} holds {pickle_name}, a pickle file, and no {safetensors_name}. "
+            f"minicompacter never loads pickle files (unpickling can run arbitrary code). "
+            f"Convert it once where PyTorch is installed: python -c \"import torch; from "
+            f"safetensors.torch import save_file; save_file(torch.load('{directory / pickle_name}'), "
+            f"'{directory / safetensors_name}')\"")
+
+
+def read(directory, pretrained):
+    """(model, trainable, frozen, info) of an AdapterHub adapter directory on a pretrained
+    model. info: what load_adapter returns as the config (format, head, base model)."""
+    from ..core.model import init_model
+    from .checkpoint import check_tree, read_tensors
+
+    directory = Path(directory)
+    _refuse_pickle(directory, PICKLE, WEIGHTS)
+    meta = json.loads((directory / CONFIG).read_text())
+    source, name = directory / CONFIG, meta.get("name")
+    if meta.get("hidden_size") not in (None, pretrained.config.hidden_size):
+        raise FormatError(f"{source}: an adapter for width {meta['hidden_size']}, the base model "
+                          f"given has width {pretrained.config.hidden_size}.")
+    cfg = method_config(meta["config"], source)
+    tensors = read_tensors(directory / WEIGHTS)
+    num_labels, layers, labels = 0, 1, []
+    if (directory / HEAD_CONFIG).exists():
+        num_labels, layers, labels = read_head_config(
+            json.loads((directory / HEAD_CONFIG).read_text())["config"], directory / HEAD_CONFIG)
+        _refuse_pickle(directory, HEAD_PICKLE, HEAD_WEIGHTS)
+        tensors.update(read_tensors(directory / HEAD_WEIGHTS))
+    model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, cfg,
+                                         num_labels=num_labels, pooling="cls", head_layers=layers)
+    names = adapter_names(skeleton, cfg, name)
+    if num_labels:
+        names.update(head_names(skeleton[HEAD], name))
+    extra = sorted(set(tensors) - set(names))
+    if extra:
+        raise FormatError(f"{directory}: tensors {extra[:3]} are not part of a {cfg.method} "
+                          f"adapter named {name!r} as {source} describes it.")
+    missing = sorted(set(names) - set(tensors))
+    if missing:
+        raise FormatError(f"{directory}: {missing[:3]} missing; the files are incomplete.")
+    flat = {ours: (tensors[theirs].T if transpose else tensors[theirs])
+            for theirs, (ours, transpose) in names.items()}
+    trainable = check_tree(skeleton, flat, directory)
+    low = phm_as_lowrank(cfg, trainable) if cfg.projection == "phm" else None
+    if low is not None:
+        cfg, trainable = low
+        model, _, frozen = init_model(onp.random.default_rng(0), pretrained, cfg,
+                                      num_labels=num_labels, pooling="cls", head_layers=layers)
+    info = {"format": "adapterhub", "adapter_name": name, "method": cfg.method, "task": None,
+            "num_labels": num_labels, "pooling": "cls", "head_layers": layers,
+            "label_names": labels, "base_model": {"name": meta.get("model_name"),
+                                                  "hub_id": meta.get("model_name")}}
+    return model, trainable, frozen, info
+
+
+def write(out, trainable, model, *, name, model_name, label_names=()):
+    """AdapterHub's files for a minicompacter adapter (and its head, which must read [CLS]):
+    adapter_config.json, adapter.safetensors, and head_config.json + model_head.safetensors."""
+    from safetensors.numpy import save
+
+    from ..core.tree import flatten
+    from .checkpoint import atomic_write
+
+    cfg = model.method.config
+    if cfg.projection == "low-rank":
+        cfg, trainable = lowrank_as_phm(cfg, trainable)
+    flat = flatten(trainable)
+    meta = {"hidden_size": model.encoder_config.hidden_size, "model_class": "BertAdapterModel",
+            "model_name": model_name, "model_type": "bert", "name": name, "version": VERSION}
+
+    def tensors(names):
+        return {theirs: onp.ascontiguousarray(flat[ours].T if transpose else flat[ours],
+                                              dtype=onp.float32)
+                for theirs, (ours, transpose) in names.items()}
+    out = Path(out)
+    atomic_write(out / CONFIG, json.dumps({"config": bn_config(cfg), **meta}, indent=2))
+    atomic_write(out / WEIGHTS, save(tensors(adapter_names(trainable, cfg, name))))
+    if HEAD in trainable:
+        head = head_config(model.num_labels, model.head_layers, label_names)
+        atomic_write(out / HEAD_CONFIG, json.dumps({"config": head, **meta}, indent=2))
+        atomic_write(out / HEAD_WEIGHTS, save(tensors(head_names(trainable[HEAD], name))))
+    return [CONFIG, WEIGHTS] + ([HEAD_CONFIG, HEAD_WEIGHTS] if HEAD in trainable else [])
