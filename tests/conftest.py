@@ -95,3 +95,25 @@ def write_tsv(path, header, rows):
     """A GLUE-style file: a header row and tab-separated rows, each line ended by a newline."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(["\t".join(header)] + ["\t".join(r) for r in rows]) + "\n")
+
+
+# --- runs the tests start from --------------------------------------------------------------
+
+def stop_after(step):
+    """An on_step callback that interrupts the run after `step` updates, as Ctrl-C would."""
+    def on_step(state):
+        if state["step"] >= step:
+            raise KeyboardInterrupt
+    return on_step
+
+
+def finished_and_unfinished(root, pretrained, task, method, cfg, train_size, stop_at):
+    """root/finished, a whole run, and root/unfinished, the same run interrupted after
+    `stop_at` updates (its last/ saved as Ctrl-C saves it)."""
+    from minicompacter.harness.train import finetune
+
+    finetune(pretrained, task, method, cfg, train_size=train_size, out=root / "finished")
+    with pytest.raises(KeyboardInterrupt):
+        finetune(pretrained, task, method, cfg, train_size=train_size, out=root / "unfinished",
+                 on_step=stop_after(stop_at))
+    return root / "finished", root / "unfinished"

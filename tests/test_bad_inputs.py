@@ -34,9 +34,9 @@ import minicompacter as mc
 from minicompacter.core.encoder import init_encoder
 from minicompacter.harness.checkpoint import CONFIG, LAST, PAUSE_WRITE, WEIGHTS, load_adapter
 from minicompacter.harness.rundir import HISTORY, LOCK, METRICS
-from minicompacter.harness.train import TrainConfig, finetune
+from minicompacter.harness.train import TrainConfig
 
-from conftest import write_checkpoint, write_tsv
+from conftest import finished_and_unfinished, write_checkpoint, write_tsv
 
 TASK = "synthetic-sentiment"
 # the run every fault interrupts, and the settings of the runs the bad inputs meet
@@ -86,13 +86,7 @@ class World(NamedTuple):
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     tiny = mc.load_pretrained("tiny")
-    finetune(tiny, TASK, METHOD, CFG, train_size=64, out=root / "finished")
-
-    def stop(state):
-        if state["step"] >= 5:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        finetune(tiny, TASK, METHOD, CFG, train_size=64, out=root / "unfinished", on_step=stop)
+    finished_and_unfinished(root, tiny, TASK, METHOD, CFG, 64, stop_at=5)
     write_checkpoint(root / "model", tiny)
     one_layer = tiny.config.__class__(**{**vars(tiny.config), "num_layers": 1})
     write_checkpoint(root / "other", tiny._replace(

@@ -22,6 +22,8 @@ from minicompacter.harness.checkpoint import (CONFIG, LAST, WEIGHTS, atomic_writ
 from minicompacter.core.tree import flatten
 from minicompacter.harness.train import TrainConfig, finetune, run_settings
 
+from conftest import finished_and_unfinished
+
 TASK = "synthetic-sentiment"
 METHOD = mc.method_config("compacter++", reduction_factor=8)
 CFG = TrainConfig(epochs=2, batch_size=16, max_length=32, progress=False)
@@ -35,13 +37,7 @@ def settings(**train):
 def runs(tiny, tmp_path_factory):
     """A finished run, an unfinished one (stopped after 3 steps) and a bare checkpoint."""
     root = tmp_path_factory.mktemp("runs")
-    finetune(tiny, TASK, METHOD, CFG, train_size=64, out=root / "finished")
-
-    def stop(state):
-        if state["step"] >= 3:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        finetune(tiny, TASK, METHOD, CFG, train_size=64, out=root / "unfinished", on_step=stop)
+    finished_and_unfinished(root, tiny, TASK, METHOD, CFG, 64, stop_at=3)
     bare = root / "bare"
     bare.mkdir()
     for name in (WEIGHTS, CONFIG):

@@ -19,7 +19,7 @@ from minicompacter.harness.checkpoint import CONFIG, WEIGHTS, CheckpointError, l
 from minicompacter.harness.metrics import majority_baseline
 from minicompacter.harness.train import TrainConfig, TrainingError, evaluate_checkpoint, finetune
 
-from conftest import needs_minilm
+from conftest import needs_minilm, stop_after
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "synthetic-sentiment"
@@ -126,14 +126,6 @@ def test_finetune_peak_leaves_out_what_came_before_training():
         "             TrainConfig(epochs=1, batch_size=16, max_length=32, progress=False), train_size=64)\n"
         "print(json.dumps(dict(high=high, peak=m['peak_memory_mb'])))")
     assert got["peak"] < got["high"] - 600                    # the 800 MB are not in it
-
-
-def stop_after(step):
-    """An on_step callback that interrupts the run after `step` updates, as Ctrl-C would."""
-    def on_step(state):
-        if state["step"] >= step:
-            raise KeyboardInterrupt
-    return on_step
 
 
 def test_resume_after_an_interrupt_gives_the_same_result(tiny, run, tmp_path):
