@@ -2,7 +2,7 @@
 
 Commands:
   finetune  train one method on one task; writes metrics.json, the adapter-only checkpoint
-            (checkpoint.WEIGHTS, checkpoint.CONFIG) and last/ for --resume
+            (minicompacter_adapter.safetensors, minicompacter_adapter.json) and last/ for --resume
   evaluate  a saved checkpoint on validation and test, printed as JSON
   predict   a checkpoint's label (or score) for texts given on the command line or in a file
   export    a checkpoint as AdapterHub, peft or transformers load it
@@ -540,7 +540,8 @@ COMMANDS = {
     "compare": Command(
         cmd_compare, "compare methods on one task",
         "Fine-tune several methods on one task, each in its own process (so peak memory is per "
-        "run); print a table and save a params-versus-score plot.",
+        "run); print a table and save a params-versus-score plot. Every method's options and "
+        "directory (--out/METHOD, under finetune's rule) are checked before the first run.",
         ((("--task",), {"required": True, "help": "the task"}),
          (("--methods",), {"required": True, "help": "comma-separated methods, or all"}),
          MODEL, DATA_DIR, TRAIN_SIZE, TRAINING, METHOD_OPTIONS, RUNS_RESUME, RUNS_REPLACE,

@@ -8,10 +8,17 @@ evaluated on the validation split; the best trainable tree so far is kept and wr
 the output directory (atomically), and DIR/last/ records everything --resume needs. At the
 end the best tree is evaluated on validation and test and metrics.json is written.
 
-`finetune` runs in phases: `prepare` (data, model, schedule), `start` (a new run or the
-one in DIR/last/), `train_epochs` (the loop), `final_metrics`. The loop runs on the
-layers `TrainConfig.layers` names and on every core (`kernels.parallel`), both undone
-when it ends.
+`finetune` runs in phases: the checks (checks.py) and the output directory's rule
+(rundir.py), `prepare` (data, model, schedule), `start` (a new run or the one in
+DIR/last/), `train_epochs` (the loop), `final_metrics` (of the best tree in memory). The
+loop runs on the layers `TrainConfig.layers` names and on every core
+(`kernels.parallel`), both undone when it ends.
+
+DIR/last/ is written before the first step, after every epoch and when the run is
+interrupted (Ctrl-C or SIGTERM); the interrupt is held while a step's results, a
+validation or a checkpoint are being recorded (interrupts.deferred), so what is saved is
+always a whole step, and --resume goes on as if nothing had happened. A validation whose
+outputs are not finite scores nan and is never the best.
 """
 
 import dataclasses
