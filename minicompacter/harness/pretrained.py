@@ -330,7 +330,8 @@ def load_directory(directory, *, dtype=onp.float32, name=None, hub_id=None):
         raise LoadError(f"{directory} has no config.json; a checkpoint directory needs "
                         f"config.json, model.safetensors and tokenizer.json.")
     hf = checks.read_json_object(directory / "config.json", error=LoadError,
-                          fix="a BERT config.json is an object with vocab_size, hidden_size, ...")
+                                 fix="a BERT config.json is an object with vocab_size, "
+                                     "hidden_size, ...")
     cfg = config_from_hf(hf, source=str(directory / "config.json"))
     params = params_from_hf(read_safetensors(directory), cfg, dtype=dtype,
                             source=str(directory / "model.safetensors"))

@@ -78,7 +78,8 @@ class TrainConfig:
 
 
 class TrainingError(RuntimeError):
-    """Training had to stop (a non-finite loss); the best checkpoint on disk is intact."""
+    """Training had to stop (a non-finite loss or gradient, or no validation with a finite
+    score); the message says which checkpoint, if any, is on disk, intact."""
 
 
 class NonFiniteError(ValueError):
