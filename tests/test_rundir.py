@@ -138,9 +138,10 @@ def test_a_directory_the_run_created_is_removed_when_it_fails_before_writing(tmp
 def test_stale_temporary_files_of_a_killed_writer_are_removed_by_the_next_holder(tmp_path):
     (tmp_path / f".{WEIGHTS}.1234abcd.tmp").write_bytes(b"half")
     (tmp_path / "keep.tmp").write_bytes(b"not ours")
+    (tmp_path / ".notes.tmp").write_bytes(b"not ours either")
     with rundir.claimed(tmp_path, settings()) as decision:
         assert decision.kind == "new"
-    assert not list(tmp_path.glob(".*.tmp")) and (tmp_path / "keep.tmp").exists()
+    assert sorted(p.name for p in tmp_path.glob("*.tmp")) == [".notes.tmp", "keep.tmp"]
 
 
 # --- last/ as a whole, and the files' mode ---------------------------------------------------------

@@ -87,13 +87,16 @@ def method_fits(config, encoder_config):
 HISTORY_BYTES_PER_STEP, FILE_MARGIN, DISK_MARGIN = 200, 1 << 16, 1 << 20
 
 
-def room_for_run(out, tree_bytes, total_steps):
+def room_for_run(out, trainable, total_steps):
     """The largest file of the run (the optimiser's moments, twice the trainable tree, or
     the history) within the process's file-size limit, and the free space in `out` enough
     for the checkpoint (1 tree), last/ (3: the tree and two moments) and last/'s
     replacement while it is written (3)."""
+    from ..core.tree import flatten
+
     if out is None:
         return
+    tree_bytes = sum(leaf.nbytes for leaf in flatten(trainable).values())
     largest = max(2 * tree_bytes, HISTORY_BYTES_PER_STEP * total_steps) + FILE_MARGIN
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY and limit < largest:

@@ -26,6 +26,7 @@ in DIR is left alone. A finished run is one with metrics.json (written last).
 import fcntl
 import json
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,11 +101,15 @@ def locked(path):
         os.close(fd)
 
 
+TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")      # checkpoint.atomic_write's names
+
+
 def remove_stale_temporaries(path):
     """The .NAME.RANDOM.tmp files of writes that a killed process left (only the lock's
     holder may call this: no write of another process can be under way)."""
     for tmp in path.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+        if TEMPORARY.match(tmp.name):
+            tmp.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -40,7 +40,7 @@ from ..core.model import init_model, predict
 from ..core.optim import adamw_update, clip_by_global_norm, init_adamw, linear_schedule
 from ..core.tree import count
 from . import checks, rundir
-from .checkpoint import atomic_write, load_adapter, load_last, save_adapter, save_last, tree_bytes
+from .checkpoint import atomic_write, load_adapter, load_last, save_adapter, save_last
 from .data import Encoded, Task, batch_order, encode, get_task, load_task
 from .interrupts import deferred, handled
 from .metrics import glue_metrics
@@ -407,7 +407,7 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
             return finished_run(claim.path, pretrained)
         setup, trainable = prepare(pretrained, task_name, method, cfg, data_dir=data_dir,
                                    train_size=train_size, out=claim.path, base_name=base_name)
-        checks.room_for_run(setup.out, len(tree_bytes(trainable)), setup.total_steps)
+        checks.room_for_run(setup.out, trainable, setup.total_steps)
         live = start(setup, trainable, pretrained, claim.kind == "resume")
         if claim.replace:
             rundir.discard(claim.path)
