@@ -79,7 +79,8 @@ print(inspect.getsource(block))
 # %% [markdown]
 # ## What the slots see
 #
-# A slot is a function `(params, i, x) -> x` handed to the encoder in `mc.Hooks`. This one
+# A slot is a function `(params, i, x, h, norm) -> x` handed to the encoder in `mc.Hooks`:
+# `x` is the sublayer's output, `h` the block's input and `norm` its layer norm. This one
 # changes nothing; it records the root-mean-square size of each sublayer output on real
 # tokens, which is what an adapter will be added to.
 
@@ -92,7 +93,7 @@ real = batch["attention_mask"].astype(bool)
 sizes = {"attention": [], "ffn": []}
 
 def recorder(kind):
-    def slot(params, i, x):                     # x: (B, T, d), the sublayer's output
+    def slot(params, i, x, h, norm):            # x: (B, T, d), the sublayer's output
         sizes[kind].append(float(np.sqrt(np.mean(x[real] ** 2))))
         return x
     return slot
