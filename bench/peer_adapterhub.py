@@ -28,22 +28,31 @@ def model_dir():
     return next(p.parent for p in root.rglob("config.json") if (p.parent / "model.safetensors").exists())
 
 
-def build(method):
+# AdapterHub configs by the name the benchmarks use. "compacter++-equivalent" is the block
+# minicompacter's Compacter++ computes, LN(h + f + U(g(D(f)))) after the FFN only, with the
+# tanh GELU; AdapterHub's own CompacterPlusPlusConfig feeds the adapter LN(h + f) instead
+# (original_ln_before=True) and uses the erf GELU.
+CONFIGS = {
+    "compacter++": lambda a: a.CompacterPlusPlusConfig(),
+    "compacter++-equivalent": lambda a: a.CompacterConfig(mh_adapter=False, non_linearity="gelu_new"),
+    "compacter": lambda a: a.CompacterConfig(),
+}
+
+
+def build(method, attention="eager"):
     import adapters
     import transformers
 
     transformers.logging.set_verbosity_error()
     kwargs = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                  attn_implementation="eager")
+                  attn_implementation=attention)
     model = adapters.BertAdapterModel.from_pretrained(str(model_dir()), **kwargs)
     model.add_classification_head("task", num_labels=2, layers=1)
     if method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
     else:
-        config = {"compacter++": adapters.CompacterPlusPlusConfig,
-                  "compacter": adapters.CompacterConfig}[method]()
-        model.add_adapter("task", config=config)
+        model.add_adapter("task", config=CONFIGS[method](adapters))
         model.train_adapter("task")               # freezes everything but the adapter + head
         model.set_active_adapters("task")
     model.train()
@@ -52,10 +61,12 @@ def build(method):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("method", nargs="?", choices=["compacter++", "compacter", "full"])
+    p.add_argument("method", nargs="?", choices=[*CONFIGS, "full"])
     p.add_argument("shape", nargs="?", help="BxT")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--attention", choices=["eager", "sdpa"], default="eager",
+                   help="transformers' attention implementation (its default is sdpa)")
     p.add_argument("--versions", action="store_true", help="print the library versions")
     args = p.parse_args()
     import os
@@ -71,7 +82,7 @@ def main():
               f"transformers {transformers.__version__}, adapters {adapters.__version__}")
         return
     B, T = (int(n) for n in args.shape.lower().split("x"))
-    model = build(args.method)
+    model = build(args.method, args.attention)
     rng = np.random.default_rng(1)                 # the same ids as bench/_common.make_batch
     ids = rng.integers(1000, 30000, size=(B, T), dtype=np.int64)
     ids[:, 0], ids[:, -1] = 101, 102

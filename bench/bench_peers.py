@@ -1,0 +1,104 @@
+"""minicompacter's Compacter++ training step against AdapterHub's as a user runs it: the
+attention transformers picks by default (SDPA) and eager attention, the exactly equivalent
+block and AdapterHub's own CompacterPlusPlusConfig, each row labelled.
+
+Both sides train the same set (the adapter and a one-layer 2-class head on [CLS]; layer
+norms frozen, as AdapterHub's train_adapter leaves them), with dropout 0, on the same random
+ids, at each shape B x T. Every measurement is its own process (bench/bench_step.py's
+worker, bench/peer_adapterhub.py), the sides alternated round after round (A B C D, A B C
+D, ...) so that a drift of the machine reaches them alike; a row's figure is the median over
+rounds of each process's median step, its peak the largest ru_maxrss.
+
+    python bench/bench_peers.py --peer-python peer-env/bin/python
+    python bench/bench_peers.py --peer-python peer-env/bin/python --shapes 32x16 --rounds 1 --no-append
+"""
+
+import argparse
+import statistics
+import sys
+
+from _common import ROOT, append_section, machine, parse_shapes
+from bench_step import run_json
+
+MC = ("minicompacter Compacter++ (layer norms frozen)", "compacter++:adapter-only")
+# (label, peer_adapterhub.py method, attention)
+PEERS = [
+    ("AdapterHub, equivalent block, SDPA (default attention)", "compacter++-equivalent", "sdpa"),
+    ("AdapterHub, equivalent block, eager attention", "compacter++-equivalent", "eager"),
+    ("AdapterHub, CompacterPlusPlusConfig, SDPA", "compacter++", "sdpa"),
+]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--peer-python", required=True,
+                   help="a Python with torch + adapters (see bench/peer_adapterhub.py)")
+    p.add_argument("--shapes", default="32x16,32x32,32x128", help="comma-separated BxT (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="alternated rounds (default %(default)s)")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per process (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default %(default)s)")
+    p.add_argument("--append", action=argparse.BooleanOptionalAction, default=True,
+                   help="append the table to BENCHMARKS.md (default on)")
+    return p.parse_args(argv)
+
+
+def commands(args, B, T):
+    """(label, argv) for every row at shape B x T, minicompacter first."""
+    steps = ["--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+    mc = [sys.executable, str(ROOT / "bench" / "bench_step.py"), "--worker", MC[1], f"{B}x{T}", *steps]
+    peer = str(ROOT / "bench" / "peer_adapterhub.py")
+    return [(MC[0], mc)] + [(label, [args.peer_python, peer, method, f"{B}x{T}",
+                                     "--attention", attention, *steps])
+                            for label, method, attention in PEERS]
+
+
+def measure(args, B, T):
+    """{label: {"median", "peak_mb", "trainable", "rounds"}} at one shape, rounds alternated."""
+    rows = commands(args, B, T)
+    runs = {label: [] for label, _ in rows}
+    for r in range(args.rounds):
+        for label, argv in rows:
+            runs[label].append(run_json(argv))
+            print(f"B{B}xT{T} round {r + 1}: {label}: {runs[label][-1]['median']:.3f} s", flush=True)
+    return {label: {"median": statistics.median(x["median"] for x in got),
+                    "rounds": [x["median"] for x in got],
+                    "peak_mb": max(x["peak_mb"] for x in got),
+                    "trainable": got[0]["trainable"]} for label, got in runs.items()}
+
+
+def table(results):
+    lines = ["| shape | side | trainable | step s (median of rounds) | rounds | mc / this | peak MB | mc / this peak |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (B, T), rows in results:
+        mc = rows[MC[0]]
+        for label, r in rows.items():
+            ratio = "" if label == MC[0] else f"{mc['median'] / r['median']:.2f}"
+            peak = "" if label == MC[0] else f"{mc['peak_mb'] / r['peak_mb']:.2f}"
+            lines.append(f"| B{B} x T{T} | {label} | {r['trainable']:,} | {r['median']:.3f} | "
+                         + ", ".join(f"{t:.3f}" for t in r["rounds"])
+                         + f" | {ratio} | {r['peak_mb']:.0f} | {peak} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    import subprocess
+
+    args = parse_args(argv)
+    versions = subprocess.run([args.peer_python, str(ROOT / "bench" / "peer_adapterhub.py"), "--versions"],
+                              stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    notes = machine([versions])
+    print("\n".join(notes), flush=True)
+    results = [((B, T), measure(args, B, T)) for B, T in parse_shapes(args.shapes)]
+    text = table(results)
+    print("\n" + text)
+    if args.append:
+        append_section("Compacter++ step against AdapterHub as a user runs it, all-MiniLM-L6-v2, float32", notes + [
+            f"{args.rounds} rounds, the four sides alternated in each; per process {args.warmup} warm-up "
+            f"and {args.repeats} timed steps (loss + gradients, no dropout, clipping, AdamW)",
+            "equivalent block: CompacterConfig(mh_adapter=False, non_linearity=\"gelu_new\"), the "
+            "block minicompacter's Compacter++ computes; CompacterPlusPlusConfig reads LN(h + f) "
+            "(original_ln_before=True)"], text)
+
+
+if __name__ == "__main__":
+    main()
