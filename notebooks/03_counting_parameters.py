@@ -61,7 +61,7 @@ def count(method, shapes, **options):
 #   attention sublayer and one after the feed-forward (FFN) sublayer of every block.
 # - **Pfeiffer-Adapter** (`pfeiffer`, Pfeiffer et al. 2021, "AdapterFusion"): the same
 #   dense adapter, but only one per block, after the FFN sublayer.
-# - **Adapter-LowRank** (`adapter-lowrank`, the paper's ablation): Houlsby placement, each
+# - **Adapter-LowRank** (`adapter-lowrank`, one of the paper's baselines): Houlsby placement, each
 #   of $D$ and $U$ a rank-$r$ product $W = s\,t$ with $s: (d_\text{in}, r)$ and
 #   $t: (r, d_\text{out})$; $r = 1$.
 # - **PHM-Adapter** (`phm-adapter`, the paper; the PHM layer is Zhang et al. 2021):

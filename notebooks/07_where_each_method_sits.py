@@ -161,12 +161,12 @@ yt = chain(ax_t, x, [
     ("in", "h (block input)", COLOR["plain"]),
     ("n_a", "RMSNorm: g * x / rms(x)", COLOR["norm"]),
     ("att", "self-attention (no biases)", COLOR["plain"]),
-    ("ad_a", "adapter A(x) = x + U(f(D(x)))", COLOR["slot"]),
+    ("ad_a", "adapter A(x) = x + U(g(D(x)))", COLOR["slot"]),
     ("drop_a", "dropout", COLOR["plain"]),
     ("add_a", "+", None),
     ("n_f", "RMSNorm: g * x / rms(x)", COLOR["norm"]),
     ("ffn", "FFN: ReLU(x W_in) W_out (no biases)", COLOR["plain"]),
-    ("ad_f", "adapter A(x) = x + U(f(D(x)))", COLOR["slot"]),
+    ("ad_f", "adapter A(x) = x + U(g(D(x)))", COLOR["slot"]),
     ("drop_f", "dropout", COLOR["plain"]),
     ("add_f", "+", None),
     ("out", "h (block output; no norm here)", COLOR["plain"]),
@@ -206,14 +206,14 @@ print(inspect.getsource(methods.make_method))
 # %% [markdown]
 # ### The adapter methods (slots 1 and 2)
 #
-# The paper's adapter (Eq. 2), with a GELU as $f$:
+# The paper's adapter (Eq. 2):
 #
 # $$A(x) = U\big(\mathrm{GeLU}(D(x))\big) + x$$
 #
 # placed on the sublayer's output before the residual add (Houlsby placement; Pfeiffer's
 # and Compacter++'s only after the FFN). In a post-LN block that makes
 # $h \leftarrow \mathrm{LN}\big(h + A(f)\big) = \mathrm{LN}\big(h + f + U(g(D(f)))\big)$ for a
-# sublayer output $f$. Every adapter method fills its slots with the same function,
+# sublayer output $f$, with $g$ the GELU. Every adapter method fills its slots with the same function,
 # `adapter_slot`, which calls `adapter`, which calls `bottleneck`:
 
 # %%
