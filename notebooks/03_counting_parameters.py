@@ -14,20 +14,14 @@
 # %% [markdown]
 # # 03 · Counting parameters
 #
-# How many parameters does each method train? This notebook counts them analytically from
-# a model's shapes alone (`minicompacter.core.counting`), reproduces the Compacter paper's table
-# for T5-base to the parameter, checks the analytic counts against the trees that
-# `init_model` builds, and shows how each method grows with the model's width and depth.
-#
-# The paper's formulas (Section 3.3), with $L$ transformer layers, width $d$, bottleneck $k$:
-#
-# | method | trainable parameters |
-# |---|---|
-# | Adapter | $2L(2kd)$ |
-# | PHM-Adapter | $4L(kd/n + n^3)$ |
-# | Compacter | $4L(k + d) + n^3$ |
-#
-# They leave out biases and layer norms; the counts below include every term.
+# How many parameters does each method train? This notebook defines the methods every
+# table of the project compares, counts what each trains analytically from a model's
+# shapes alone (`minicompacter.core.counting`), reproduces the Compacter paper's table for
+# T5-base to the parameter, shows where the paper's closed-form formulas stop and the rest
+# of each count sits, checks the analytic counts against the trees that `init_model`
+# builds, and shows how each method grows with the model's width and depth. Notebook
+# [07 · Every method where it sits](07_where_each_method_sits.ipynb) draws where each
+# method acts inside a transformer block.
 
 # %%
 import dataclasses
@@ -37,8 +31,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minicompacter as mc
-from minicompacter.core.counting import (BERT_BASE, T5_BASE, base_total, count_analytic,
-                                    count_measured, shapes_from_config, summary)
+from minicompacter.core.counting import (BERT_BASE, T5_BASE, base_breakdown, base_total,
+                                         count_analytic, count_measured, shapes_from_config,
+                                         summary)
+from minicompacter.core.methods import PRESETS, init_adapter
+from minicompacter.core.phm import init_phm_rule, low_rank_B, phm_weight
 
 METHODS = ["adapter", "pfeiffer", "adapter-lowrank", "phm-adapter", "compacter", "compacter++",
            "bitfit", "lora"]
@@ -50,6 +47,71 @@ def count(method, shapes, **options):
 
 
 # %% [markdown]
+# ## The methods
+#
+# Every method freezes the pretrained model except for what it names, and trains a task
+# head besides (on BERT-style models; the paper's T5 answers in text and has none). An
+# *adapter* is a bottleneck with a skip connection (Houlsby et al. 2019; the paper's
+# Eq. 2), $A(x) = x + U(f(D(x)))$, with a down projection $D: d \to k$, a nonlinearity $f$
+# (a GELU) and an up projection $U: k \to d$; the bottleneck is $k = d / 32$ here and in the
+# paper. What $D$ and $U$ are, and where the adapters go, makes the method:
+#
+# - **Full fine-tuning** (`full`) trains every weight of the model.
+# - **Adapter** (`adapter`, Houlsby et al. 2019): dense $D$ and $U$; one adapter after the
+#   attention sublayer and one after the feed-forward (FFN) sublayer of every block.
+# - **Pfeiffer-Adapter** (`pfeiffer`, Pfeiffer et al. 2021, "AdapterFusion"): the same
+#   dense adapter, but only one per block, after the FFN sublayer.
+# - **Adapter-LowRank** (`adapter-lowrank`, one of the paper's baselines): Houlsby placement, each
+#   of $D$ and $U$ a rank-$r$ product $W = s\,t$ with $s: (d_\text{in}, r)$ and
+#   $t: (r, d_\text{out})$; $r = 1$.
+# - **PHM-Adapter** (`phm-adapter`, the paper; the PHM layer is Zhang et al. 2021):
+#   Houlsby placement, $D$ and $U$ PHM layers $W = \sum_{i=1}^n A_i \otimes B_i$ with a full
+#   $B_i$ and each layer's own $A_i$; $n = 12$.
+# - **Compacter** (`compacter`, the paper's Eq. 5): Houlsby placement, $D$ and $U$ PHM layers
+#   whose $B_i = s_i t_i^\top$ are rank one (per layer, the "fast" weights) and whose $A_i$
+#   are one $(n, n, n)$ tensor shared by every adapter of the model (the "slow" weights);
+#   $n = 4$.
+# - **Compacter++** (`compacter++`, the paper): Compacter's adapter in Pfeiffer's placement,
+#   one per block after the FFN sublayer only.
+# - **BitFit** (`bitfit`, Ben Zaken et al. 2021): no new layers; trains every bias of the
+#   model (linear layers and layer norms).
+# - **LoRA** (`lora`, Hu et al. 2021; not in the Compacter paper, here for comparison):
+#   no new layers either; on the query and value projections of every attention,
+#   $y = xW + \frac{\alpha}{r}\, x\,A\,B$ with $A: (d, r)$, $B: (r, d)$, $r = 8$,
+#   $\alpha = 8$, and $W$ frozen.
+#
+# Every adapter method also trains the model's layer norms, as the paper does (its
+# counts include them). The presets, as `minicompacter.core.methods.PRESETS` holds them
+# (the fields that tell the adapter methods apart, and each method's peak learning rate):
+
+# %%
+fields = ["mh_adapter", "output_adapter", "projection", "phm_dim", "shared_phm_rule",
+          "factorized_phm_W", "phm_rank", "train_layer_norms"]
+
+
+def applies(config, field):
+    """Whether a field of AdapterConfig changes this method (the PHM fields only PHM
+    projections, the rank only factorised or low-rank ones)."""
+    if field in ("phm_dim", "shared_phm_rule", "factorized_phm_W"):
+        return config.projection == "phm"
+    if field == "phm_rank":
+        return config.projection == "low-rank" or (config.projection == "phm" and config.factorized_phm_W)
+    return True
+
+
+print(f"{'method':<16} {'config':<14}" + "".join(f"{f:>{len(f) + 2}}" for f in fields) + f"{'lr':>8}")
+for name, preset in PRESETS.items():
+    config = preset.config
+    cells = [str(getattr(config, f)) if isinstance(config, mc.AdapterConfig) and applies(config, f)
+             else "" for f in fields]
+    print(f"{name:<16} {type(config).__name__:<14}"
+          + "".join(f"{c:>{len(f) + 2}}" for c, f in zip(cells, fields)) + f"{preset.lr:>8g}")
+print("\nLoRA:", PRESETS["lora"].config)
+
+# %% [markdown]
+# (`mh_adapter` is the adapter after the attention sublayer, `output_adapter` the one after
+# the FFN; a blank is a field that does not apply to that method.)
+#
 # ## The paper's table, from T5-base's shapes
 #
 # T5-base: 12 encoder and 12 decoder blocks, width 768, FFN 3072, vocabulary 32,100 after the
@@ -72,15 +134,111 @@ for m in METHODS:
              if p else f"{'(not in the paper)':>17}"))
 
 # %% [markdown]
-# Where Compacter's 161,728 come from: one adapter has a down projection ($s$: 4×192×1,
-# $t$: 4×1×6, bias 24: 816 numbers) and an up projection ($s$: 4×6×1, $t$: 4×1×192, bias 768:
-# 1,560), 2,376 in all; 48 adapters make 114,048; one shared $A$ of $4^3 = 64$; the layer
-# norms 47,616. The breakdown:
+# ## The formulas, and where the rest of each count is
+#
+# The paper's Section 3.3 gives closed forms for three methods, with $L$ the number of
+# transformer blocks (24 on T5-base: 12 encoder, 12 decoder), width $d$, bottleneck $k$ and
+# PHM dimension $n$: Adapter $2L(2kd)$, PHM-Adapter $4L(kd/n + n^3)$ and Compacter
+# $4L(k + d) + n^3$. The same counting gives the others: Pfeiffer's and Compacter++'s single
+# adapter per block (after the FFN) halves the number of adapters, so Pfeiffer is $L(2kd)$
+# and **Compacter++ is $2L(k + d) + n^3$**; Adapter-LowRank with $r = 1$ is $4L(k + d)$;
+# LoRA on $M$ attention modules (T5: 12 + 12 self-attentions and 12 cross-attentions) with
+# two targets is $2M \cdot 2rd$. These formulas count only the projection weights (and
+# the $A$s). Each adapter also has two biases, $k$ (after $D$) and $d$ (after $U$), and the
+# adapter methods train the 62 layer-norm weight vectors of T5-base (two per encoder
+# block, three per decoder block, one at the end of each stack).
 
 # %%
-count("compacter", T5_BASE)["breakdown"]
+L, d = T5_BASE.encoder_layers + T5_BASE.decoder_layers, T5_BASE.d
+n_layer_norms = 2 * T5_BASE.encoder_layers + 3 * T5_BASE.decoder_layers + 2
+M = T5_BASE.encoder_layers + 2 * T5_BASE.decoder_layers       # attention modules for LoRA
+
+
+def formula(m):
+    """(the closed form as text, its value on T5-base)."""
+    config = mc.method_config(m)
+    if m == "lora":
+        return "2M·2rd", 2 * M * 2 * config.r * d
+    k, n = config.bottleneck(d), config.phm_dim
+    return {"adapter": ("2L(2kd)", 2 * L * 2 * k * d),
+            "pfeiffer": ("L(2kd)", L * 2 * k * d),
+            "adapter-lowrank": ("4L(k+d)", 4 * L * (k + d)),
+            "phm-adapter": ("4L(kd/n+n^3)", 4 * L * (k * d // n + n ** 3)),
+            "compacter": ("4L(k+d)+n^3", 4 * L * (k + d) + n ** 3),
+            "compacter++": ("2L(k+d)+n^3", 2 * L * (k + d) + n ** 3)}[m]
+
+
+print(f"L = {L}, d = {d}, k = {mc.method_config('compacter').bottleneck(d)}, M = {M}, "
+      f"{n_layer_norms} layer norms x {d} = {n_layer_norms * d:,}\n")
+print(f"{'method':<16} {'formula':<13} {'value':>9} | {'weights+A':>9} {'biases':>8} "
+      f"{'layer norms':>11} {'total':>10}")
+for m in METHODS[:-2] + ["lora"]:
+    text, value = formula(m)
+    b = count_analytic(mc.method_config(m), T5_BASE)
+    weights = b["adapter weights"] + b["shared A"] + b["lora weights"]
+    assert weights == value                       # the formula is exactly the weights' part
+    assert b["layer norms"] == (0 if m == "lora" else n_layer_norms * d)
+    print(f"{m:<16} {text:<13} {value:>9,} | {weights:>9,} {b['adapter biases']:>8,} "
+          f"{b['layer norms']:>11,} {sum(b.values()):>10,}")
+print(f"\nbitfit: every bias the reference code gives T5 (which has none of its own): "
+      f"{count('bitfit', T5_BASE)['trainable']:,}")
 
 # %% [markdown]
+# So Compacter's formula gives 76,096, under half of the paper's 161,728: the rest is the
+# adapters' biases, $48 \times (24 + 768) = 38{,}016$, and the layer norms,
+# $62 \times 768 = 47{,}616$. On T5-base the layer norms alone are more than half of what
+# the formula counts, and the biases are half of the adapters' own weights: each adapter's
+# up projection has $d = 768$ bias entries against $k + d = 792$ weights. The breakdown, as
+# `count_analytic` returns it:
+
+# %%
+compacter = count("compacter", T5_BASE)["breakdown"]
+print(compacter)
+assert compacter == {"adapter weights": 76_032, "adapter biases": 38_016, "shared A": 64,
+                     "layer norms": 47_616}
+assert sum(compacter.values()) == 161_728
+assert compacter["layer norms"] > (compacter["adapter weights"] + compacter["shared A"]) / 2
+assert 2 * compacter["adapter biases"] == compacter["adapter weights"]
+
+# %% [markdown]
+# One Compacter adapter has a down projection ($s$: 4×192×1, $t$: 4×1×6, bias 24: 816
+# numbers) and an up projection ($s$: 4×6×1, $t$: 4×1×192, bias 768: 1,560), 2,376 in all;
+# 48 adapters make 114,048; one shared $A$ of $4^3 = 64$; the layer norms 47,616.
+#
+# ## Adapter-LowRank and Compacter: the same count, a different rank
+#
+# The most telling pair of rows in the table is Adapter-LowRank (161,664) and Compacter
+# (161,728): they differ by 64, the shared $A$ ($n^3$ with $n = 4$), once for the whole
+# model. Per projection both store $r(d_\text{in} + d_\text{out}) = k + d = 792$ weights. But
+# Adapter-LowRank's $W = s\,t$ has rank 1, while Compacter's
+# $W = \sum_{i=1}^{n} A_i \otimes s_i t_i^\top$ can have rank up to $n^2 = 16$: the rank of a
+# Kronecker product is the product of the ranks, so each term has rank at most
+# $n \cdot 1$, and there are $n$ terms. The shared $A$ is what buys the rank. Below, the down
+# projection ($768 \to 24$) of each, built as `init_adapter` builds it for T5-base's width
+# (Compacter's shared $A$ drawn as `init_adapters` draws it):
+
+# %%
+rng = np.random.default_rng(0)
+lowrank_cfg, compacter_cfg = mc.method_config("adapter-lowrank"), mc.method_config("compacter")
+lowrank_down = init_adapter(rng, lowrank_cfg, d, dtype=np.float64)["down"]
+compacter_down = init_adapter(rng, compacter_cfg, d, dtype=np.float64)["down"]
+A = init_phm_rule(rng, compacter_cfg.phm_dim, shared=True, dtype=np.float64)   # (4, 4, 4)
+W_lowrank = lowrank_down["s"] @ lowrank_down["t"]                                  # (768, 24)
+W_compacter = phm_weight(A, low_rank_B(compacter_down["s"], compacter_down["t"]))  # (768, 24)
+for name, W, p in (("adapter-lowrank", W_lowrank, lowrank_down),
+                   ("compacter", W_compacter, compacter_down)):
+    weights = sum(v.size for key, v in p.items() if key != "b")
+    print(f"{name:<16} W {W.shape}, {weights} weights of its own, rank {np.linalg.matrix_rank(W)}")
+assert np.linalg.matrix_rank(W_lowrank) == 1
+assert np.linalg.matrix_rank(W_compacter) == compacter_cfg.phm_dim ** 2
+
+# %% [markdown]
+# For 64 numbers more in the whole model, every Compacter projection can reach rank 16
+# where Adapter-LowRank's stays at 1 (16 is also below this projection's largest possible
+# rank, $\min(768, 24) = 24$). Whether that rank helps is a question of scores, not of
+# counts, and the notebooks here do not answer it: 04 and 05 train Compacter, not
+# Adapter-LowRank.
+#
 # ## MiniLM and BERT-base
 #
 # The same counts on the BERT-style encoders minicompacter runs (head with 2 labels included;
@@ -98,32 +256,44 @@ for m in ["full"] + METHODS:
     if minilm:
         config = mc.method_config(m)
         _, trainable, _ = mc.init_model(np.random.default_rng(0), minilm, config)
-        measured = f"{sum(count_measured(trainable, config).values()):,}"
+        measured = sum(count_measured(trainable, config).values())
+        assert measured == a["trainable"]
+        measured = f"{measured:,}"
     print(f"{m:<16} {a['trainable']:>9,} {a['percent']:>7.3f}  {measured:>9}   "
           f"{b['trainable']:>10,} {b['percent']:>7.3f}")
+print(f"\nlayer norms (weights and biases): MiniLM {base_breakdown(MINILM)['layer norms']:,}, "
+      f"BERT-base {base_breakdown(BERT_BASE)['layer norms']:,}")
 
 # %% [markdown]
+# On these models the layer norms carry both a weight and a bias: $(2L + 1) \cdot 2d$
+# numbers with the embeddings' layer norm, $13 \times 2 \times 384 = 9{,}984$ on MiniLM
+# (printed above), part of every adapter method's count as on T5-base.
+#
 # ## What is shared, and what grows
 #
 # The shared $A$ costs $n^3$ once for the whole model; everything else grows with the number
 # of adapters ($L$ per slot) and their width. Per adapter, a dense one costs about $2kd$, a PHM
 # one $2kd/n + 2n^3$ (its own $A$ twice), a Compacter one $2(k + d)$: linear in $d$ instead of
-# quadratic, since $k = d/32$ grows with $d$ too.
+# quadratic, since $k = d/32$ grows with $d$ too. The widths below are multiples of 384, so
+# that the PHM-Adapter keeps the paper's $n = 12$ (it must divide both $d$ and $k = d/32$).
 
 # %%
-widths = [256, 384, 512, 768, 1024, 1536, 2048, 4096]
+widths = [384, 768, 1152, 1536, 2304, 3072, 4608, 6144]
 depths = [2, 4, 6, 12, 24, 48]
 show = ["adapter", "phm-adapter", "compacter", "compacter++", "lora", "bitfit"]
-opts = {"phm-adapter": {"phm_dim": 4}}          # n = 12 does not divide every bottleneck here
+styles = dict(zip(show, ["o-", "s--", "D-", "^:", "v-.", "P-"]))
+print("phm_dim of phm-adapter:", mc.method_config("phm-adapter").phm_dim)
+no_head = {}                                       # method -> (per width, per depth)
+for m in show:
+    per_width = [count(m, dataclasses.replace(BERT_BASE, d=w, ffn=4 * w))["trainable"] - 2 * w - 2
+                 for w in widths]
+    per_depth = [count(m, dataclasses.replace(BERT_BASE, encoder_layers=depth))["trainable"]
+                 - 768 * 2 - 2 for depth in depths]
+    no_head[m] = (per_width, per_depth)
 fig, (ax_w, ax_l) = plt.subplots(1, 2, figsize=(11, 4))
 for m in show:
-    per_width = [count(m, dataclasses.replace(BERT_BASE, d=d, ffn=4 * d), **opts.get(m, {}))
-                 for d in widths]
-    ax_w.plot(widths, [s["trainable"] - 2 * d - 2 for s, d in zip(per_width, widths)],
-              marker="o", label=m)
-    per_depth = [count(m, dataclasses.replace(BERT_BASE, encoder_layers=L), **opts.get(m, {}))
-                 for L in depths]
-    ax_l.plot(depths, [s["trainable"] - 768 * 2 - 2 for s in per_depth], marker="o", label=m)
+    ax_w.plot(widths, no_head[m][0], styles[m], label=m, markersize=5)
+    ax_l.plot(depths, no_head[m][1], styles[m], label=m, markersize=5)
 ax_w.set_xscale("log", base=2); ax_w.set_yscale("log")
 ax_w.set_xlabel("width d (12 layers, FFN 4d, k = d/32)"); ax_w.set_ylabel("trainable parameters (no head)")
 ax_l.set_xscale("log", base=2); ax_l.set_yscale("log")
@@ -132,11 +302,29 @@ ax_w.legend(fontsize=8)
 for ax in (ax_w, ax_l):
     ax.grid(True, which="both", alpha=0.3)
 plt.show()
+print("slope in the width, log-log, between the widths:")
+print(f"{'method':<13}" + "".join(f"{f'{a}-{b}':>11}" for a, b in zip(widths, widths[1:])))
+slopes = {}
+for m in show:
+    y = no_head[m][0]
+    slopes[m] = [np.log(y[j + 1] / y[j]) / np.log(widths[j + 1] / widths[j])
+                 for j in range(len(widths) - 1)]
+    print(f"{m:<13}" + "".join(f"{s:>11.2f}" for s in slopes[m]))
+
+# %%
+assert min(slopes["adapter"]) > 1.9
+assert slopes["phm-adapter"][0] < 1.0 < 1.8 < slopes["phm-adapter"][-1]     # the A's n^3 at first
+assert all(abs(s - 1) < 0.05 for m in ("compacter", "compacter++", "lora", "bitfit")
+           for s in slopes[m])
 
 # %% [markdown]
 # *Figure: trainable parameters against width (left) and depth (right), log-log, head left
-# out.* Dense adapters and the PHM-Adapter grow with slope 2 in the width ($O(Lkd) =
-# O(Ld^2/32)$, divided by $n$ for PHM); LoRA, whose rank stays 8, Compacter, Compacter++ and
-# BitFit with slope 1 ($O(Lrd)$, $O(L(k + d))$ plus the layer norms). In depth every method
-# is linear; Compacter's shared $A$ is the only term that does not grow at all. (The layer norms that the adapter methods train,
-# $(2L + 1) \cdot 2d$, are a large part of Compacter's count on these small models.)
+# out; each method has its own marker and line style.* The dense adapter grows with slope
+# above 1.9 in the width from the start ($O(Lkd) = O(Ld^2/32)$; the biases and layer norms
+# are the linear rest). The PHM-Adapter's $B$s, $kd/n = d^2/384$ per projection, are
+# quadratic too, but at small widths its two $A$s per adapter, $2n^3 = 3{,}456$ numbers,
+# outweigh them (768 numbers of $B$ at $d = 384$), so its slope starts below 1 and rises
+# towards 2 (the slopes are printed above). LoRA, whose rank stays 8, Compacter, Compacter++
+# and BitFit grow with slope 1 ($O(Lrd)$, $O(L(k + d))$ plus the layer norms, all biases). In
+# depth every method grows linearly; Compacter's shared $A$ is the only term that does not
+# grow at all.

@@ -140,3 +140,46 @@ def efficiency(rows, path=None, *, title=None, paper=None):
            "peak memory, relative to full fine-tuning", title, legend_loc="lower right",
            legend_size=7)
     return _finish(fig, path)
+
+
+_LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 2)), (0, (6, 2, 1, 2)))
+
+
+def moving_mean(values, window):
+    """The mean of the last `window` values at each position (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def loss_and_validation(histories, path=None, *, window, title=None):
+    """Training loss as a moving mean over `window` steps (left) and the validation score
+    at each evaluation (right), one line per method in the method's fixed colour and
+    marker and a line style of its own, so that curves lying on one another stay visible.
+    histories: {method: history list from finetune}. Returns the figure; saved to path if given."""
+    if window < 1:
+        raise ValueError(f"window must be at least 1 step, got {window}.")
+    plt = _pyplot(path)
+
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, (method, history) in enumerate(histories.items()):
+        color, marker = _style(method, i)
+        style = _LINESTYLES[i % len(_LINESTYLES)]
+        steps = [h["step"] for h in history if "loss" in h]
+        losses = moving_mean([h["loss"] for h in history if "loss" in h], window)
+        ax_loss.plot(steps, losses, color=color, ls=style, marker=marker, markersize=4,
+                     markevery=max(1, len(steps) // 8), label=method)
+        evals = [(h["step"], h["validation"]["score"]) for h in history if "validation" in h]
+        ax_score.plot([s for s, _ in evals], [v for _, v in evals], color=color, ls=style,
+                      marker=marker, markersize=5, label=method)
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel(f"training loss (mean of the last {window} steps)")
+    ax_loss.grid(True, alpha=0.3)
+    _label(ax_score, "step", "validation score")                  # one legend, on the right
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path)
