@@ -125,8 +125,8 @@ def worker(method, shape, repeats, warmup):
                       "loaded_mb": loaded_mb, "trainable": count(trainable)}))
 
 
-def run_json(cmd):
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT / "bench")
+def run_json(cmd, env=None):
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT / "bench", env=env)
     if done.returncode != 0:
         raise SystemExit(f"benchmark worker failed: {' '.join(cmd)}")
     return json.loads(done.stdout.strip().splitlines()[-1])
