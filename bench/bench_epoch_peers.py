@@ -77,6 +77,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return worker(*args.worker, args.data_dir, args.train_size)
+    start()                                       # for machine()'s description of the workers' pool
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'bench'}")
     versions = subprocess.run([args.peer_python, str(ROOT / "bench" / "peer_adapterhub.py"), "--versions"],
                               stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
