@@ -15,13 +15,20 @@
 # # 01 · Kronecker products and the PHM layer
 #
 # Compacter's adapters are built from one idea: a weight matrix written as a **sum of
-# Kronecker products** (the PHM layer of Zhang et al., ICLR 2021; Compacter, Eq. 3-5):
+# Kronecker products**. This is the PHM layer, for *parameterized hypercomplex
+# multiplication* (Zhang et al., ICLR 2021; Compacter, Eq. 3-5):
 #
-# $$W = \sum_{i=1}^{n} A_i \otimes B_i, \qquad A_i \in \mathbb{R}^{n\times n},\; B_i \in \mathbb{R}^{\frac{d_\text{in}}{n}\times\frac{d_\text{out}}{n}},\; W \in \mathbb{R}^{d_\text{in}\times d_\text{out}}.$$
+# $$y = xW + b, \qquad W = \sum_{i=1}^{n} A_i \otimes B_i, \qquad A_i \in \mathbb{R}^{n\times n},\; B_i \in \mathbb{R}^{\frac{d_\text{in}}{n}\times\frac{d_\text{out}}{n}},\; W \in \mathbb{R}^{d_\text{in}\times d_\text{out}}.$$
 #
-# This notebook builds the Kronecker product by hand, counts what the sum saves, computes
-# the PHM layer in its two ways (building $W$, or the factored product that never builds
-# it), shows $W$'s block structure, and checks the gradients live.
+# Because each $B_i$ has $d_\text{in}/n$ rows and $d_\text{out}/n$ columns, $n$ (`phm_dim`) must
+# divide both $d_\text{in}$ and $d_\text{out}$. minicompacter uses row vectors ($xW$, weights stored
+# fan-in first), as the reference code does; the paper writes $Wx$.
+#
+# This notebook builds the Kronecker product by hand; shows where the sum comes from (the
+# quaternion product is such a sum with fixed $A_i$, and the PHM layer learns them); counts
+# what the sum saves; shows $W$'s block structure; writes Compacter's low-rank
+# $B_i = s_i t_i^\top$ as minicompacter stores it; computes the layer in its two ways
+# (building $W$, or the factored product that never builds it); and checks the gradients live.
 
 # %%
 import os
@@ -32,7 +39,7 @@ import numpy as np
 from autograd.test_util import check_grads
 
 import minicompacter as mc
-from minicompacter.core.phm import kron, low_rank_B
+from minicompacter.core.phm import check_phm_dim, kron, low_rank_B
 
 SMALL = os.environ.get("MINICOMPACTER_NOTEBOOK_SIZE", "full") == "small"
 rng = np.random.default_rng(0)
@@ -53,12 +60,106 @@ print("equal to np.kron:", np.array_equal(by_hand, np.kron(A, B)),
       "| equal to minicompacter.core.phm.kron:", np.array_equal(by_hand, kron(A, B)))
 
 # %% [markdown]
+# ## Where PHM comes from
+#
+# **Hypercomplex numbers** are the real vector space $\mathbb{R}^n$ with a basis
+# $e_0 = 1, e_1, \dots, e_{n-1}$ and a product fixed by a multiplication table of the basis
+# elements: the complex numbers ($n = 2$, $e_1^2 = -1$), the quaternions ($n = 4$), the
+# octonions ($n = 8$). The product is bilinear, so multiplying by a fixed number is a linear
+# map, and written on components the product $pq$ is a sum of $n$ terms, each a component
+# $p_i$ times a fixed $n \times n$ matrix $E_i$ (what multiplying by the basis element $e_i$
+# does) applied to $q$: $pq = \sum_i p_i\, E_i\, q$.
+#
+# The quaternions $q = q_0 + q_1 \mathrm{i} + q_2 \mathrm{j} + q_3 \mathrm{k}$ have the table
+# $\mathrm{i}^2 = \mathrm{j}^2 = \mathrm{k}^2 = \mathrm{ijk} = -1$ (so $\mathrm{ij} = \mathrm{k}$,
+# $\mathrm{ji} = -\mathrm{k}$, ...), which gives the Hamilton product below. Its four $E_i$ are
+# *signed permutation matrices*: one $\pm 1$ in every row and column.
+
+# %%
+def hamilton(p, q, mul=lambda u, v: u * v):
+    """The quaternion product pq, p and q given by their 4 components (1, i, j, k).
+    mul multiplies one component of p by one of q (numbers by default)."""
+    p0, p1, p2, p3 = p
+    q0, q1, q2, q3 = q
+    return [mul(p0, q0) - mul(p1, q1) - mul(p2, q2) - mul(p3, q3),
+            mul(p0, q1) + mul(p1, q0) + mul(p2, q3) - mul(p3, q2),
+            mul(p0, q2) - mul(p1, q3) + mul(p2, q0) + mul(p3, q1),
+            mul(p0, q3) + mul(p1, q2) - mul(p2, q1) + mul(p3, q0)]
+
+
+one, i_, j_, k_ = np.eye(4)
+assert np.allclose(hamilton(i_, j_), k_) and np.allclose(hamilton(j_, i_), -k_)
+assert np.allclose(hamilton(i_, i_), -one) and np.allclose(hamilton(hamilton(i_, j_), k_), -one)
+
+# E[i] is multiplication by the basis element e_i, written as a matrix: (e_i q) = E[i] @ q
+E = np.array([[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]],       # 1
+              [[0, -1, 0, 0], [1, 0, 0, 0], [0, 0, 0, -1], [0, 0, 1, 0]],     # i
+              [[0, 0, -1, 0], [0, 0, 0, 1], [1, 0, 0, 0], [0, -1, 0, 0]],     # j
+              [[0, 0, 0, -1], [0, 0, -1, 0], [0, 1, 0, 0], [1, 0, 0, 0]]])    # k
+for name, Ei in zip("1ijk", E):
+    print(f"E for {name}:", Ei.tolist())
+assert all((np.abs(Ei).sum(0) == 1).all() and (np.abs(Ei).sum(1) == 1).all() for Ei in E)
+p_, q_ = rng.standard_normal(4), rng.standard_normal(4)
+print("sum_i p_i E_i q equals the Hamilton product pq:",
+      np.allclose(sum(p_[i] * E[i] @ q_ for i in range(4)), hamilton(p_, q_)))
+
+# %% [markdown]
+# A **quaternion linear layer**, the layer PHM generalises, has quaternion weights: four
+# real matrices $B_0, \dots, B_3$ of shape $\frac{d_\text{in}}{4}\times\frac{d_\text{out}}{4}$. It splits an
+# input row into four blocks $X_0, \dots, X_3$ (the components of a quaternion vector) and
+# multiplies by the Hamilton formula, with "weight component times input component" now the
+# matrix product $X_a B_i$. Collect the signs of that formula into matrices and the layer is
+# $x \mapsto xW$ with
+#
+# $$W = \sum_{i=0}^{3} E_i^\top \otimes B_i,$$
+#
+# a sum of four Kronecker products whose $A_i = E_i^\top$ are fixed (transposed because in the
+# row-vector convention $A_i[a, c]$ sends input block $a$ to output block $c$, while $E_i[c, a]$
+# says which input component output component $c$ receives). The cell computes both and
+# compares them:
+
+# %%
+p, q, rows = 6, 5, 3                                     # d_in = 24, d_out = 20
+B = rng.standard_normal((4, p, q))
+x = rng.standard_normal((rows, 4 * p))
+X = np.split(x, 4, axis=1)                               # the four input components X_a
+direct = np.concatenate(hamilton(B, X, mul=lambda Bi, Xa: Xa @ Bi), axis=1)
+as_kronecker = x @ mc.phm_weight(np.transpose(E, (0, 2, 1)), B)
+assert np.allclose(direct, as_kronecker)
+print("quaternion layer by the Hamilton formula == x @ sum_i kron(E_i^T, B_i):",
+      np.allclose(direct, as_kronecker))
+
+# %% [markdown]
+# The **PHM layer** keeps the sum and lets the $A_i$ be learned: $n$ trainable $n\times n$
+# matrices instead of a fixed table, for any $n$ that divides $d_\text{in}$ and $d_\text{out}$. The
+# $A_i$ play the part of the multiplication table, saying which product $X_a B_i$ goes into
+# which output block with which weight, so they are called the **rules** (AdapterHub's
+# `phm_rule`). With $n = 4$ and $A_i = E_i^\top$ the PHM layer *is* the quaternion layer:
+# $n = 4$ is the quaternion case because a quaternion has four components. For other $n$ the
+# learned $A_i$ define a product of $n$-component numbers of their own. What makes the layer
+# cheap is the $B_i$: $n$ matrices of $\frac{d_\text{in}}{n}\frac{d_\text{out}}{n}$ numbers, $1/n$ of a dense
+# layer's, the "$1/n$ parameters" of Zhang et al.'s title. With $n = 2$ and the table of the
+# complex numbers, a PHM layer is a complex linear layer:
+
+# %%
+E2 = np.array([[[1, 0], [0, 1]], [[0, -1], [1, 0]]])     # multiplication by 1 and by i
+B2 = rng.standard_normal((2, 3, 2))
+x2 = rng.standard_normal((rows, 6))
+Z = x2[:, :3] + 1j * x2[:, 3:]                           # the input as complex numbers
+complex_product = Z @ (B2[0] + 1j * B2[1])               # a complex linear layer
+by_phm = x2 @ mc.phm_weight(np.transpose(E2, (0, 2, 1)), B2)
+same = np.allclose(np.concatenate([complex_product.real, complex_product.imag], axis=1), by_phm)
+assert same
+print("complex linear layer == x @ sum_i kron(E_i^T, B_i) with n = 2:", same)
+
+# %% [markdown]
 # ## A sum of $n$ Kronecker products needs about $1/n$ of the parameters
 #
 # A dense $d_\text{in}\times d_\text{out}$ matrix holds $d_\text{in} d_\text{out}$ numbers. The sum above holds $n$
 # matrices $A_i$ ($n^3$ numbers) and $n$ matrices $B_i$ ($n \cdot \frac{d_\text{in}}{n}\frac{d_\text{out}}{n} = \frac{d_\text{in} d_\text{out}}{n}$):
 # $n^3 + d_\text{in} d_\text{out} / n$. Compacter then makes each $B_i = s_i t_i^\top$ rank one, which leaves
-# $n^3 + n\,(d_\text{in}/n + d_\text{out}/n) = n^3 + d_\text{in} + d_\text{out}$.
+# $n^3 + n\,(d_\text{in}/n + d_\text{out}/n) = n^3 + d_\text{in} + d_\text{out}$ (the columns below count one
+# layer with its own $A$; Compacter shares one $A$ across the model).
 
 # %%
 d_in, d_out = 768, 768
@@ -66,13 +167,17 @@ print(f"{'n':>3} {'dense':>10} {'PHM':>10} {'ratio':>7} {'PHM rank 1':>11}")
 for n in (1, 2, 4, 8, 12, 16):
     phm = n ** 3 + d_in * d_out // n
     print(f"{n:>3} {d_in * d_out:>10,} {phm:>10,} {phm / (d_in * d_out):>7.3f} {n ** 3 + d_in + d_out:>11,}")
+try:
+    check_phm_dim(5, 768, 24)                            # what phm_linear and the configs check
+except ValueError as error:
+    print("\nn = 5:", error)
 
 # %% [markdown]
 # ## The PHM weight, and its block structure
 #
 # `mc.phm_weight(A, B)` computes $\sum_i A_i \otimes B_i$ with one matrix product and a reshape.
-# Block $(a, c)$ of $W$ is $\sum_i A_i[a, c]\, B_i$: the rules $A_i$ decide how the $n$ small
-# matrices $B_i$ are mixed into each of the $n \times n$ blocks.
+# Cut $W$ into $n \times n$ blocks of shape $\frac{d_\text{in}}{n}\times\frac{d_\text{out}}{n}$: block $(a, c)$ is
+# $\sum_i A_i[a, c]\, B_i$, so the rules decide how the $n$ matrices $B_i$ are mixed into each block.
 
 # %%
 n, p, q = 4, 6, 6
@@ -82,29 +187,60 @@ W = mc.phm_weight(A, B)
 reference = sum(np.kron(A[i], B[i]) for i in range(n))
 print("W:", W.shape, "| max |W - sum of np.kron| =", np.abs(W - reference).max())
 
+
+def blocks_as_rows(M):
+    """The n x n blocks of M, each flattened to one row: (n^2, p q)."""
+    return M.reshape(n, p, n, q).transpose(0, 2, 1, 3).reshape(n * n, p * q)
+
+
+ranks = [np.linalg.matrix_rank(blocks_as_rows(np.kron(A[i], B[i]))) for i in range(n)]
+print("rank of the 16 blocks stacked as rows: each product", [int(k) for k in ranks],
+      "| W", int(np.linalg.matrix_rank(blocks_as_rows(W))))
+
+panels = [np.kron(A[i], B[i]) for i in range(n)] + [W]
+lim = max(np.abs(M).max() for M in panels)
 fig, axes = plt.subplots(1, n + 1, figsize=(12, 2.6))
-for i in range(n):
-    axes[i].imshow(np.kron(A[i], B[i]), cmap="RdBu", vmin=-6, vmax=6)
-    axes[i].set_title(f"$A_{i + 1} \\otimes B_{i + 1}$")
-axes[n].imshow(W, cmap="RdBu", vmin=-6, vmax=6)
-axes[n].set_title("$W$ = their sum")
-for ax in axes:
+for ax, M, title in zip(axes, panels, [f"$A_{i + 1} \\otimes B_{i + 1}$" for i in range(n)]
+                        + ["$W$ = their sum"]):
+    im = ax.imshow(M, cmap="RdBu", vmin=-lim, vmax=lim)
+    ax.set_title(title)
     ax.set_xticks(np.arange(-0.5, n * q, q), []); ax.set_yticks(np.arange(-0.5, n * p, p), [])
     ax.grid(color="k", linewidth=0.8)
+fig.colorbar(im, ax=axes, shrink=0.9, label="entry (one scale for all panels)")
 plt.show()
 
 # %% [markdown]
-# *Figure: each Kronecker product repeats one $B_i$ in every block, scaled by the entries of
-# $A_i$ (grid lines mark the $n \times n$ blocks); the sum mixes the $n$ patterns differently in
-# every block, so $W$ is far richer than any single product while costing only $n^3 + d_\text{in}d_\text{out}/n$ numbers.*
+# *Figure: the four products and their sum, on one colour scale set by the largest entry of
+# any panel (grid lines mark the $n \times n$ blocks).* Each product repeats one $B_i$ in every
+# block, scaled by an entry of $A_i$, so its 16 blocks are multiples of one matrix (rank 1
+# when stacked, printed above). The blocks of $W$ are 16 different combinations of the four
+# $B_i$ (rank $n = 4$): every block of $W$ is different, yet $W$ costs only
+# $n^3 + d_\text{in}d_\text{out}/n$ numbers.
+
+# %% [markdown]
+# ## Compacter's low-rank $B_i$, as stored
+#
+# Compacter (Eq. 5) makes every $B_i$ low rank, $B_i = s_i t_i^\top$ with
+# $s_i \in \mathbb{R}^{\frac{d_\text{in}}{n}\times r}$ and $t_i \in \mathbb{R}^{\frac{d_\text{out}}{n}\times r}$ ($r = 1$ in
+# the paper). minicompacter stores `s` with shape $(n, \frac{d_\text{in}}{n}, r)$ and `t` with shape
+# $(n, r, \frac{d_\text{out}}{n})$: the array `t[i]` already holds $t_i^\top$, so that
+# $B$ = `s @ t` (`low_rank_B`).
+
+# %%
+s = rng.standard_normal((n, p, 1))
+t = rng.standard_normal((n, 1, q))                       # as stored: t[i] is t_i^T
+t_paper = np.transpose(t, (0, 2, 1))                     # the paper's t_i: (d_out/n, r)
+same = all(np.allclose(low_rank_B(s, t)[i], s[i] @ t_paper[i].T) for i in range(n))
+assert same
+print("low_rank_B(s, t)[i] == s_i t_i^T for every i, with t_i = t[i].T:", same)
 
 # %% [markdown]
 # ## The PHM layer, two ways
 #
 # `mc.phm_linear(params, x)` computes $y = xW + b$. Built: form $W$, multiply. Factored (for
-# low-rank $B_i = s_i t_i$): split $x$ into $n$ blocks $X_a$ of width $d_\text{in}/n$; output block $c$ is
+# low-rank $B_i = s_i t_i^\top$): split $x$ into $n$ blocks $X_a$ of width $d_\text{in}/n$; output block $c$ is
 #
-# $$y_c = \sum_i \sum_a A_i[a, c]\, (X_a s_i)\, t_i,$$
+# $$y_c = \sum_i \sum_a A_i[a, c]\, (X_a s_i)\, t_i^\top,$$
 #
 # which never forms $W$ and costs $n r (d_\text{in} + n^2 + d_\text{out})$ multiply-adds per row instead of $d_\text{in} d_\text{out}$.
 
@@ -139,13 +275,18 @@ for d_in, d_out in [(384, 12), (768, 24), (768, 768), (2048, 2048)]:
     rows.append((d_in, d_out, timed(lambda: mc.phm_linear(p_, xx, factored=False)),
                  timed(lambda: mc.phm_linear(p_, xx, factored=True))))
 print(f"forward, {x.shape[0]} rows, n = {n}, rank 1")
-print(f"{'d_in -> d_out':>15} {'built ms':>9} {'factored ms':>12}")
+print(f"{'d_in -> d_out':>15} {'built ms':>9} {'factored ms':>12} {'built / factored':>17}")
 for d_in, d_out, tb, tf in rows:
-    print(f"{f'{d_in} -> {d_out}':>15} {tb:>9.2f} {tf:>12.2f}")
+    print(f"{f'{d_in} -> {d_out}':>15} {tb:>9.2f} {tf:>12.2f} {tb / tf:>17.2f}")
+speedup = {(d_in, d_out): tb / tf for d_in, d_out, tb, tf in rows}
+if not SMALL:                                # what the text below says of the full run
+    assert max(speedup[384, 12], speedup[768, 24]) < 1.5 and speedup[2048, 2048] > 3
 
 # %% [markdown]
-# An adapter's projections are narrow ($384 \to 12$ on MiniLM): building $W$ is as fast or faster.
-# Square layers are where the factored product pays; `phm_linear` picks it by itself when
+# An adapter's projections are narrow ($384 \to 12$ on MiniLM, $768 \to 24$ on T5-base): there
+# the factored product gains nothing (a ratio near or below 1 in the last column; timings
+# vary from run to run). Square layers are where it pays, several times faster at
+# $2048 \to 2048$; `phm_linear` picks it by itself when
 # $\min(d_\text{in}, d_\text{out}) \ge 10\,n\,r$ (the rule `bench/bench_phm.py` measured; BENCHMARKS.md).
 
 # %% [markdown]

@@ -5,17 +5,17 @@ A method is a small frozen config (AdapterHub's field names where they exist) tu
 parameters, a predicate saying which of the pretrained weights it unfreezes, and the
 `Hooks` the encoder calls. The encoder never learns a method's name.
 
-| method          | adds                                   | unfreezes          | hooks                |
-|-----------------|----------------------------------------|--------------------|----------------------|
-| full            | nothing                                | everything         | none                 |
-| adapter         | dense adapters after both sublayers    | layer norms        | both slots           |
-| pfeiffer        | dense adapter after the FFN only       | layer norms        | FFN slot             |
-| adapter-lowrank | adapters with rank-r projections s t   | layer norms        | both slots           |
-| phm-adapter     | PHM adapters, own A per layer, full B  | layer norms        | both slots           |
-| compacter       | PHM adapters, one shared A, B = s t    | layer norms        | both slots           |
-| compacter++     | as compacter, after the FFN only       | layer norms        | FFN slot             |
-| bitfit          | nothing                                | every bias         | none                 |
-| lora            | B A on query and value                 | nothing            | projection hook      |
+| method          | adds                                        | unfreezes   | hooks           |
+|-----------------|---------------------------------------------|-------------|-----------------|
+| full            | nothing                                     | everything  | none            |
+| adapter         | dense adapters after both sublayers         | layer norms | both slots      |
+| pfeiffer        | dense adapter after the FFN only            | layer norms | FFN slot        |
+| adapter-lowrank | adapters with rank-r projections s t        | layer norms | both slots      |
+| phm-adapter     | PHM adapters, own A per layer, full B       | layer norms | both slots      |
+| compacter       | PHM adapters, one shared A, B_i = s_i t_i^T | layer norms | both slots      |
+| compacter++     | as compacter, after the FFN only            | layer norms | FFN slot        |
+| bitfit          | nothing                                     | every bias  | none            |
+| lora            | B A on query and value                      | nothing     | projection hook |
 
 Every method also trains a task head (model.py). The adapter (Houlsby et al. 2019;
 Compacter paper Eq. 2) is   A(x) = x + U(f(D(x))),  D: d -> k, U: k -> d, k = d / reduction_factor.

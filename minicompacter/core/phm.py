@@ -9,8 +9,13 @@ products,
     A: (n, n, n)  the "rules" A_i, n x n each (Compacter: one A shared by the whole model)
     B: (n, d_in/n, d_out/n)                   W: (d_in, d_out)
 
-so it holds n^3 + d_in d_out / n numbers instead of d_in d_out. Compacter (LPHM, Eq. 5)
-makes each B_i low rank, B_i = s_i t_i, with s: (n, d_in/n, r) and t: (n, r, d_out/n).
+so it holds n^3 + d_in d_out / n numbers instead of d_in d_out; n must divide d_in and
+d_out. With n = 4 and the A_i fixed to the signed permutation matrices of the Hamilton
+product it is a quaternion linear layer; PHM learns the A_i (notebook 01, "Where PHM
+comes from"). Compacter (LPHM, Eq. 5) makes each B_i low rank, B_i = s_i t_i^T with the
+paper's t_i: (d_out/n, r). The factors are stored as s: (n, d_in/n, r) and
+t: (n, r, d_out/n), so the array t[i] already holds t_i^T and B = s @ t.
+
 Row-vector convention as in the reference code (rabeehk/compacter,
 seq2seq/hypercomplex/layers.py): the row index of A_i picks the input block, the
 column index the output block,
@@ -20,7 +25,7 @@ column index the output block,
 The layer can be computed two ways, equal up to float rounding:
   - built: form W (one matrix product of A and B), then x @ W;
   - factored: never form W. Split x into n blocks X_a of width p; output block c is
-        y_c = sum_i sum_a A_i[a, c] (X_a @ s_i) @ t_i
+        y_c = sum_i sum_a A_i[a, c] (X_a s_i) t_i^T        (t_i^T is the stored t[i])
     which costs n r (d_in + n^2 + d_out) multiply-adds per row instead of d_in d_out.
 """
 
@@ -54,7 +59,8 @@ def phm_weight(A, B):
 
 
 def low_rank_B(s, t):
-    """B_i = s_i t_i for every i.   s: (n, p, r)  t: (n, r, q)  ->  B: (n, p, q)"""
+    """B_i = s_i t_i^T for every i, as s @ t: the stored t[i] is t_i^T.
+    s: (n, p, r)  t: (n, r, q)  ->  B: (n, p, q)"""
     return s @ t
 
 
@@ -106,7 +112,7 @@ def phm_linear(params, x, *, shared_A=None, factored=None):
 
 
 def _phm_factored(A, s, t, x):
-    """sum_i sum_a A_i[a, c] (X_a @ s_i) @ t_i for each output block c, without W.
+    """sum_i sum_a A_i[a, c] (X_a s_i) t_i^T for each output block c, without W (t[i] = t_i^T).
     A: (n, n, n)  s: (n, p, r)  t: (n, r, q)  x: (..., n p)  ->  (..., n q)"""
     n, p, r = s.shape
     q = t.shape[-1]
