@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as onp
+import pytest
 from matplotlib.collections import PathCollection
 
 from minicompacter.harness import plots
@@ -44,3 +45,21 @@ def test_low_resource_draws_means_bands_and_single_runs():
     assert list(line.get_xdata()) == [100, 500] and list(line.get_ydata()) == [0.7, 0.8]
     assert sorted(points(ax)) == [(100, 0.69), (100, 0.71), (500, 0.8)]
     assert len(ax.collections) == 2                       # the +-1 sd band and the runs
+
+
+def test_moving_mean_averages_the_last_window_values():
+    assert plots.moving_mean([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]
+    assert plots.moving_mean([1.0, 3.0, 5.0], 1) == [1.0, 3.0, 5.0]
+    assert plots.moving_mean([2.0, 4.0, 6.0], 10) == [2.0, 3.0, 4.0]
+
+
+def test_loss_and_validation_names_its_window_and_refuses_an_empty_one():
+    history = [{"step": s, "loss": 1.0 / s} for s in range(1, 9)] + \
+              [{"step": 8, "validation": {"score": 0.7}}]
+    fig = plots.loss_and_validation({"compacter": history, "full": history}, window=4)
+    loss_ax, score_ax = fig.axes
+    assert "last 4 steps" in loss_ax.get_ylabel()
+    assert len(loss_ax.lines) == 2 and len(score_ax.lines) == 2
+    assert loss_ax.lines[0].get_linestyle() != loss_ax.lines[1].get_linestyle()
+    with pytest.raises(ValueError, match="window"):
+        plots.loss_and_validation({"full": history}, window=0)

@@ -64,29 +64,6 @@ def params_vs_score(rows, path=None, *, title=None):
     return _finish(fig, path)
 
 
-def training_curves(histories, path=None, *, title=None):
-    """Training loss (left) and validation score (right) per step, one line per run.
-    histories: {label: history list from finetune}."""
-    plt = _pyplot(path)
-
-    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for label, history in histories.items():
-        steps = [h["step"] for h in history if "loss" in h]
-        losses = [h["loss"] for h in history if "loss" in h]
-        k = max(1, len(losses) // 50)                        # smooth over ~2% of the run
-        smooth = [sum(losses[max(0, i - k + 1):i + 1]) / len(losses[max(0, i - k + 1):i + 1])
-                  for i in range(len(losses))]
-        ax_loss.plot(steps, smooth, label=label)
-        evals = [(h["step"], h["validation"]["score"]) for h in history if "validation" in h]
-        ax_score.plot([s for s, _ in evals], [v for _, v in evals], marker="o", label=label)
-    ax_loss.set_xlabel("step"); ax_loss.set_ylabel("training loss (smoothed)")
-    ax_score.set_xlabel("step"); ax_score.set_ylabel("validation score")
-    ax_score.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return _finish(fig, path)
-
-
 def low_resource(summary, path=None, *, title=None, records=None):
     """Test score against training-set size (log axis), one line per method: the mean over
     seeds, a band of +-1 standard deviation, and each seed's run as a faint point.
