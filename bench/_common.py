@@ -126,6 +126,13 @@ def machine(extra=()):
             *extra]
 
 
+def peer_versions(peer_python):
+    """The PyTorch peer's library versions, one line (bench/peer_adapterhub.py --versions)."""
+    import subprocess
+    return subprocess.run([peer_python, str(ROOT / "bench" / "peer_adapterhub.py"), "--versions"],
+                          stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+
+
 def command():
     """The command line as run, with the performance-relevant environment variables."""
     env = [f"{k}={shlex.quote(os.environ[k])}" for k in PERF_ENV if k in os.environ]

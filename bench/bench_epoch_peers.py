@@ -18,10 +18,9 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 
-from _common import ROOT, append_section, machine, start
+from _common import ROOT, append_section, machine, peer_versions, start
 from bench_step import run_json
 
 
@@ -43,7 +42,6 @@ def parse_args(argv=None):
 
 
 def lr():
-    import minicompacter
     from minicompacter.core.methods import LEARNING_RATES
     return LEARNING_RATES["compacter++"]
 
@@ -79,9 +77,7 @@ def main(argv=None):
         return worker(*args.worker, args.data_dir, args.train_size)
     start()                                       # for machine()'s description of the workers' pool
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'bench'}")
-    versions = subprocess.run([args.peer_python, str(ROOT / "bench" / "peer_adapterhub.py"), "--versions"],
-                              stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
-    notes = machine([versions])
+    notes = machine([peer_versions(args.peer_python)])
     print("\n".join(notes), flush=True)
     lines = ["| task | layer norms | side | seconds (median) | rounds | mc / this | peak MB | mc / this peak |",
              "|---|---|---|---|---|---|---|---|"]

@@ -17,7 +17,7 @@ import argparse
 import statistics
 import sys
 
-from _common import ROOT, append_section, machine, parse_shapes
+from _common import ROOT, append_section, machine, peer_versions, parse_shapes
 from bench_step import run_json
 
 MC = ("minicompacter Compacter++ (layer norms frozen)", "compacter++:adapter-only")
@@ -81,12 +81,8 @@ def table(results):
 
 
 def main(argv=None):
-    import subprocess
-
     args = parse_args(argv)
-    versions = subprocess.run([args.peer_python, str(ROOT / "bench" / "peer_adapterhub.py"), "--versions"],
-                              stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
-    notes = machine([versions])
+    notes = machine([peer_versions(args.peer_python)])
     print("\n".join(notes), flush=True)
     results = [((B, T), measure(args, B, T)) for B, T in parse_shapes(args.shapes)]
     text = table(results)

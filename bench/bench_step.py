@@ -31,7 +31,8 @@ import time
 
 import numpy as np
 
-from _common import ROOT, append_section, machine, parse_shapes, start, step_setup, time_interleaved
+from _common import (ROOT, append_section, machine, parse_shapes, peer_versions, start, step_setup,
+                     time_interleaved)
 
 # The presets train every layer norm, as the paper does; ":adapter-only" freezes them, as
 # AdapterHub's train_adapter does, so that the two sides train the same weights.
@@ -171,9 +172,7 @@ def main(argv=None):
     methods = args.methods.split(",")
     peer_line = []
     if args.peer_python:
-        peer_line = [subprocess.run([args.peer_python, str(ROOT / "bench" / "peer_adapterhub.py"),
-                                     "--versions"], stdout=subprocess.PIPE, text=True,
-                                    check=True).stdout.strip()]
+        peer_line = [peer_versions(args.peer_python)]
     notes = machine(peer_line)
     print("\n".join(notes), flush=True)
     rate, rates = gemm_rate()
