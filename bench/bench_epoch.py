@@ -71,10 +71,10 @@ def time_steps(enc, batches, pretrained, method, T=None):
         batch = enc.batch(index)
         if T is not None:
             batch = pad_to(batch, T)
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         _, _, (trainable, opt) = train_step(trainable, opt, frozen, batch, model, 1e-3, cfg,
                                             np.random.default_rng([0, 1, step]))
-        times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - t0)
     return times
 
 
@@ -114,9 +114,9 @@ def main(argv=None):
     sub = load_task("sst2", data_dir=args.data_dir, train_size=args.finetune_size)["train"]
     sub_enc = Encoded(encode(sub, pre.tokenizer, task, max_length=128), pre.tokenizer.token_to_id("[PAD]"))
     model, trainable, frozen = init_model(np.random.default_rng(0), pre, args.method, pooling=cfg.pooling)
-    start = time.perf_counter()
+    t0 = time.perf_counter()
     predictions(trainable, frozen, sub_enc, model, 64)
-    eval_seconds = time.perf_counter() - start
+    eval_seconds = time.perf_counter() - t0
 
     text = "\n".join([
         "| what | batches | timed | tokens per row | seconds | examples/s |",
