@@ -337,6 +337,7 @@ def test_demo_on_tiny(tmp_path):
         assert f"| {name} |" in out.stdout
     assert (tmp_path / "demo" / "params_vs_score.png").exists()
     table = out.stdout[out.stdout.index("| method |"):out.stdout.index("score: the test split")]
+    assert "| best epoch |" in table and table.count("/10 |") == 6    # the tiny demo: 10 epochs
     again = cli("demo", "--model", "tiny", "--no-progress", "--out", str(tmp_path / "demo"))
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("not trained again") == 6 and table in again.stdout
