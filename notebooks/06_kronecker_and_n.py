@@ -125,7 +125,8 @@ def spectra(weights, proj):
 # $r(d_\text{in} + d_\text{out}) = d + k$ weights per projection with $r = 1$, and so differ
 # in count only by Compacter's shared $A$, $n^3 = 64$ numbers for the whole model: 161,664
 # against 161,728 on T5-base (notebook 03 derives both). On MiniLM, from `count_analytic`
-# on the loaded model's shapes, and as each run counts its trained tree:
+# on the loaded model's shapes (each run below counts its trained tree to the same number,
+# asserted there):
 
 # %%
 MINILM = shapes_from_config(pretrained.config, MODEL)
