@@ -258,7 +258,8 @@ for m in STYLE:
 
 # %%
 WINDOW = 8
-SEED_STYLE = dict(zip(SEEDS, ["-", "--"]))
+SEED_STYLE = dict(zip(SEEDS, ["-", "--"]))            # and the first seed's markers filled
+MARKER = {"adapter-lowrank": "o", "compacter": "D"}
 fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
 for (m, seed), (_, metrics) in runs.items():
     steps = [h for h in metrics["history"] if "loss" in h]
@@ -267,7 +268,9 @@ for (m, seed), (_, metrics) in runs.items():
     ax_loss.plot([h["step"] for h in steps], moving_mean([h["loss"] for h in steps], WINDOW),
                  color=STYLE[m], ls=SEED_STYLE[seed], label=label)
     ax_val.plot([h["epoch"] + 1 for h in evals], [h["validation"]["score"] for h in evals],
-                color=STYLE[m], ls=SEED_STYLE[seed], marker="os"[SEEDS.index(seed)], label=label)
+                color=STYLE[m], ls=SEED_STYLE[seed], marker=MARKER[m], label=label,
+                markersize=7 if seed == SEEDS[0] else 5, mfc=STYLE[m] if seed == SEEDS[0] else "none",
+                zorder=2 if seed == SEEDS[0] else 3)          # open markers drawn over filled ones
 ax_loss.set_xlabel("update"); ax_loss.set_ylabel(f"training loss (mean of the last {WINDOW} updates)")
 ax_val.set_xlabel("epoch"); ax_val.set_ylabel("validation score")
 ax_val.set_xticks(range(1, EPOCHS + 1))
@@ -336,7 +339,7 @@ for n in N_VALUES:
 sweep = {n: {seed: runs["compacter", seed] if n == n_default else run("compacter", seed, phm_dim=n)
              for seed in SEEDS} for n in N_VALUES}
 per_n = {}
-print(f"{'n':>3} {'s, t of a down proj.':>22} {'per proj.':>9} {'shared A':>9} {'trainable':>10} "
+print(f"{'n':>3} {'s, t of a down proj.':>25} {'per proj.':>9} {'shared A':>9} {'trainable':>10} "
       f"{'bound':>6} {'rank':>6}  test score")
 for n, by_seed in sweep.items():
     config = by_seed[SEEDS[0]][0]
@@ -352,7 +355,7 @@ for n, by_seed in sweep.items():
     assert all(metrics["trainable_params"] == per_n[n]["trainable"] for _, metrics in by_seed.values())
     shapes = f"{(n, d // n, 1)}, {(n, 1, k // n)}"
     row = per_n[n]
-    print(f"{n:>3} {shapes:>22} {row['per projection']:>9,} {row['shared A']:>9,} "
+    print(f"{n:>3} {shapes:>25} {row['per projection']:>9,} {row['shared A']:>9,} "
           f"{row['trainable']:>10,} {row['bound']:>6} {f'{min(rank)}-{max(rank)}':>6}  "
           + " ".join(f"{s:.3f}" for s in scores) + (f" (mean {row['mean']:.3f})" if len(SEEDS) > 1 else ""))
 
@@ -376,7 +379,7 @@ assert all(row["rank"][1] <= row["bound"] for row in per_n.values())
 
 # %%
 ns = np.array(N_VALUES)
-fig, (ax_c, ax_s) = plt.subplots(1, 2, figsize=(10, 3.6))
+fig, (ax_c, ax_s) = plt.subplots(1, 2, figsize=(11.5, 3.6))
 ax_c.plot(ns, [per_n[n]["trainable"] for n in ns], "o-", color="C4", label="all trainable")
 ax_c.plot(ns, [per_n[n]["per projection"] * 2 * adapter_positions(MINILM, sweep[n][SEEDS[0]][0])
                for n in ns], "s--", color="C2", label="adapter weights ($s$, $t$)")
@@ -398,8 +401,9 @@ for ax in (ax_c, ax_s):
     ax.minorticks_off()
     ax.margins(x=0.12)
     ax.set_xlabel("n (phm_dim)")
-    ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
+ax_c.legend(fontsize=8)
+ax_s.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
