@@ -151,15 +151,20 @@ def _in_subprocess(code, threads=None):
 
 
 def test_parallel_starts_the_pool_and_ends_it():
+    # With 2 threads, one part runs on the calling thread and one on the pool's one worker.
     done = _in_subprocess("import threading, time\n"
                           "before = threading.active_count()\n"
+                          "ran = set()\n"
+                          "def part(rows):\n"
+                          "    ran.add(threading.get_ident()); time.sleep(0.2)\n"
                           "with k.parallel(2) as n:\n"
                           "    inside = (n, k.active_threads())\n"
-                          "    k.in_parts(lambda rows: time.sleep(0.2), 10, 1 << 30)   # both busy\n"
+                          "    k.in_parts(part, 10, 1 << 30)\n"
                           "    during = threading.active_count()\n"
-                          "print(inside, during - before, k.active_threads(), threading.active_count() - before)")
+                          "print(inside, during - before, len(ran), threading.main_thread().ident in ran,\n"
+                          "      k.active_threads(), threading.active_count() - before)")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["(2,", "2)", "2", "1", "0"], done.stdout
+    assert done.stdout.split() == ["(2,", "2)", "1", "2", "True", "1", "0"], done.stdout
 
 
 def test_threads_setting_one_keeps_the_pool_off():

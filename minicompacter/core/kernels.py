@@ -89,7 +89,8 @@ def parallel(threads=None):
             if n > 1:
                 from threadpoolctl import threadpool_limits
                 _blas_limit = threadpool_limits(limits=1, user_api="blas")
-                _pool = ThreadPoolExecutor(n, thread_name_prefix="minicompacter")
+                # n - 1 workers: in_parts runs one part on the calling thread
+                _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="minicompacter")
                 _pool_threads, _pool_pid = n, os.getpid()
         _depth += 1
     try:
@@ -152,9 +153,14 @@ def in_parts(fn, n, size, chunk=None):
     if parts <= 1:
         run(0, n)
         return
-    futures = [_pool.submit(run, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
-    for future in futures:
-        future.result()
+    # The last part runs on the calling thread, which would otherwise only wait: one
+    # hand-over to a pool thread fewer per call, and that part's data stay in its cache.
+    futures = [_pool.submit(run, lo, hi) for lo, hi in zip(bounds[:-2], bounds[1:-1])]
+    try:
+        run(bounds[-2], bounds[-1])
+    finally:
+        for future in futures:
+            future.result()
 
 
 def _rows(x):
