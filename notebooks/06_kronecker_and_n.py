@@ -247,8 +247,10 @@ for m in STYLE:
 # lines lie on one another, at 1 and at the floor).
 # Compacter's $k$ singular values are all non-zero; how fast they fall is what the effective
 # ranks above and the ratio $\sigma_k / \sigma_1$ (printed) measure.
-# <!-- LEAD: fill after full build: how Compacter's spectrum changes with training (flatter or
-# steeper than at initialisation; the effective ranks and sigma_k / sigma_1 printed above). -->
+# At the full size (SST-2, 1,000 examples, 4 epochs) training hardly changes Compacter's
+# spectrum: the median effective ranks go from 8.30 and 9.22 to 8.21 and 8.76 (seed 0; seed 1:
+# 9.66 and 9.47 to 9.15 and 9.40), and the median $\sigma_k / \sigma_1$ from 0.044 to 0.038.
+# The trained projections use all 12 directions about as evenly as the random ones did.
 #
 # ### Training both
 #
@@ -296,9 +298,14 @@ print("\nmean test score over the seeds:", {m: round(v, 3) for m, v in mean_test
 # score after each epoch (right), one line per method and seed.* The table gives the
 # validation score after each epoch, the epoch kept (the best on validation) and its test
 # score.
-# <!-- LEAD: fill after full build: which method scores higher on test (mean of the two
-# seeds, printed), by how much against the seed-to-seed spread, and whether the loss curves
-# separate. Standard error of an accuracy near 0.8 on SST-2's 872 test sentences: about 0.014. -->
+# At the full size Compacter's mean test score is 0.814 and Adapter-LowRank's 0.809: a
+# difference of 0.005, against a standard error of about 0.014 for one accuracy on SST-2's
+# 872 test sentences, and against a spread between Compacter's two seeds of 0.023 (0.803
+# and 0.826). Under each seed (the same data order) the two methods' loss curves lie close
+# together; the two seeds differ more than the two methods do. On this task and
+# budget the rank that the Kronecker structure buys makes no difference that two seeds can
+# show. Both methods also train what they share, the layer norms, the adapters' biases and
+# the head: 15,506 of Compacter's 25,074 trainable numbers (counts above).
 #
 # ## 2 · What n does
 #
@@ -374,8 +381,10 @@ assert all(row["rank"][1] <= row["bound"] for row in per_n.values())
 # (asserted). At $n = 12 = k$ each $t_i$ of a down projection is a single number and each
 # $B_i$ a column of 32, and $A$ holds 1,728 numbers, more than the 396 weights of a
 # projection.
-# <!-- LEAD: fill after full build: the measured ranks of the trained weights (printed; do they
-# sit at the bound?) and the test scores against n (means and the spread between the seeds). -->
+# At the full size every trained projection sits at its bound: rank 4 at $n = 2$, 12 from
+# $n = 4$ on. The test scores hardly move with $n$: the means are 0.814, 0.814, 0.815 and
+# 0.807 for $n = 2, 4, 6, 12$, and at each $n$ the two seeds differ by 0.023 to 0.025, more
+# than any two $n$ do.
 
 # %%
 ns = np.array(N_VALUES)
@@ -411,5 +420,17 @@ plt.tight_layout(); plt.show()
 # flat, the shared $A$ grows as $n^3$; right, the test score of each seed (crosses) and
 # their mean (line), with Adapter-LowRank's mean on the same seeds and settings (dashed), and
 # each $n$'s rank bound.*
-# <!-- LEAD: fill after full build: what the figure shows (does the score follow the rank
-# bound, i.e. n = 2 below the rest? does n = 12's larger A help or not, within the spread?). -->
+# At the full size the score does not follow the rank bound: $n = 2$, bounded to rank 4,
+# scores as $n = 4$ and $n = 6$ do, and $n = 12$, with the largest $A$, scores lowest by
+# 0.007, well within the spread between the seeds. On MiniLM and SST-2 at this budget, $n$
+# changes the parameter count (through $n^3$) and the rank bound, and no measurable score.
+
+# %%
+# What the prose above says of the full-size run, checked (full size only).
+if not SMALL:
+    assert {m: round(v, 3) for m, v in mean_test.items()} == {"adapter-lowrank": 0.809, "compacter": 0.814}
+    assert [round(per_n[n]["mean"], 3) for n in N_VALUES] == [0.814, 0.814, 0.815, 0.807]
+    assert all(0.022 < max(r["scores"]) - min(r["scores"]) < 0.026 for r in per_n.values())
+    assert all(per_n[n]["rank"] == (per_n[n]["bound"],) * 2 for n in N_VALUES)
+    assert round(eff["compacter", 0, "init", "down"], 2) == 8.30 and round(eff["compacter", 0, "trained", "down"], 2) == 8.21
+    assert sum(v for c, v in here["compacter"].items() if c in ("adapter biases", "layer norms", "head")) == 15_506

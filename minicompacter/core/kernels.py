@@ -45,7 +45,8 @@ from autograd.tracer import getval, isbox
 # --- work split over the cores -----------------------------------------------------------
 #
 # Inside a `parallel()` block, minicompacter runs NumPy's BLAS on one thread and splits its
-# own work over a pool of one thread per core: large matrix products by rows, elementwise
+# own work over one thread per core, the calling thread and a pool of the others (the caller
+# runs one part itself rather than wait): large matrix products by rows, elementwise
 # loops by blocks, attention by batch. NumPy and SciPy release the GIL inside their loops, so
 # the threads run truly in parallel. Why not OpenBLAS's own threads: after each product its
 # idle workers spin for a while (about 2^28 cycles) before sleeping, which takes a core away
@@ -107,7 +108,7 @@ def parallel(threads=None):
 
 
 def active_threads():
-    """The threads the kernels split their work over now: the pool's size, or 1."""
+    """The threads the kernels split their work over now: the caller and the pool's, or 1."""
     return _pool_threads if _pool is not None and _pool_pid == os.getpid() else 1
 
 
