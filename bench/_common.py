@@ -1,6 +1,7 @@
 """What the benchmark scripts share: the machine description, the command as run, random
 realistic batches, interleaved timing, and appending a section to BENCHMARKS.md."""
 
+import argparse
 import atexit
 import contextlib
 import datetime
@@ -78,6 +79,19 @@ def step_setup(method, B, T):
             state["trainable"], state["opt"], frozen, batch, model, 1e-4, cfg, None)
         return loss
     return step, trainable
+
+
+def peer_arguments(parser, *, peer_required=True, repeats_help="timed steps per process"):
+    """The options every script against a peer shares: --peer-python, --shapes, --rounds,
+    --repeats and --append."""
+    parser.add_argument("--peer-python", required=peer_required,
+                        help="a Python with torch + adapters (see bench/peer_adapterhub.py)")
+    parser.add_argument("--shapes", default="32x16,32x32,32x128",
+                        help="comma-separated BxT (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help=f"{repeats_help} (default %(default)s)")
+    parser.add_argument("--append", action=argparse.BooleanOptionalAction, default=True,
+                        help="append the table to BENCHMARKS.md (default on)")
 
 
 def parse_shapes(text):

@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 
-from _common import ROOT, append_section, machine, parse_shapes, peer_versions, start, step_setup
+from _common import (ROOT, append_section, machine, parse_shapes, peer_arguments, peer_versions,
+                     start, step_setup)
 from bench_step import run_json
 from minicompacter.core import kernels
 
@@ -36,13 +37,7 @@ METHOD = "compacter++:adapter-only"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--peer-python", required=False,
-                   help="a Python with torch + adapters (see bench/peer_adapterhub.py)")
-    p.add_argument("--shapes", default="32x16,32x32,32x128", help="comma-separated BxT (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=3, help="alternated rounds (default %(default)s)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repetitions per process (default %(default)s)")
-    p.add_argument("--append", action=argparse.BooleanOptionalAction, default=True,
-                   help="append the table to BENCHMARKS.md (default on)")
+    peer_arguments(p, peer_required=False, repeats_help="timed repetitions per process")
     p.add_argument("--record", metavar="BxT", help=argparse.SUPPRESS)
     p.add_argument("--replay", metavar="FILE", help=argparse.SUPPRESS)
     return p.parse_args(argv)

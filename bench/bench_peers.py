@@ -17,7 +17,7 @@ import argparse
 import statistics
 import sys
 
-from _common import ROOT, append_section, machine, peer_versions, parse_shapes
+from _common import ROOT, append_section, machine, parse_shapes, peer_arguments, peer_versions
 from bench_step import run_json
 
 MC = ("minicompacter Compacter++ (layer norms frozen)", "compacter++:adapter-only")
@@ -31,14 +31,8 @@ PEERS = [
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--peer-python", required=True,
-                   help="a Python with torch + adapters (see bench/peer_adapterhub.py)")
-    p.add_argument("--shapes", default="32x16,32x32,32x128", help="comma-separated BxT (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=3, help="alternated rounds (default %(default)s)")
-    p.add_argument("--repeats", type=int, default=5, help="timed steps per process (default %(default)s)")
+    peer_arguments(p)
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default %(default)s)")
-    p.add_argument("--append", action=argparse.BooleanOptionalAction, default=True,
-                   help="append the table to BENCHMARKS.md (default on)")
     return p.parse_args(argv)
 
 
