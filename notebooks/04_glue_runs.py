@@ -238,12 +238,12 @@ if not SMALL:
 # %% [markdown]
 # Peak memory is each run's process peak from the start of training (the frozen model, the
 # encoded data, Python and the libraries included); time is the training loop with its
-# evaluation after each epoch, from one run on a shared two-core machine: jobs running
-# beside it lengthen the times, not all alike, so the ratios are rough (on a quiet machine
-# runs of the same thing differ by about 10%, BENCHMARKS.md). In the committed full-size
-# run the five parameter-efficient methods took 0.42 to 0.56 of full fine-tuning's time
-# and 0.53 to 0.56 of its peak memory: the saving in time is as large as the saving in
-# memory.
+# evaluation after each epoch, from one run on a two-core machine: jobs running beside it
+# would lengthen the times, not all alike, so the ratios are rough (on a quiet machine runs
+# of the same thing differ by about 10%, BENCHMARKS.md). In the committed full-size run,
+# made with nothing else running, the five parameter-efficient methods took 0.36 to 0.42
+# of full fine-tuning's time and 0.51 to 0.55 of its peak memory: the saving in time is
+# somewhat larger than the saving in memory.
 #
 # Memory: full fine-tuning keeps a gradient and AdamW's two moment estimates for each of its
 # 22.6 million parameters, three float32 copies of the model (271 MB, printed above), and
