@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -86,6 +87,26 @@ def flops(calls):
     return sum(2 * c["a"][0] * c["a"][1] * c["b"][1] for c in calls)
 
 
+def measure(args, B, T, calls_file):
+    """{side: median seconds over the alternated rounds} at one shape."""
+    here, bench = sys.executable, ROOT / "bench"
+    steps = ["--repeats", str(args.repeats), "--warmup", "2"]
+    sides = {
+        "mc step": [here, str(bench / "bench_step.py"), "--worker", METHOD, f"{B}x{T}", *steps],
+        "mc GEMMs": [here, __file__, "--replay", calls_file, "--repeats", str(args.repeats)],
+        "peer step": [args.peer_python, str(bench / "peer_adapterhub.py"), "compacter++-equivalent",
+                      f"{B}x{T}", "--attention", "sdpa", *steps],
+        "peer GEMMs": [args.peer_python, str(bench / "peer_gemms.py"), calls_file,
+                       "--repeats", str(args.repeats)],
+    }
+    got = {name: [] for name in sides}
+    for r in range(args.rounds):
+        for name, cmd in sides.items():
+            got[name].append(run_json(cmd)["median"])
+            print(f"B{B}xT{T} round {r + 1}: {name}: {got[name][-1]:.3f} s", flush=True)
+    return {name: statistics.median(v) for name, v in got.items()}
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.record:
@@ -102,27 +123,14 @@ def main(argv=None):
         raise SystemExit("--peer-python is required: a Python with torch + adapters")
     notes = machine([peer_versions(args.peer_python)])
     print("\n".join(notes), flush=True)
-    here, bench = sys.executable, ROOT / "bench"
+    here = sys.executable
     rows = []
     for B, T in parse_shapes(args.shapes):
         calls = run_json([here, __file__, "--record", f"{B}x{T}"])
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump(calls, f)
-        steps = ["--repeats", str(args.repeats), "--warmup", "2"]
-        sides = {
-            "mc step": [here, str(bench / "bench_step.py"), "--worker", METHOD, f"{B}x{T}", *steps],
-            "mc GEMMs": [here, __file__, "--replay", f.name, "--repeats", str(args.repeats)],
-            "peer step": [args.peer_python, str(bench / "peer_adapterhub.py"), "compacter++-equivalent",
-                          f"{B}x{T}", "--attention", "sdpa", *steps],
-            "peer GEMMs": [args.peer_python, str(bench / "peer_gemms.py"), f.name,
-                           "--repeats", str(args.repeats)],
-        }
-        got = {name: [] for name in sides}
-        for r in range(args.rounds):
-            for name, cmd in sides.items():
-                got[name].append(run_json(cmd)["median"])
-                print(f"B{B}xT{T} round {r + 1}: {name}: {got[name][-1]:.3f} s", flush=True)
-        med = {name: statistics.median(v) for name, v in got.items()}
+        with tempfile.TemporaryDirectory() as tmp:           # the recorded products, for both replays
+            calls_file = str(Path(tmp) / "calls.json")
+            Path(calls_file).write_text(json.dumps(calls))
+            med = measure(args, B, T, calls_file)
         rows.append((B, T, len(calls), flops(calls), med))
     lines = ["| shape | GEMMs in a step (GFLOP) | mc step s | mc GEMMs alone s | peer step s | "
              "peer GEMMs alone s | mc step / peer step | mc GEMMs alone / peer step | "
