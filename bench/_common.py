@@ -17,18 +17,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))                    # benchmark this checkout, installed or not
 import minicompacter                             # noqa: E402
-from minicompacter.core import kernels           # noqa: E402
+from minicompacter.core import threads           # noqa: E402
+from minicompacter.harness.training.process import tune_malloc  # noqa: E402
 
 # A benchmark's process is its own: the allocator settings the command line uses too
-# (kernels.tune_malloc), and, from `start()`, every core for the kernels until it exits.
-MALLOC_TUNED = kernels.tune_malloc()
+# (training/process.py tune_malloc), and, from `start()`, every core for the kernels until
+# it exits.
+MALLOC_TUNED = tune_malloc()
 
 
 def start():
-    """Enter kernels.parallel() for the rest of this process (what finetune does for a run):
+    """Enter threads.parallel() for the rest of this process (what finetune does for a run):
     the kernels' thread pool, BLAS on one thread. Each script's main() calls it first."""
     stack = contextlib.ExitStack()
-    stack.enter_context(kernels.parallel())
+    stack.enter_context(threads.parallel())
     atexit.register(stack.close)
 
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -61,7 +63,7 @@ def step_setup(method, B, T):
     `step()` running train.train_step without dropout (clipping and AdamW included), its
     state kept across calls. Returns (step, trainable tree)."""
     from minicompacter.core.optim import init_adamw
-    from minicompacter.harness.train import TrainConfig, train_step
+    from minicompacter.harness.training.train import TrainConfig, train_step
 
     name, _, variant = method.partition(":")
     config = minicompacter.method_config(name, **({"train_layer_norms": False}
@@ -130,12 +132,12 @@ def machine(extra=()):
     """One-line descriptions of the CPU and the libraries, plus any `extra` lines."""
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor() or "unknown")
-    threads = kernels.active_threads()
+    threads_used = threads.active_threads()
     return [f"CPU: {cpu}, {os.cpu_count()} cores", f"Python {platform.python_version()}, "
             f"numpy {np.__version__}, minicompacter {minicompacter.__version__}",
             f"NumPy BLAS: {blas_info()}",
-            f"minicompacter: a pool of {threads} threads"
-            + (", NumPy's BLAS set to 1 thread" if threads > 1 else "")
+            f"minicompacter: a pool of {threads_used} threads"
+            + (", NumPy's BLAS set to 1 thread" if threads_used > 1 else "")
             + f"; glibc allocator settings {'applied' if MALLOC_TUNED else 'not applied'}",
             *extra]
 

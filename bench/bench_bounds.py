@@ -5,7 +5,7 @@ The products are those one step really makes: every kernels.matmul_rows call of 
 Compacter++ adapter-only step (bench_step.py's step) is recorded with its shapes and
 memory layouts, then replayed on fresh arrays of the same layouts, alone, on
 minicompacter's side (NumPy's BLAS on one thread per pool thread, inside
-kernels.parallel(), as in training) and on PyTorch's (torch.matmul with its default
+threads.parallel(), as in training) and on PyTorch's (torch.matmul with its default
 threads, bench/peer_gemms.py). Whole steps: bench_step.py's worker and
 peer_adapterhub.py with the exactly equivalent block and the default attention (SDPA).
 Every measurement is its own process, the four alternated round after round.

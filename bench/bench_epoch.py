@@ -28,10 +28,12 @@ import numpy as np
 
 from _common import append_section, machine, start
 import minicompacter                                      # noqa: E402
-from minicompacter.harness.data import Encoded, batch_order, encode, get_task, load_task  # noqa: E402
+from minicompacter.harness.data.batches import Encoded, batch_order, encode  # noqa: E402
+from minicompacter.harness.data.tasks import get_task, load_task  # noqa: E402
 from minicompacter.core.model import init_model                # noqa: E402
 from minicompacter.core.optim import init_adamw                # noqa: E402
-from minicompacter.harness.train import TrainConfig, finetune, predictions, train_step  # noqa: E402
+from minicompacter.harness.training.evaluate import predictions  # noqa: E402
+from minicompacter.harness.training.train import TrainConfig, finetune, train_step  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -49,7 +49,7 @@ def lr():
 def worker(task, layer_norms, data_dir, train_size):
     """minicompacter's side: one epoch of `finetune` (its time includes the validation pass)."""
     import minicompacter
-    from minicompacter.harness.train import TrainConfig, finetune
+    from minicompacter.harness.training.train import TrainConfig, finetune
 
     start()
     method = minicompacter.method_config("compacter++", train_layer_norms=layer_norms == "trained")

@@ -1,4 +1,4 @@
-"""Time the PHM layer forward + backward: W built (factored=False) against factored=True.
+"""Time the PHM layer forward + backward: W built (build_W=True) against the factored product (build_W=False).
 
 For each width d and phm_dim n, three rank-1 (Compacter) PHM layers: an adapter's down
 projection d -> k and up projection k -> d, k = max(n, n * round(d / 32 / n)), and a
@@ -10,7 +10,7 @@ ratio factored / built, the forward multiply-adds of each path as the code compu
 the tracemalloc peak of one step above what was allocated before it (NumPy reports its
 buffers to tracemalloc; a separate untimed run) and the relative max abs difference of
 the outputs and gradients of the two paths. A ratio below 0.85 counts as a win beyond
-the noise (about +-10%). The script scores candidate rules for factored=None.
+the noise (about +-10%). The script scores candidate rules for build_W=None.
 Run with the glibc allocator settings below (MALLOC_*_; docs/performance.md): without them,
 fresh large buffers made some cases 2-8x slower depending on what ran before (both paths).
 
@@ -77,7 +77,7 @@ def macs(N, d_in, d_out, n, r):
 
 
 def step_fn(factored, g):
-    loss = lambda P, x: np.sum(phm.phm_linear(P, x, factored=factored) * g)
+    loss = lambda P, x: np.sum(phm.phm_linear(P, x, build_W=not factored) * g)
     return grad(lambda Px: loss(*Px))            # gradients for every leaf of (params, x)
 
 
@@ -110,7 +110,7 @@ def run_case(rng, N, d_in, d_out, n, r, repeats, warmup):
             start = time.perf_counter()
             last[i] = f((P, x))
             times[i].append(time.perf_counter() - start)
-    ys = [phm.phm_linear(P, x, factored=fl) for fl in (False, True)]
+    ys = [phm.phm_linear(P, x, build_W=not fl) for fl in (False, True)]
     (gPb, gxb), (gPf, gxf) = last
     gdiff = max([rel(gPf[k], gPb[k]) for k in gPb] + [rel(gxf, gxb)])
     assert all(v.dtype == onp.float32 for v in [*ys, gxb, gxf, *gPb.values(), *gPf.values()])
@@ -133,7 +133,7 @@ def table(rows):
 
 
 def conclusion(rows, skipped):
-    """Where the factored path wins, and how candidate rules for factored=None would do."""
+    """Where the factored path wins, and how candidate rules for build_W=None would do."""
     says = lambda rs: ", ".join(f"{r['layer']} {r['d_in']}->{r['d_out']} n={r['n']} "
                                 f"({r['ratio']:.2f})" for r in rs) or "none"
     wins = [r for r in rows if r["ratio"] < WIN]
@@ -150,7 +150,7 @@ def conclusion(rows, skipped):
     rules["factored MACs <= built MACs / 10"] = lambda r: 10 * r["macs"][1] <= r["macs"][0]
     rules["min(d_in, d_out) >= 10 n r"] = lambda r: min(r["d_in"], r["d_out"]) >= 10 * r["n"] * r["r"]
     best = sum(min(r["ms"]) for r in rows)
-    out.append("- candidate rules for factored=None (low-rank layers): time summed over the "
+    out.append("- candidate rules for build_W=None (low-rank layers): time summed over the "
                "cases relative to always picking the faster path; cases where the rule picks "
                "a path more than 15% slower:")
     for name, pick in rules.items():

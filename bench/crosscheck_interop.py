@@ -113,13 +113,13 @@ def transformers_side(out, batch):
 
 def run_case(i, method, options, target, args, pretrained, model_dir):
     import minicompacter as mc
-    from minicompacter.harness.export import export_adapter
+    from minicompacter.harness.formats.dispatch import export_adapter
 
     run = Path(args.out) / f"{i:02d}_{method}_{target}"
     cfg = mc.TrainConfig(epochs=1, max_length=32, pooling="cls", progress=False)
     small = {"reduction_factor": 8} if method in ("adapter", "pfeiffer") else {}
     mc.finetune(pretrained, "synthetic-sentiment", mc.method_config(method, **small, **options),
-                cfg, train_size=64, out=run / "native", base_name="minilm")
+                cfg, train_size=64, out=run / "native", model_name="minilm")
     export_adapter(run / "native", target, run / target)
     rows = []
     for group, (a, b) in {"single": (SENTENCES, None),

@@ -44,8 +44,9 @@ def main():
     import torch
     import transformers
 
-    from minicompacter.harness.data import Encoded, batch_order, encode, get_task, load_task
-    from minicompacter.harness.train import TrainConfig
+    from minicompacter.harness.data.batches import Encoded, batch_order, encode
+    from minicompacter.harness.data.tasks import get_task, load_task
+    from minicompacter.harness.training.train import TrainConfig
     from peer_adapterhub import CONFIGS, model_dir
 
     torch.manual_seed(0)

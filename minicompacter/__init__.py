@@ -13,19 +13,20 @@ inside `parallel()`), and the allocator is tuned only by the command line.
 
 from .core.encoder import (NO_HOOKS, TINY, EncoderConfig, Hooks, encoder, head, init_encoder,
                            init_head, pool)
-from .core.kernels import parallel
 from .core.layers import FAST, PLAIN, Layers, use_layers
 from .core.methods import (METHODS, PRESETS, AdapterConfig, BitFitConfig, FullConfig, LoRAConfig,
                            Method, make_method, method_config)
 from .core.model import TaskModel, hidden_states, init_model, loss, loss_and_grad, loss_grad, predict
 from .core.phm import phm_linear, phm_weight
-from .harness.checkpoint import load_adapter
-from .harness.data import load_task, tasks, tokenize
-from .harness.export import export_adapter
+from .core.threads import parallel
+from .harness.data.batches import tokenize
+from .harness.data.tasks import load_task, tasks
+from .harness.formats.dispatch import export_adapter, load_adapter
 from .harness.pretrained import LoadError, Pretrained, encode_texts, load_pretrained
-from .harness.train import TrainConfig, evaluate_checkpoint, finetune
+from .harness.training.evaluate import evaluate_checkpoint
+from .harness.training.train import TrainConfig, finetune
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["AdapterConfig", "BitFitConfig", "EncoderConfig", "FAST", "FullConfig", "Hooks",
            "LoRAConfig", "Layers", "LoadError", "METHODS", "Method", "NO_HOOKS", "PLAIN",

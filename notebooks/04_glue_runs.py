@@ -42,8 +42,8 @@ import matplotlib.pyplot as plt
 
 import minicompacter as mc
 from minicompacter.core.methods import PRESETS
-from minicompacter.harness.data import get_task
-from minicompacter.harness.plots import loss_and_validation, params_vs_score
+from minicompacter.harness.data.tasks import get_task
+from minicompacter.harness.study.plots import loss_and_validation, params_vs_score
 
 warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm, imported by datasets
 SMALL = os.environ.get("MINICOMPACTER_NOTEBOOK_SIZE", "full") == "small"

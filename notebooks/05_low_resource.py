@@ -34,8 +34,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 import minicompacter as mc
-from minicompacter.harness.plots import low_resource
-from minicompacter.harness.study import Run, epochs_for, read_results, run_grid, summarize
+from minicompacter.harness.study.plots import low_resource
+from minicompacter.harness.study.study import Run, epochs_for, read_results, run_grid, summarize
 
 warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm's, without ipywidgets
 SMALL = os.environ.get("MINICOMPACTER_NOTEBOOK_SIZE", "full") == "small"

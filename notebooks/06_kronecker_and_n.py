@@ -45,9 +45,9 @@ from minicompacter.core.counting import (T5_BASE, adapter_positions, count_analy
                                          shapes_from_config)
 from minicompacter.core.methods import PRESETS
 from minicompacter.core.phm import low_rank_B, phm_weight
-from minicompacter.harness import checks
-from minicompacter.harness.plots import moving_mean
-from minicompacter.harness.train import prepare
+from minicompacter.harness.training import checks
+from minicompacter.harness.study.plots import moving_mean
+from minicompacter.harness.training.train import prepare
 
 SMALL = os.environ.get("MINICOMPACTER_NOTEBOOK_SIZE", "full") == "small"
 GLUE = os.environ.get("GLUE_DIR")
@@ -70,7 +70,7 @@ N_VALUES = [2, 4] if SMALL else [2, 4, 6, 12]
 TRAIN = mc.TrainConfig(epochs=EPOCHS, max_length=128, progress=False)
 RUNS = Path("runs") / f"06_{TASK}_{MODEL}_{TRAIN_SIZE}x{EPOCHS}"   # finished runs are reused
 d = pretrained.config.hidden_size
-k = mc.method_config("compacter", **OPTIONS).bottleneck(d)
+k = mc.method_config("compacter", **OPTIONS).bottleneck_size(d)
 print(f"task {TASK} (GLUE_DIR {'holds SST-2' if HAS_SST2 else 'does not hold SST-2'}), "
       f"model {MODEL}: width d = {d}, bottleneck k = {k}, {pretrained.config.num_layers} blocks")
 print(f"{TRAIN_SIZE} training examples, {EPOCHS} epoch(s), seeds {SEEDS}, n in {N_VALUES}")

@@ -145,7 +145,7 @@ residual(ax_b, x, yb["in"], yb["add_a"], side=0.025)
 residual(ax_b, x, yb["ln_a"], yb["add_f"], side=0.025)
 tx = x + w / 2 + 0.03
 note(ax_b, tx, yb["qkv"], f"lora: y + (alpha / r) x A B on {' and '.join(lora_targets)}\n"
-                          f"(the projection hook; the other projections unchanged)", COLOR["lora"])
+                          f"(the attention-projection hook; the other projections unchanged)", COLOR["lora"])
 note(ax_b, tx, yb["slot1"], "an adapter: " + wrapped(slot1), COLOR["slot"])
 note(ax_b, tx, yb["slot2"], "an adapter: " + wrapped(slot2), COLOR["slot"])
 note(ax_b, tx, (yb["ln_a"] + yb["ffn"]) / 2,
@@ -190,7 +190,7 @@ plt.show()
 # before that layer norm: $h \leftarrow \mathrm{LN}(h + \mathrm{slot}(\dots))$. Adapter,
 # Adapter-LowRank, PHM-Adapter and Compacter fill both slots; Pfeiffer-Adapter and
 # Compacter++ only slot 2, after the FFN. LoRA fills no slot: it changes the query and value
-# projections inside attention, through the encoder's `projection` hook. BitFit and full
+# projections inside attention, through the encoder's `attention_projection` hook. BitFit and full
 # fine-tuning fill nothing at all: they train weights the block already has (BitFit its
 # biases, full fine-tuning everything), so the block computes what it always computed, with
 # other numbers.
@@ -236,13 +236,13 @@ for function in (methods.project, methods.low_rank_linear):
     print(inspect.getsource(function))
 
 # %% [markdown]
-# ### LoRA (the `projection` hook)
+# ### LoRA (the `attention_projection` hook)
 #
 # LoRA (Hu et al. 2021, their Eq. 3 with the scaling $\alpha / r$ they put on it; column
 # vectors) writes a frozen weight $W_0$'s update as a product of two thin matrices:
 # $h = W_0 x + \frac{\alpha}{r} B A x$. With row vectors and weights stored fan-in first, as here, that is
 # $y = x W + \frac{\alpha}{r}\, x A B$ with $A: (d, r)$ and $B: (r, d)$ (so this $A$ and $B$
-# are the transposes of LoRA's), $B$ zero at the start. The encoder calls the projection hook
+# are the transposes of LoRA's), $B$ zero at the start. The encoder calls the attention-projection hook
 # on each of the four attention projections of every block; LoRA changes the ones in
 # `target_modules`:
 
@@ -302,13 +302,13 @@ def recorded(hooks, log):
         return call if function is not None else None
 
     def projection(params, i, name, x, y):
-        out = hooks.projection(params, i, name, x, y)
+        out = hooks.attention_projection(params, i, name, x, y)
         if not np.array_equal(out, y):
             log.append((name, i))
         return out
     return mc.Hooks(attention_output=slot("slot 1", hooks.attention_output),
                     ffn_output=slot("slot 2", hooks.ffn_output),
-                    projection=projection if hooks.projection is not None else None)
+                    attention_projection=projection if hooks.attention_projection is not None else None)
 
 
 def blocks(indices):

@@ -68,7 +68,7 @@ def write_checkpoint(directory, pretrained, *, prefix="", old_layer_norm_names=F
     from safetensors.numpy import save_file
 
     from minicompacter.core.tree import dotted, flatten
-    from minicompacter.harness.pretrained import hf_names
+    from minicompacter.harness.formats.transformers import hf_names
 
     cfg, params = pretrained.config, pretrained.params
     flat = flatten(params)
@@ -102,7 +102,7 @@ def write_tsv(path, header, rows):
 def stop_after(step):
     """An on_step callback that interrupts the run after `step` updates, as Ctrl-C would."""
     def on_step(state):
-        if state["step"] >= step:
+        if state.step >= step:
             raise KeyboardInterrupt
     return on_step
 
@@ -110,7 +110,7 @@ def stop_after(step):
 def finished_and_unfinished(root, pretrained, task, method, cfg, train_size, stop_at):
     """root/finished, a whole run, and root/unfinished, the same run interrupted after
     `stop_at` updates (its last/ saved as Ctrl-C saves it)."""
-    from minicompacter.harness.train import finetune
+    from minicompacter.harness.training.train import finetune
 
     finetune(pretrained, task, method, cfg, train_size=train_size, out=root / "finished")
     with pytest.raises(KeyboardInterrupt):

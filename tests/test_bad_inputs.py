@@ -32,9 +32,11 @@ from safetensors.numpy import load_file, save_file
 
 import minicompacter as mc
 from minicompacter.core.encoder import init_encoder
-from minicompacter.harness.checkpoint import CONFIG, LAST, PAUSE_WRITE, WEIGHTS, load_adapter
-from minicompacter.harness.rundir import HISTORY, LOCK, METRICS
-from minicompacter.harness.train import TrainConfig
+from minicompacter.harness.formats.dispatch import load_adapter
+from minicompacter.harness.formats.files import PAUSE_WRITE
+from minicompacter.harness.formats.native import CONFIG, LAST, WEIGHTS
+from minicompacter.harness.training.rundir import HISTORY, LOCK, METRICS
+from minicompacter.harness.training.train import TrainConfig
 
 from conftest import finished_and_unfinished, write_checkpoint, write_tsv
 

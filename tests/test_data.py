@@ -9,8 +9,9 @@ import numpy as onp
 import pytest
 
 import minicompacter as mc
-from minicompacter.harness.data import (GLUE_TASKS, DataError, Encoded, batch_order, encode, get_task,
-                                load_task, stratified_subset, tasks)
+from minicompacter.harness.data.batches import Encoded, batch_order, encode
+from minicompacter.harness.data.tasks import (GLUE_TASKS, DataError, get_task, load_task,
+                                              stratified_subset, tasks)
 
 from conftest import write_tsv
 
@@ -206,7 +207,7 @@ def test_stsb_scores_outside_0_to_5_are_refused(glue, score):
 
 
 def test_labels_from_the_hub_or_the_suite_are_checked_too():
-    from minicompacter.harness.data import check_labels
+    from minicompacter.harness.data.tasks import check_labels
     with pytest.raises(DataError, match=r"the hub, train split, row 1: label -1 is not one of rte's"):
         check_labels({"train": {"label": [0, -1]}}, get_task("rte"), "the hub")
     with pytest.raises(DataError, match="row 0: label inf"):

@@ -145,7 +145,7 @@ def test_hooks_receive_the_whole_tree_and_the_layer_index():
     def projection(params, i, name, x, y):
         calls.append((i, name))
         return y
-    mc.encoder(p, batch, CFG, hooks=mc.Hooks(ffn_output=ffn_output, projection=projection))
+    mc.encoder(p, batch, CFG, hooks=mc.Hooks(ffn_output=ffn_output, attention_projection=projection))
     assert [c for c in calls if c[1] == (2, 5, 32)] == [(0, (2, 5, 32)), (1, (2, 5, 32))]
     assert [c for c in calls if isinstance(c[1], str)] == [
         (i, n) for i in range(2) for n in ("query", "key", "value", "output")]
@@ -155,7 +155,7 @@ def test_identity_hooks_equal_no_hooks():
     p, batch = tiny_params(), tiny_batch()
     ident = mc.Hooks(attention_output=lambda p, i, a, h, norm: a,
                      ffn_output=lambda p, i, f, h, norm: f,
-                     projection=lambda p, i, n, x, y: y)
+                     attention_projection=lambda p, i, n, x, y: y)
     onp.testing.assert_array_equal(mc.encoder(p, batch, CFG, hooks=ident), mc.encoder(p, batch, CFG))
 
 

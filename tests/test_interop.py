@@ -20,11 +20,14 @@ import minicompacter as mc
 from minicompacter.core.model import hidden_states, predict
 from minicompacter.core.paths import is_layer_norm
 from minicompacter.core.tree import flatten, merge, split, tree_map
-from minicompacter.harness import adapterhub, peft_lora
-from minicompacter.harness.adapterhub import FormatError
-from minicompacter.harness.checkpoint import (CONFIG, WEIGHTS, CheckpointError, checkpoint_format,
-                                              save_adapter)
-from minicompacter.harness.export import BASE, HEAD_INFO, HEAD_WEIGHTS, ExportError, export_adapter
+from minicompacter.harness.formats import adapterhub
+from minicompacter.harness.formats import peft as peft_lora
+from minicompacter.harness.formats.files import FormatError
+from minicompacter.harness.formats.dispatch import checkpoint_format
+from minicompacter.harness.formats.files import CheckpointError
+from minicompacter.harness.formats.native import CONFIG, WEIGHTS, save_adapter
+from minicompacter.harness.formats.dispatch import BASE, ExportError, export_adapter
+from minicompacter.harness.formats.head import HEAD_INFO, HEAD_WEIGHTS
 from minicompacter.harness.pretrained import base_identity, load_pretrained
 
 from conftest import needs_minilm

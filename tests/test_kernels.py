@@ -13,7 +13,7 @@ from autograd import grad
 from autograd.test_util import check_grads
 
 import minicompacter as mc
-from minicompacter.core import kernels, nn
+from minicompacter.core import kernels, nn, threads
 from minicompacter.core.model import init_model, loss
 from minicompacter.core.tree import flatten
 
@@ -23,13 +23,13 @@ def split(request, monkeypatch):
     """Run each test once on one thread and once inside `parallel(2)` with every array split
     over the pool in blocks of 7 rows (odd sizes on purpose), so both code paths are checked."""
     if request.param == "split":
-        monkeypatch.setattr(kernels, "_PARALLEL_MIN", 0)
+        monkeypatch.setattr(threads, "_PARALLEL_MIN", 0)
         monkeypatch.setattr(kernels, "_CHUNK", 7)
-        with kernels.parallel(2):
-            assert kernels.active_threads() == 2
+        with threads.parallel(2):
+            assert threads.active_threads() == 2
             yield request.param
     else:
-        assert kernels.active_threads() == 1
+        assert threads.active_threads() == 1
         yield request.param
 
 
@@ -146,7 +146,7 @@ def _in_subprocess(code, threads=None):
     env.pop("MINICOMPACTER_THREADS", None)
     if threads is not None:
         env["MINICOMPACTER_THREADS"] = threads
-    return subprocess.run([sys.executable, "-c", "import minicompacter.core.kernels as k\n" + code],
+    return subprocess.run([sys.executable, "-c", "import minicompacter.core.threads as k\n" + code],
                           env=env, capture_output=True, text=True)
 
 
@@ -206,7 +206,7 @@ def test_a_float32_training_step_is_float32_forward_backward_and_after_the_updat
     and AdamW's moments: float32, with dropout on, through the whole of train_step."""
     from conftest import backward_dtypes
     from minicompacter.core.optim import init_adamw
-    from minicompacter.harness.train import TrainConfig, train_step
+    from minicompacter.harness.training.train import TrainConfig, train_step
 
     config = mc.method_config(method, **({"reduction_factor": 8} if method == "compacter++" else {}))
     model, trainable, frozen = init_model(onp.random.default_rng(0), tiny, config)

@@ -95,15 +95,15 @@ def test_the_choice_lasts_for_its_block_and_its_thread():
 
 
 def test_train_config_layers_reaches_the_training_loop(tiny, monkeypatch):
-    """TrainConfig(layers="plain") trains on the plain layers: with the fast kernels broken,
+    """TrainConfig(layer_set="plain") trains on the plain layers: with the fast kernels broken,
     a run still finishes."""
     def broken(*args, **kwargs):
         raise AssertionError("a fast kernel ran")
     for name in ("matmul_rows", "normalize", "gelu_parts", "attention_probs"):
         monkeypatch.setattr(kernels, name, broken)
-    cfg = mc.TrainConfig(epochs=1, batch_size=16, max_length=32, progress=False, layers="plain")
+    cfg = mc.TrainConfig(epochs=1, batch_size=16, max_length=32, progress=False, layer_set="plain")
     m = mc.finetune(tiny, "synthetic-sentiment", mc.method_config("compacter", reduction_factor=8),
                     cfg, train_size=32)
-    assert m["config"]["train"]["layers"] == "plain"
-    with pytest.raises(ValueError, match="layers 'slow' is unknown"):
-        mc.TrainConfig(layers="slow")
+    assert m["config"]["train"]["layer_set"] == "plain"
+    with pytest.raises(ValueError, match="layer_set .--layer-set. must be one of .*'slow'"):
+        mc.TrainConfig(layer_set="slow")

@@ -52,11 +52,138 @@ def test_the_folders_show_the_layers():
     assert {p.name for p in (PACKAGE / "core").glob("*.py")} >= {
         "nn.py", "kernels.py", "layers.py", "phm.py", "encoder.py", "methods.py", "model.py",
         "optim.py", "tree.py", "paths.py", "counting.py"}
-    assert {p.name for p in (PACKAGE / "harness").glob("*.py")} >= {
-        "data.py", "synthetic.py", "metrics.py", "pretrained.py", "train.py", "checkpoint.py",
-        "jobs.py", "study.py", "plots.py", "cli.py"}
+    harness = PACKAGE / "harness"
+    assert {p.relative_to(harness).as_posix() for p in harness.rglob("*.py")} >= {
+        "pretrained.py", "cli.py", "data/tasks.py", "data/batches.py", "data/synthetic.py",
+        "data/metrics.py", "formats/files.py", "formats/native.py", "formats/adapterhub.py",
+        "formats/peft.py", "formats/transformers.py", "formats/dispatch.py",
+        "training/train.py", "training/evaluate.py", "training/rundir.py", "study/study.py",
+        "study/report.py", "study/plots.py"}
     assert sorted(p.name for p in PACKAGE.glob("*.py")) == ["__init__.py", "__main__.py"]
 
+
+
+# --- the import graph ------------------------------------------------------------------------
+
+def module_name(path):
+    """minicompacter.harness.formats.files for .../minicompacter/harness/formats/files.py."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def internal_imports(path):
+    """[(line, imported module, inside a function?)] of a package file's imports of the
+    package itself; `from . import x` names the module x where x is one."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text())
+    in_function = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   for n in ast.walk(f)}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            if not target.startswith("minicompacter"):
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                module = sub if (ROOT / (sub.replace(".", "/") + ".py")).exists() else target
+                out.append((node.lineno, module, id(node) in in_function))
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name, id(node) in in_function) for a in node.names
+                    if a.name.startswith("minicompacter")]
+    return out
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def test_no_module_imports_the_package_inside_a_function():
+    inside = [f"{p.relative_to(ROOT)}:{line} imports {m}" for p in MODULES
+              for line, m, in_function in internal_imports(p) if in_function]
+    assert not inside, inside
+
+
+def test_a_third_party_import_inside_a_function_says_why():
+    """Heavy third-party packages may be imported where they are first needed, with the
+    reason in a comment on the import's line (or "imported here" and why in the docstring)."""
+    unexplained = []
+    for path in MODULES:
+        lines = path.read_text().splitlines()
+        tree = ast.parse(path.read_text())
+        for f in ast.walk(tree):
+            if not isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            doc = ast.get_docstring(f) or ""
+            for node in ast.walk(f):
+                third_party = isinstance(node, ast.Import) or (
+                    isinstance(node, ast.ImportFrom) and not node.level)
+                if third_party and "#" not in lines[node.lineno - 1] and "imported here" not in doc:
+                    unexplained.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not unexplained, unexplained
+
+
+
+def test_the_format_modules_import_only_the_file_layer_of_their_folder():
+    formats = PACKAGE / "harness" / "formats"
+    for path in sorted(formats.glob("*.py")):
+        if path.name in ("dispatch.py", "__init__.py"):
+            continue
+        siblings = {m for _, m, _ in internal_imports(path)
+                    if m.startswith("minicompacter.harness.formats.")}
+        assert siblings <= {"minicompacter.harness.formats.files"}, (path.name, siblings)
+
+
+def test_the_module_map_names_every_module_and_no_other():
+    text = (ROOT / "docs" / "design.md").read_text()
+    section = text[text.index("## The module map"):]
+    section = section[:section.index("\n## ", 4)]
+    named = set(re.findall(r"^\| `(minicompacter/[\w/]+\.py)` \|", section, flags=re.M))
+    actual = {p.relative_to(ROOT).as_posix() for p in MODULES}
+    assert named - actual == set(), "the map names modules that do not exist"
+    assert actual - named == set(), "modules the map does not name"
+
+def cycle(graph):
+    """One import cycle of a {module: {modules it imports}} graph, or None."""
+    state = {}
+
+    def visit(m, trail):
+        state[m] = "open"
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == "open":
+                return trail[trail.index(n):] + [n]
+            if n not in state:
+                found = visit(n, trail + [n])
+                if found:
+                    return found
+        state[m] = "done"
+        return None
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m, [m])
+            if found:
+                return found
+    return None
+
+
+def test_the_package_has_no_import_cycle():
+    graph = {module_name(p): {m for _, m, _ in internal_imports(p)} - {module_name(p)}
+             for p in MODULES}
+    # a package's __init__ is imported on the way to any of its modules: count only the
+    # edges of modules, as Python resolves them, and the top-level re-exports
+    graph = {m: {n for n in deps if not (m.startswith(n + ".") and n != "minicompacter")}
+             for m, deps in graph.items()}
+    assert cycle(graph) is None, " -> ".join(cycle(graph))
+
+
+def test_the_cycle_check_sees_a_cycle():
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 # --- nothing changed behind the user's back -----------------------------------------------
 
@@ -97,8 +224,8 @@ def test_importing_and_using_the_package_leave_blas_progress_bars_threads_signal
 tiny = mc.load_pretrained("tiny")
 seen = {}
 def on_step(state_):
-    from minicompacter.core import kernels
-    seen["during"] = dict(state(), pool=kernels.active_threads(), wanted=kernels.pool_size(),
+    from minicompacter.core import threads
+    seen["during"] = dict(state(), pool=threads.active_threads(), wanted=threads.pool_size(),
                           sigterm=repr(signal.getsignal(signal.SIGTERM)))
 for progress in (False, True):
     m = mc.finetune(tiny, "synthetic-sentiment", mc.method_config("compacter", reduction_factor=8),
@@ -201,7 +328,7 @@ OLD = ROOT / "tests" / "fixtures" / "checkpoint_0.1.0"
 
 def test_a_checkpoint_written_by_0_1_0_loads_and_evaluates_as_it_did():
     import minicompacter as mc
-    from minicompacter.harness.train import evaluate_checkpoint
+    from minicompacter.harness.training.evaluate import evaluate_checkpoint
 
     recorded = json.loads((OLD / "metrics.json").read_text())
     assert "pad_token_id" in json.loads((OLD / "adapter_config.json").read_text())["base_config"]

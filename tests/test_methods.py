@@ -240,7 +240,7 @@ def test_lora_projection_hook_grads(tiny64):
         layer = dict(params["layers"][0], lora=lora)
         p = dict(params, layers=[layer] + params["layers"][1:])
         y = x @ params["layers"][0]["attention"]["value"]["w"]
-        return model.method.hooks.projection(p, 0, "value", x, y)
+        return model.method.hooks.attention_projection(p, 0, "value", x, y)
     check_grads(f, argnum=(0, 1), modes=["rev"], order=1)(lora, x)
 
 

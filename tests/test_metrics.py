@@ -11,8 +11,8 @@ import numpy as onp
 import pytest
 import scipy.stats
 
-from minicompacter.harness import metrics
-from minicompacter.harness.metrics import (METRIC_KINDS, accuracy, f1, glue_metrics,
+from minicompacter.harness.data import metrics
+from minicompacter.harness.data.metrics import (METRIC_KINDS, accuracy, f1, glue_metrics,
                                    majority_baseline, matthews_correlation, pearson,
                                    spearmanr)
 

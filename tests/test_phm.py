@@ -56,7 +56,7 @@ def test_phm_linear_low_rank_both_paths_equal_np_kron(factored, shared):
     x = rand(2, 7, n * p)
     ref = x @ reference_weight(A, onp.stack([s[i] @ t[i] for i in range(n)])) + b
     params = {"s": s, "t": t, "b": b} if shared else {"A": A, "s": s, "t": t, "b": b}
-    y = mc.phm_linear(params, x, shared_A=A if shared else None, factored=factored)
+    y = mc.phm_linear(params, x, shared_A=A if shared else None, build_W=not factored)
     assert y.shape == (2, 7, n * q)
     onp.testing.assert_allclose(y, ref, atol=1e-12)
 
@@ -99,7 +99,7 @@ def test_default_path_choice_follows_the_size_rule():
 def test_phm_linear_grads_low_rank(factored):
     n, p, q, r = 2, 3, 2, 2
     params = {"A": rand(n, n, n), "s": rand(n, p, r), "t": rand(n, r, q), "b": rand(n * q)}
-    f = lambda params, x: mc.phm_linear(params, x, factored=factored)
+    f = lambda params, x: mc.phm_linear(params, x, build_W=not factored)
     check_grads(f, argnum=0, modes=["rev"], order=1)(params, rand(4, n * p))
     check_grads(f, argnum=1, modes=["rev"], order=1)(params, rand(4, n * p))
 
@@ -108,7 +108,7 @@ def test_phm_linear_grads_low_rank(factored):
 def test_phm_linear_grads_shared_A(factored):
     n, p, q = 2, 2, 3
     params = {"s": rand(n, p, 1), "t": rand(n, 1, q), "b": rand(n * q)}
-    f = lambda A, params, x: mc.phm_linear(params, x, shared_A=A, factored=factored)
+    f = lambda A, params, x: mc.phm_linear(params, x, shared_A=A, build_W=not factored)
     check_grads(f, argnum=(0, 1, 2), modes=["rev"], order=1)(rand(n, n, n), params, rand(3, 5, n * p))
 
 
@@ -125,8 +125,8 @@ def test_phm_linear_float32_gradients_stay_float32(factored):
     params = {"A": rand(n, n, n), "s": rand(n, 8, 1), "t": rand(n, 1, 2), "b": rand(2 * n)}
     params = {k: v.astype(onp.float32) for k, v in params.items()}
     x = rand(5, 32).astype(onp.float32)
-    loss = lambda params, x: np.sum(mc.phm_linear(params, x, factored=factored) ** 2)
-    assert mc.phm_linear(params, x, factored=factored).dtype == onp.float32
+    loss = lambda params, x: np.sum(mc.phm_linear(params, x, build_W=not factored) ** 2)
+    assert mc.phm_linear(params, x, build_W=not factored).dtype == onp.float32
     assert {g.dtype for g in grad(loss)(params, x).values()} == {onp.dtype(onp.float32)}
     assert set(backward_dtypes(loss, params, x, argnum=(0, 1))) == {onp.dtype(onp.float32)}
 
@@ -182,5 +182,5 @@ def test_shared_A_of_the_wrong_shape():
         mc.phm_linear(params, rand(3, 8), shared_A=rand(2, 2, 2))
     with pytest.raises(ValueError, match="expects inputs of width 8"):
         mc.phm_linear(params, rand(3, 9), shared_A=rand(4, 4, 4))
-    with pytest.raises(ValueError, match="factored=True needs the low-rank factors"):
-        mc.phm_linear({"A": rand(2, 2, 2), "B": rand(2, 2, 2)}, rand(1, 4), factored=True)
+    with pytest.raises(ValueError, match="build_W=False needs the low-rank factors"):
+        mc.phm_linear({"A": rand(2, 2, 2), "B": rand(2, 2, 2)}, rand(1, 4), build_W=False)

@@ -8,7 +8,7 @@ import numpy as onp
 import pytest
 from matplotlib.collections import PathCollection
 
-from minicompacter.harness import plots
+from minicompacter.harness.study import plots
 
 
 def points(ax):

@@ -16,11 +16,12 @@ import numpy as onp
 import pytest
 
 import minicompacter as mc
-from minicompacter.harness import checkpoint, interrupts, rundir
-from minicompacter.harness.checkpoint import (CONFIG, LAST, WEIGHTS, atomic_write, last_dir,
-                                              load_last, save_last)
 from minicompacter.core.tree import flatten
-from minicompacter.harness.train import TrainConfig, finetune, run_settings
+from minicompacter.harness.formats import files
+from minicompacter.harness.formats.files import atomic_write
+from minicompacter.harness.formats.native import CONFIG, LAST, WEIGHTS, last_dir, load_last, save_last
+from minicompacter.harness.training import interrupts, rundir
+from minicompacter.harness.training.train import TrainConfig, finetune, run_settings
 
 from conftest import finished_and_unfinished
 
@@ -77,18 +78,18 @@ def test_the_one_rule_for_an_existing_output_directory(runs, tmp_path, held, see
 
 
 def test_settings_that_do_not_change_the_run_are_not_compared(runs):
-    assert rundir.decide(runs / "finished", settings(progress=True, layers="plain")).kind == "finished"
+    assert rundir.decide(runs / "finished", settings(progress=True, layer_set="plain")).kind == "finished"
 
 
 def test_a_finished_run_is_returned_not_trained_again(runs, tiny, monkeypatch):
-    from minicompacter.harness import train
+    from minicompacter.harness.training import train
     before = {p: p.read_bytes() for p in (runs / "finished").rglob("*") if p.is_file()}
-    monkeypatch.setattr(train, "train_epochs", None)          # training would fail
+    monkeypatch.setattr(train, "train", None)          # training would fail
     again = finetune(tiny, TASK, METHOD, CFG, train_size=64, out=runs / "finished")
     recorded = json.loads((runs / "finished" / rundir.METRICS).read_text())
     assert again["finished_before"] and again["test"] == recorded["test"]
     assert again["history"] == json.loads((runs / "finished" / rundir.HISTORY).read_text())
-    saved = checkpoint.read_tensors(runs / "finished" / WEIGHTS)
+    saved = files.read_tensors(runs / "finished" / WEIGHTS)
     assert {k: v.tolist() for k, v in flatten(again["trainable"]).items()} == \
         {k: v.tolist() for k, v in saved.items()}
     assert before == {p: p.read_bytes() for p in (runs / "finished").rglob("*") if p.is_file()}
@@ -115,7 +116,7 @@ def test_the_lock_refuses_a_second_holder_names_the_first_and_is_released(tmp_pa
             with rundir.locked(path):
                 pass
         other = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                                "from minicompacter.harness.rundir import locked\n"
+                                "from minicompacter.harness.training.rundir import locked\n"
                                 f"with locked(Path({str(path)!r})): pass"],
                                capture_output=True, text=True, timeout=120)
         assert other.returncode != 0 and "in use by another run" in other.stderr
@@ -185,8 +186,8 @@ def test_files_are_created_with_the_mode_the_umask_gives(tmp_path):
 
 def test_a_write_interrupted_in_the_middle_leaves_the_old_file(tmp_path, monkeypatch):
     atomic_write(tmp_path / WEIGHTS, b"old")
-    monkeypatch.setenv(checkpoint.PAUSE_WRITE, WEIGHTS)
-    monkeypatch.setattr(checkpoint, "_writes", checkpoint.Counter())
+    monkeypatch.setenv(files.PAUSE_WRITE, WEIGHTS)
+    monkeypatch.setattr(files, "_writes", files.Counter())
     monkeypatch.setattr(interrupts, "pending", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         atomic_write(tmp_path / WEIGHTS, b"new bytes")
@@ -212,7 +213,8 @@ def test_sigterm_is_ctrl_c_while_handled_held_while_deferred_and_restored_after(
 
 
 def test_a_failed_write_is_one_clear_line_and_the_checkpoint_stays(tmp_path, monkeypatch, capsys):
-    from minicompacter.harness import cli, train
+    from minicompacter.harness import cli
+    from minicompacter.harness.training import train
     out = tmp_path / "run"
     calls = {"n": 0}
     real = train.save_last

@@ -11,7 +11,8 @@ import pytest
 
 from minicompacter import load_pretrained
 from minicompacter.core.methods import PRESETS
-from minicompacter.harness import report, study
+from minicompacter.harness import cli
+from minicompacter.harness.study import report, results, study
 from minicompacter.harness.cli import main as cli_main
 from minicompacter.harness.pretrained import BUILTIN
 
@@ -220,7 +221,7 @@ def test_report_only_trains_nothing_and_says_what_is_missing(tmp_path, monkeypat
     (out / "glue.jsonl").write_text(json.dumps(rec) + "\n")
     monkeypatch.setattr(study, "run_one", lambda *a, **k: pytest.fail("a run was trained"))
     # the records are minilm's (their keys name it); the tiny model only describes itself
-    result = study.run_study(load_pretrained("tiny"), GLUE, out=out, report=tmp_path / "R.md",
+    result = results.run_study(load_pretrained("tiny"), GLUE, out=out, report=tmp_path / "R.md",
                              quick=True, model_name="minilm", train=False, log=None)
     assert result["glue"] == [rec]
     assert result["low_resource"] == [rec]           # the same run, in both studies
@@ -240,8 +241,8 @@ def test_cli_report_only_flag_reaches_the_study(monkeypatch, tmp_path, capsys):
         seen.update(kw)
         return {"seconds": 60.0, "missing": {"GLUE": 3}}
 
-    monkeypatch.setattr(study, "run_study", fake_study)
-    monkeypatch.setattr("minicompacter.harness.pretrained.load_pretrained", lambda name: None)
+    monkeypatch.setattr(cli, "run_study", fake_study)
+    monkeypatch.setattr("minicompacter.harness.cli.load_pretrained", lambda name: None)
     assert cli_main(["study", "--data-dir", str(tmp_path), "--report-only"]) == 0
     assert seen["train"] is False
     assert "unfinished: runs not made yet: 3 GLUE" in capsys.readouterr().out
@@ -255,7 +256,7 @@ def test_quick_study_writes_every_part_and_reuses_finished_runs(tmp_path, monkey
     trained = []
     run_one = study.run_one
     monkeypatch.setattr(study, "run_one", lambda p, run, **k: trained.append(run) or run_one(p, run, **k))
-    result = study.run_study(pre, GLUE, out=out, report=report, quick=True, log=None)
+    result = results.run_study(pre, GLUE, out=out, report=report, quick=True, log=None)
     plan = study.quick_plan(GLUE)
     assert len(result["glue"]) == len(plan.methods) * len(plan.seeds)
     assert len(result["low_resource"]) == len(plan.sizes) * len(plan.seeds) * 2
@@ -288,5 +289,5 @@ def test_quick_study_writes_every_part_and_reuses_finished_runs(tmp_path, monkey
     assert "](results/efficiency.png)" in text             # linked from the report's folder
     # a second run finds every run in the results files and trains nothing
     monkeypatch.setattr(study, "run_one", lambda *a, **k: pytest.fail("a finished run ran again"))
-    again = study.run_study(pre, GLUE, out=out, report=report, quick=True, log=None)
+    again = results.run_study(pre, GLUE, out=out, report=report, quick=True, log=None)
     assert [r["test"] for r in again["glue"]] == [r["test"] for r in result["glue"]]

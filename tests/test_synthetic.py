@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from minicompacter.harness import synthetic as syn
+from minicompacter.harness.data import synthetic as syn
 from minicompacter.harness.pretrained import tiny_tokenizer
-from minicompacter.harness.synthetic import SYNTHETIC_TASKS, load_synthetic, sentiment_label, vocabulary
+from minicompacter.harness.data.synthetic import SYNTHETIC_TASKS, load_synthetic, sentiment_label, vocabulary
 
 TASKS = sorted(SYNTHETIC_TASKS)
 
@@ -136,7 +136,7 @@ def test_same_seed_same_data_different_seed_different_data(data, name):
 
 def test_same_data_in_another_process(data):
     """Byte-identical across processes, whatever Python's string hash seed."""
-    code = ("import json; from minicompacter.harness.synthetic import load_synthetic, SYNTHETIC_TASKS; "
+    code = ("import json; from minicompacter.harness.data.synthetic import load_synthetic, SYNTHETIC_TASKS; "
             "from tests.test_synthetic import digest; "
             "print(json.dumps({n: digest(load_synthetic(n)) for n in sorted(SYNTHETIC_TASKS)}))")
     ours = {name: digest(data[name]) for name in TASKS}

@@ -14,10 +14,13 @@ import pytest
 
 import minicompacter as mc
 from minicompacter.core import model as model_lib
-from minicompacter.harness import data as data_lib
-from minicompacter.harness.checkpoint import CONFIG, WEIGHTS, CheckpointError, load_adapter, read_tensors
-from minicompacter.harness.metrics import majority_baseline
-from minicompacter.harness.train import TrainConfig, TrainingError, evaluate_checkpoint, finetune
+from minicompacter.harness.data import tasks as data_lib
+from minicompacter.harness.formats.dispatch import load_adapter
+from minicompacter.harness.formats.files import CheckpointError, read_tensors
+from minicompacter.harness.formats.native import CONFIG, WEIGHTS
+from minicompacter.harness.data.metrics import majority_baseline
+from minicompacter.harness.training.evaluate import evaluate_checkpoint
+from minicompacter.harness.training.train import TrainConfig, TrainingError, finetune
 
 from conftest import needs_minilm, stop_after
 
@@ -95,7 +98,7 @@ def in_fresh_process(code):
     """Run `code` in a new interpreter (a peak reached by earlier tests, or memory they left
     resident, would hide what is measured here) and return what it prints as JSON."""
     prelude = ("import json, numpy as onp\n"
-               "from minicompacter.harness.train import peak_memory_mb, reset_peak_memory\n"
+               "from minicompacter.harness.training.process import peak_memory_mb, reset_peak_memory\n"
                "touch_mb = lambda mb: onp.ones(mb * 2 ** 20 // 8)   # every page written\n")
     done = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)
@@ -119,7 +122,7 @@ def test_peak_memory_counts_from_its_reset():
 def test_finetune_peak_leaves_out_what_came_before_training():
     got = in_fresh_process(
         "import minicompacter as mc\n"
-        "from minicompacter.harness.train import TrainConfig, finetune\n"
+        "from minicompacter.harness.training.train import TrainConfig, finetune\n"
         "tiny = mc.load_pretrained('tiny')\n"
         "big = touch_mb(800); high = peak_memory_mb(); del big   # as reading a large file would\n"
         "m = finetune(tiny, 'synthetic-sentiment', mc.method_config('compacter++', reduction_factor=8),\n"
@@ -180,7 +183,7 @@ def test_non_finite_loss_stops_and_the_best_checkpoint_stays_whole(tiny, tmp_pat
 
 
 def test_the_final_metrics_come_from_the_tree_in_memory(tiny, run, tmp_path, monkeypatch):
-    from minicompacter.harness import train
+    from minicompacter.harness.training import train
     def no_reading(*args, **kw):
         raise AssertionError("a run that was not resumed read a checkpoint back")
     monkeypatch.setattr(train, "load_adapter", no_reading)
@@ -191,17 +194,17 @@ def test_the_final_metrics_come_from_the_tree_in_memory(tiny, run, tmp_path, mon
 def nan_validations(monkeypatch, which):
     """The model's outputs are nan in the evaluations numbered in `which` (1: the validation
     after epoch 1, 2: after epoch 2; the final ones come after)."""
-    from minicompacter.harness import train
-    real, calls = train.predictions, {"n": 0}
+    from minicompacter.harness.training import evaluate
+    real, calls = evaluate.predictions, {"n": 0}
     def nan_outputs(trainable, frozen, batch, model, rng=None):
         return onp.full((len(batch["input_ids"]), model.num_labels), onp.nan)
     def predictions(*args, **kw):
         calls["n"] += 1
         with monkeypatch.context() as patch:
             if calls["n"] in which:
-                patch.setattr(train, "predict", nan_outputs)
+                patch.setattr(evaluate, "predict", nan_outputs)
             return real(*args, **kw)
-    monkeypatch.setattr(train, "predictions", predictions)
+    monkeypatch.setattr(evaluate, "predictions", predictions)
 
 
 def test_a_validation_with_non_finite_outputs_scores_nan_and_is_never_the_best(tiny, tmp_path,

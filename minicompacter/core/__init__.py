@@ -2,9 +2,10 @@
 
     nn.py        the layers written plainly (the reference)
     kernels.py   the same layers as autograd primitives with hand-written gradients
+    threads.py   the work split over the cores that the kernels use inside parallel()
     layers.py    the one switch between the two, and the table of activations
     phm.py       Kronecker products and the PHM layer
-    encoder.py   a BERT-style encoder with two adapter slots and a projection hook
+    encoder.py   a BERT-style encoder with two adapter slots and an attention-projection hook
     methods.py   the nine methods: configs, presets, what each trains and where it runs
     model.py     a task model: trainable and frozen trees, predictions, the loss
     optim.py     AdamW, the learning-rate schedule, gradient clipping

@@ -116,7 +116,7 @@ def count_analytic(config, s: Shapes, num_labels=2):
         attention_modules = s.encoder_layers + 2 * s.decoder_layers           # T5: + cross
         out["lora weights"] = attention_modules * len(config.target_modules) * config.r * 2 * s.d
     elif isinstance(config, AdapterConfig):
-        k = config.bottleneck(s.d)
+        k = config.bottleneck_size(s.d)
         (w_down, b_down), (w_up, b_up) = projection_count(config, s.d, k), projection_count(config, k, s.d)
         positions = adapter_positions(s, config)
         out["adapter weights"] = positions * (w_down + w_up)

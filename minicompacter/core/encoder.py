@@ -3,7 +3,7 @@
 One block (post-LN, as BERT; Devlin et al. 2019), with the two slots where adapter
 methods plug in (Houlsby et al. 2019; Compacter, Mahabadi et al. 2021, Section 2):
 
-    a = Dropout(SelfAttention(h))          # query/key/value/output: `hooks.projection`
+    a = Dropout(SelfAttention(h))          # query/key/value/output: `hooks.attention_projection`
     a = slot_attention(a, h, LN_a)         # `hooks.attention_output`, a by default
     h = LN_a(h + a)
     f = Dropout(W_out GELU(W_in h))
@@ -20,7 +20,8 @@ adapter instead; docs/paper.md, "Choices"). The encoder never learns a method's 
 method hands it `Hooks`.
 
 Every layer comes from `layers.current()`: nn.py's plain functions or kernels.py's fast
-primitives, whichever `use_layers` chose (the fast ones by default).
+primitives, whichever `use_layers` chose (the fast ones by default), but for dropout and
+the padding mask's bias (`nn.dropout`, `nn.mask_bias`), which both sets share.
 
 Parameter tree (dicts of arrays, lists for layers; the path is the checkpoint name):
 
@@ -89,13 +90,13 @@ class Hooks(NamedTuple):
                                           the block's layer norm (a function); returns what
                                           the block adds to h before norm: h = norm(h + a')
     ffn_output(params, i, f, h, norm) -> f'   slot 2, the same for the feed-forward sublayer
-    projection(params, i, name, x, y) -> y  each attention projection of block i
+    attention_projection(params, i, name, x, y) -> y   each attention projection of block i
                                           (name: query, key, value, output)
     All arrays are (B, T, d). `params` is the whole tree the encoder was called with, so a
     hook finds both its own per-layer entries (params["layers"][i][...]) and any shared ones."""
     attention_output: Optional[Callable] = None
     ffn_output: Optional[Callable] = None
-    projection: Optional[Callable] = None
+    attention_projection: Optional[Callable] = None
 
 
 NO_HOOKS = Hooks()
@@ -162,17 +163,19 @@ def embed(params, batch, cfg, rng=None):
     return dropout(L.layer_norm(p[EMBEDDING_LN], h, cfg.layer_norm_eps), cfg.hidden_dropout, rng)
 
 
-def block(params, i, h, bias, cfg, hooks=NO_HOOKS, rng=None):
-    """Transformer block i (post-LN) with its two adapter slots.  h: (B, T, d) -> (B, T, d)"""
+def block(params, i, h, padding_bias, cfg, hooks=NO_HOOKS, rng=None):
+    """Transformer block i (post-LN) with its two adapter slots.  h: (B, T, d) -> (B, T, d)
+    padding_bias: (B, 1, 1, T), added to the attention scores (nn.mask_bias of the mask)."""
     L = current()
     p = params["layers"][i]
     r_att, r_a, r_f = rng.spawn(3) if rng is not None else (None, None, None)
     project = None
-    if hooks.projection is not None:
+    if hooks.attention_projection is not None:
         def project(name, x, y):
-            return hooks.projection(params, i, name, x, y)
+            return hooks.attention_projection(params, i, name, x, y)
 
-    a = L.attention(p["attention"], h, bias, cfg.num_heads, dropout_rate=cfg.attention_dropout,
+    a = L.attention(p["attention"], h, padding_bias, cfg.num_heads,
+                    dropout_rate=cfg.attention_dropout,
                     rng=r_att, project=project)                  # (B, T, d)
     a = dropout(a, cfg.hidden_dropout, r_a)
     norm_a = partial(L.layer_norm, p[ATTENTION_LN], eps=cfg.layer_norm_eps)
@@ -199,17 +202,22 @@ def encoder(params, batch, cfg, *, hooks=NO_HOOKS, rng=None):
     B, T = check_batch(batch, cfg)
     dtype = params["embeddings"]["word"].dtype
     mask = batch.get("attention_mask")
-    bias = mask_bias(onp.ones((B, T)) if mask is None else mask, dtype)    # (B, 1, 1, T)
+    padding_bias = mask_bias(onp.ones((B, T)) if mask is None else mask, dtype)   # (B, 1, 1, T)
     rngs = rng.spawn(cfg.num_layers + 1) if rng is not None else [None] * (cfg.num_layers + 1)
     h = embed(params, batch, cfg, rngs[0])                       # (B, T, d)
     for i in range(cfg.num_layers):
-        h = block(params, i, h, bias, cfg, hooks, rngs[i + 1])
+        h = block(params, i, h, padding_bias, cfg, hooks, rngs[i + 1])
     return h
 
 
 # --- heads -----------------------------------------------------------------------------
 
-def pool(hidden, mask, how="cls"):
+# How a sentence is read off the hidden states, unless a caller says otherwise: the mean over
+# real tokens (all-MiniLM-L6-v2 was trained with it; every run recorded so far used it).
+POOLING = "mean"
+
+
+def pool(hidden, mask, how=POOLING):
     """One vector per row: the [CLS] (first) token's state, or the mean over real tokens
     (sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained with mean
     pooling).   hidden: (B, T, d)  mask: (B, T)  ->  (B, d)"""

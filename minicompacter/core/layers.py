@@ -1,7 +1,9 @@
 """The one switch between the reference layers and the fast ones.
 
 Everything the model computes, the encoder, every adapter and LoRA update and the loss,
-calls its layers through `current()`, which is one of two `Layers`:
+calls its layers through `current()`, which is one of two `Layers` (the two exceptions,
+dropout and the padding mask's additive bias, are one function each in nn.py, called
+directly: neither has a gradient worth writing by hand):
 
   PLAIN  the functions of nn.py, written as the math reads; autograd differentiates
          them as written. The reference.
@@ -14,7 +16,7 @@ Choose with a context manager, for a block of code,
     with use_layers("plain"):
         value = loss(trainable, frozen, batch, model)
 
-or with `TrainConfig(layers="plain")` (`--layers plain`) for a whole run. The choice
+or with `TrainConfig(layer_set="plain")` (`--layer-set plain`) for a whole run. The choice
 belongs to the running thread (a contextvars.ContextVar) and ends with the block; importing
 a module never makes it.
 

@@ -15,7 +15,7 @@ parameters, a predicate saying which of the pretrained weights it unfreezes, and
 | compacter       | PHM adapters, one shared A, B_i = s_i t_i^T | layer norms | both slots      |
 | compacter++     | as compacter, after the FFN only            | layer norms | FFN slot        |
 | bitfit          | nothing                                     | every bias  | none            |
-| lora            | B A on query and value                      | nothing     | projection hook |
+| lora            | B A on query and value                      | nothing     | attention-projection hook |
 
 Every method also trains a task head (model.py). The adapter (Houlsby et al. 2019;
 Compacter paper Eq. 2) is   A(x) = x + U(f(D(x))),  D: d -> k, U: k -> d, k = d / reduction_factor.
@@ -79,7 +79,8 @@ class AdapterConfig:
                                            "AdapterHub and peft: no)")
     original_ln_before: bool = option(False, "the adapter reads LN(h + f) instead of f, as "
                                              "AdapterHub's Pfeiffer and Compacter++ configs do")
-    factored: Optional[bool] = option(None, "PHM product without building W (None: by size)")
+    build_W: Optional[bool] = option(None, "PHM layers build W (True) or compute the factored "
+                                           "product without it (False); None: by size")
 
     def __post_init__(self):
         if not (self.mh_adapter or self.output_adapter):
@@ -98,7 +99,7 @@ class AdapterConfig:
                 raise ValueError(f"{name} {getattr(self, name)!r} is unknown; use one of "
                                  f"{list(allowed)}.")
 
-    def bottleneck(self, d):
+    def bottleneck_size(self, d):
         """k = d // reduction_factor, checked (and, for PHM, checked against phm_dim)."""
         k = d // self.reduction_factor
         if k < 1:
@@ -229,12 +230,12 @@ def project(cfg, params, x, shared_A=None):
         return current().dense(params, x)
     if cfg.projection == "low-rank":
         return low_rank_linear(params, x)
-    return phm_linear(params, x, shared_A=shared_A, factored=cfg.factored)
+    return phm_linear(params, x, shared_A=shared_A, build_W=cfg.build_W)
 
 
 def init_adapter(rng, cfg, d, dtype=onp.float32):
     """{"down": D (d -> k), "up": U (k -> d)}"""
-    k = cfg.bottleneck(d)
+    k = cfg.bottleneck_size(d)
     r_down, r_up = rng.spawn(2)
     return {"down": init_projection(r_down, cfg, d, k, dtype),
             "up": init_projection(r_up, cfg, k, d, dtype)}
@@ -281,7 +282,7 @@ def make_method(config):
         return Method(config, init_nothing, is_bias, NO_HOOKS)
     if isinstance(config, LoRAConfig):
         return Method(config, partial(init_lora_layers, config), train_nothing,
-                      Hooks(projection=partial(lora_projection, config)))
+                      Hooks(attention_projection=partial(lora_projection, config)))
     if isinstance(config, AdapterConfig):
         hooks = Hooks(
             attention_output=partial(adapter_slot, config, ATTENTION_ADAPTER) if config.mh_adapter else None,
@@ -291,19 +292,19 @@ def make_method(config):
     raise TypeError(f"Not a method config: {config!r}")
 
 
-def init_nothing(rng, enc, dtype=onp.float32):
+def init_nothing(rng, encoder_config, dtype=onp.float32):
     """The `init` of methods that add no parameters (full fine-tuning, BitFit)."""
     return {}
 
 
-def init_adapters(cfg, rng, enc, dtype=onp.float32):
+def init_adapters(cfg, rng, encoder_config, dtype=onp.float32):
     """Every block's adapters (in the slots cfg names) and, for Compacter, the shared A:
     {"layers": [{"attention_adapter": ..., "ffn_adapter": ...}, ...], "shared": {"A": (n, n, n)}}"""
-    d = enc.hidden_size
-    cfg.bottleneck(d)                                        # clear errors before any work
+    d = encoder_config.hidden_size
+    cfg.bottleneck_size(d)                                        # clear errors before any work
     r_shared, r_layers = rng.spawn(2)
     layers = []
-    for g in r_layers.spawn(enc.num_layers):
+    for g in r_layers.spawn(encoder_config.num_layers):
         g_att, g_ffn = g.spawn(2)
         layer = {}
         if cfg.mh_adapter:
@@ -335,14 +336,14 @@ def adapter_slot(cfg, key, params, i, f, h, norm):
     return adapter(cfg, p, f, shared_A)
 
 
-def init_lora_layers(cfg, rng, enc, dtype=onp.float32):
+def init_lora_layers(cfg, rng, encoder_config, dtype=onp.float32):
     """{"layers": [{"lora": {target: {"A", "B"}}}, ...]}"""
-    return {"layers": [{LORA: init_lora(g, cfg, enc.hidden_size, dtype)}
-                       for g in rng.spawn(enc.num_layers)]}
+    return {"layers": [{LORA: init_lora(g, cfg, encoder_config.hidden_size, dtype)}
+                       for g in rng.spawn(encoder_config.num_layers)]}
 
 
 def lora_projection(cfg, params, i, name, x, y):
-    """The projection hook of LoRA: y + (alpha / r) x A B on the target projections of
+    """The attention-projection hook of LoRA: y + (alpha / r) x A B on the target projections of
     block i, y unchanged on the others.   x, y: (B, T, d)"""
     if name not in cfg.target_modules:
         return y

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from autograd import grad, value_and_grad
 
-from .encoder import EncoderConfig, encoder, head, init_head, pool
+from .encoder import POOLING, EncoderConfig, encoder, head, init_head, pool
 from .layers import current
 from .methods import Method, make_method
 from .nn import mse
@@ -25,11 +25,11 @@ class TaskModel(NamedTuple):
     encoder_config: EncoderConfig
     method: Method
     num_labels: int = 2            # 1: regression (STS-B); 0: no head (hidden states only)
-    pooling: str = "cls"           # "cls" or "mean"
+    pooling: str = POOLING         # "mean" (over real tokens) or "cls"
     head_layers: int = 1           # 1: linear; 2: a tanh hidden layer first (AdapterHub's)
 
 
-def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling="cls",
+def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling=POOLING,
                head_layers=1):
     """(model, trainable, frozen) for a pretrained encoder and a method (config or name).
 

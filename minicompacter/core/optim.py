@@ -18,7 +18,7 @@ import math
 import numpy as onp
 
 from .paths import decays
-from .tree import leaves, tree_map
+from .tree import leaves, path_map, tree_map
 
 
 def init_adamw(params):
@@ -45,39 +45,14 @@ def adamw_update(params, grads, state, lr, *, b1=0.9, b2=0.999, eps=1e-8, weight
     """One AdamW step. Returns (new params, new state); the inputs are not modified."""
     t = state["step"] + 1
     c1, c2 = 1.0 - b1 ** t, 1.0 - b2 ** t              # bias corrections
-    flat_m, flat_v = dict(leaves(state["m"])), dict(leaves(state["v"]))
-    out_p, out_m, out_v = [], [], []
-    for path, p in leaves(params):
-        g = _at(grads, path)
-        m = b1 * flat_m[path] + (1.0 - b1) * g
-        v = b2 * flat_v[path] + (1.0 - b2) * (g * g)
+    m = tree_map(lambda m, g: b1 * m + (1.0 - b1) * g, state["m"], grads)
+    v = tree_map(lambda v, g: b2 * v + (1.0 - b2) * (g * g), state["v"], grads)
+
+    def update(path, p, m, v):
         if weight_decay and decays(path):
             p = p * (1.0 - lr * weight_decay)
-        p = p - lr * (m * (1.0 / c1)) / (onp.sqrt(v * (1.0 / c2)) + eps)
-        out_p.append((path, p))
-        out_m.append((path, m))
-        out_v.append((path, v))
-    return _rebuild(params, out_p), {"step": t, "m": _rebuild(params, out_m),
-                                     "v": _rebuild(params, out_v)}
-
-
-def _at(tree, path):
-    for part in path:
-        tree = tree[part]
-    return tree
-
-
-def _rebuild(like, pairs):
-    """A tree shaped like `like` with the leaves given as (path, value) pairs."""
-    values = dict(pairs)
-
-    def build(node, prefix):
-        if isinstance(node, dict):
-            return {k: build(v, prefix + (k,)) for k, v in node.items()}
-        if isinstance(node, list):
-            return [build(v, prefix + (i,)) for i, v in enumerate(node)]
-        return values[prefix]
-    return build(like, ())
+        return p - lr * (m * (1.0 / c1)) / (onp.sqrt(v * (1.0 / c2)) + eps)
+    return path_map(update, params, m, v), {"step": t, "m": m, "v": v}
 
 
 def linear_schedule(step, total_steps, warmup_steps, peak_lr):

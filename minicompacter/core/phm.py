@@ -78,16 +78,18 @@ def prefers_factored(n, d_in, d_out, r):
     return min(d_in, d_out) >= FACTORED_MIN_RATIO * n * r
 
 
-def phm_linear(params, x, *, shared_A=None, factored=None):
+def phm_linear(params, x, *, shared_A=None, build_W=None):
     """The PHM layer y = x @ (sum_i A_i kron B_i) + b.
 
     params: {"A": (n, n, n)} unless shared_A is given; either {"B": (n, d_in/n, d_out/n)}
             or the low-rank factors {"s": (n, d_in/n, r), "t": (n, r, d_out/n)};
             optionally {"b": (d_out,)}.
     x: (..., d_in)  ->  y: (..., d_out)
-    factored: True computes without building W (low-rank factors only), False builds W,
-            None picks by size: factored for low-rank layers with min(d_in, d_out) >= 10 n r
-            (`prefers_factored`), where it does a tenth of the work or less."""
+    build_W: True builds W, then x @ W; False computes the factored product, which never
+            builds W (low-rank factors only); None picks by size: the factored product for
+            low-rank layers with min(d_in, d_out) >= 10 n r (`prefers_factored`), where it
+            does a tenth of the work or less. (Not AdapterHub's factorized_phm_W, which says
+            whether B_i = s_i t_i^T.)"""
     A = params["A"] if shared_A is None else shared_A
     if "s" in params:
         n, p, r = params["s"].shape
@@ -99,10 +101,12 @@ def phm_linear(params, x, *, shared_A=None, factored=None):
                          f"({n}, {n}, {n}). A shared A must have the model's phm_dim.")
     if x.shape[-1] != n * p:
         raise ValueError(f"PHM layer expects inputs of width {n * p}, got {x.shape[-1]}.")
-    if factored is None:
+    if build_W is None:
         factored = "s" in params and prefers_factored(n, n * p, n * q, r)
+    else:
+        factored = not build_W
     if factored and "s" not in params:
-        raise ValueError("factored=True needs the low-rank factors s and t; with a full B "
+        raise ValueError("build_W=False needs the low-rank factors s and t; with a full B "
                          "the factored order costs n times more than building W.")
     if factored:
         y = _phm_factored(A, params["s"], params["t"], x)

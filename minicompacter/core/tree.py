@@ -65,13 +65,21 @@ def _lists(node):
     return {k: _lists(v) for k, v in node.items()}
 
 
-def tree_map(fn, tree):
-    """The same tree with fn applied to every leaf."""
+def tree_map(fn, tree, *rest):
+    """The same tree with fn applied to every leaf: fn(leaf), or fn(leaf, *leaves) with the
+    leaves at the same place of trees `rest` shaped like `tree` (as jax's tree_map)."""
+    return path_map(lambda path, *leaves: fn(*leaves), tree, *rest)
+
+
+def path_map(fn, tree, *rest, prefix=()):
+    """tree_map whose fn also gets each leaf's path first: fn(path, leaf, *leaves)."""
     if isinstance(tree, dict):
-        return {k: tree_map(fn, v) for k, v in tree.items()}
+        return {k: path_map(fn, v, *(r[k] for r in rest), prefix=prefix + (k,))
+                for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(tree_map(fn, v) for v in tree)
-    return fn(tree)
+        return type(tree)(path_map(fn, v, *(r[i] for r in rest), prefix=prefix + (i,))
+                          for i, v in enumerate(tree))
+    return fn(prefix, tree, *rest)
 
 
 def cast(tree, dtype):

@@ -1,20 +1,14 @@
-"""The harness: everything around the core that touches the outside world.
+"""The harness: everything around the core that touches the outside world (files, data,
+training runs, the study, the command line). It uses the core; the core never uses it.
 
-    pretrained.py  loading BERT checkpoints and tokenizers (a directory, the hub, MiniLM, tiny)
-    data.py        GLUE tasks (local TSV or the hub), the paper's splits, tokenising, batches
-    synthetic.py   the synthetic GLUE-like suite
-    metrics.py     GLUE metrics with the glue metric's key names
-    train.py       fine-tuning and evaluation loops, best-checkpoint selection, --resume
-    checkpoint.py  adapter-only checkpoint files, written atomically; last/ as a whole
-    rundir.py      an output directory belongs to one run (a lock), and the one rule for
-                   an existing --out (reported, resumed, replaced or refused)
-    checks.py      the checks made before any work: settings, lengths, options, room
-    interrupts.py  SIGTERM handled as Ctrl-C, and interrupts held while a step is recorded
-    jobs.py        running a job in a process of its own
-    study.py       many runs over tasks, methods, sizes and seeds; the study behind RESULTS.md
-    report.py      RESULTS.md, one function per section
-    plots.py       the figures
+    pretrained.py  pretrained encoders by name (minilm, tiny, a directory, a hub id)
+    data/          tasks (GLUE, the synthetic suite), batches, metrics
+    formats/       files in and out: the native checkpoint, AdapterHub, peft, transformers,
+                   and dispatch.py, the one door (load_adapter, export_adapter)
+    training/      a run: the training loop, evaluation, checks, the output directory's
+                   rule, interrupts, jobs in their own process
+    study/         the study behind RESULTS.md, its report and figures
     cli.py         python -m minicompacter ...
 
-The harness uses the core; the core never uses the harness.
+docs/design.md has the module map: every module and what it holds.
 """

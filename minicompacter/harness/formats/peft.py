@@ -17,10 +17,13 @@ import json
 from pathlib import Path
 
 import numpy as onp
+from safetensors.numpy import save
 
-from ..core.methods import LoRAConfig
-from ..core.paths import LORA
-from .adapterhub import FormatError
+from ...core.methods import LoRAConfig
+from ...core.model import init_model
+from ...core.paths import LORA
+from ...core.tree import flatten
+from .files import FormatError, atomic_write, check_tree, json_file, read_tensors, refuse_pickle
 
 CONFIG, WEIGHTS, PICKLE = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
 MODULES = {"query": "attention.self.query", "key": "attention.self.key",
@@ -40,7 +43,6 @@ NEUTRAL = ("base_model_name_or_path", "revision", "task_type", "inference_mode",
 
 def is_peft(directory):
     """A peft adapter directory: adapter_config.json with a peft_type."""
-    from .checkpoint import json_file
     config = json_file(Path(directory) / CONFIG)
     return isinstance(config, dict) and "peft_type" in config
 
@@ -87,14 +89,10 @@ def lora_names(cfg, num_layers):
 def read(directory, pretrained):
     """(model, trainable, frozen, info) of a peft LoRA directory on a pretrained model (no
     head: peft's files of a BertModel hold none)."""
-    from ..core.model import init_model
-    from .adapterhub import _refuse_pickle
-    from .checkpoint import check_tree, read_tensors
-
     directory = Path(directory)
     config = json.loads((directory / CONFIG).read_text())
     cfg = method_config(config, directory / CONFIG)
-    _refuse_pickle(directory, PICKLE, WEIGHTS)
+    refuse_pickle(directory, PICKLE, WEIGHTS)
     tensors = read_tensors(directory / WEIGHTS)
     model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, cfg, num_labels=0)
     names = lora_names(cfg, pretrained.config.num_layers)
@@ -123,11 +121,6 @@ def peft_config(cfg, base_model_name_or_path):
 
 def write(out, trainable, model, *, base_model_name_or_path):
     """peft's files for minicompacter's LoRA (the head, if any, is the caller's business)."""
-    from safetensors.numpy import save
-
-    from ..core.tree import flatten
-    from .checkpoint import atomic_write
-
     cfg = model.method.config
     flat = flatten(trainable)
     tensors = {theirs: onp.ascontiguousarray(flat[ours].T, dtype=onp.float32)

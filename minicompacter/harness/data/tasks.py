@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as onp
 
-MAX_LENGTH = 128          # the paper's maximum sequence length
+from .synthetic import SYNTHETIC_TASKS, load_synthetic
+
 SPLIT_SEED = 42           # fixes the validation / test split of every task
 LARGE_TASK_HOLDOUT = 1000
 SCORE_RANGE = (0.0, 5.0)  # the similarity scores of STS-B and synthetic-similarity
@@ -74,14 +75,12 @@ GLUE_TASKS = {t.name: t for t in [
 
 def tasks():
     """Every task name: the nine GLUE tasks and the synthetic suite's."""
-    from .synthetic import SYNTHETIC_TASKS
     return list(GLUE_TASKS) + list(SYNTHETIC_TASKS)
 
 
 def get_task(name):
     if name in GLUE_TASKS:
         return GLUE_TASKS[name]
-    from .synthetic import SYNTHETIC_TASKS
     if name in SYNTHETIC_TASKS:
         s = SYNTHETIC_TASKS[name]
         return Task(name, tuple(s.columns), s.num_labels, tuple(s.label_names), s.metric,
@@ -199,16 +198,15 @@ def load_raw(task, data_dir=None):
                             f"GLUE_DIR) to a folder holding {task.folder}/train.tsv.")
         columns = {"train": read_tsv(root / task.folder / "train.tsv", task),
                    "dev": read_tsv(root / task.folder / task.dev_file, task)}
-        from datasets import Dataset, DatasetDict        # once both files are known to be good
+        from datasets import Dataset, DatasetDict        # (deferred: datasets takes ~1 s to import)
         return DatasetDict({split: Dataset.from_dict(c) for split, c in columns.items()})
-    from datasets import load_dataset
+    from datasets import DatasetDict, load_dataset      # (deferred: datasets takes ~1 s to import)
     try:
         hub = load_dataset("nyu-mll/glue", task.name)
     except Exception as e:
         raise DataError(f"{task.name}: no GLUE directory given (--data-dir or GLUE_DIR) and the "
                         f"Hugging Face hub could not provide it ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}).") from None
-    from datasets import DatasetDict
     dev = "validation_matched" if task.name == "mnli" else "validation"
     out = DatasetDict({"train": hub["train"], "dev": hub[dev]})
     for ours, theirs in zip(PAIR, task.hub_columns):
@@ -220,7 +218,7 @@ def load_raw(task, data_dir=None):
 
 def paper_splits(task, raw):
     """DatasetDict(train, validation, test) as the paper made them (module docstring)."""
-    from datasets import DatasetDict
+    from datasets import DatasetDict                    # (deferred: datasets takes ~1 s to import)
 
     rng = onp.random.default_rng(SPLIT_SEED)
     if task.large:
@@ -261,7 +259,6 @@ def load_task(name, *, data_dir=None, train_size=None, seed=0):
     if train_size is not None and train_size < 1:
         raise DataError(f"--train-size must be at least 1, got {train_size}.")
     if task.synthetic:
-        from .synthetic import load_synthetic
         splits = load_synthetic(name, seed=SPLIT_SEED)
         check_labels(splits, task, f"the synthetic task {name}")
     else:
@@ -284,107 +281,3 @@ def load_task(name, *, data_dir=None, train_size=None, seed=0):
             warnings.warn(f"{name}: --train-size {train_size} is more than the {n} training "
                           f"examples left after the validation split; using all {n}.")
     return splits
-
-
-# --- tokenising and batching ----------------------------------------------------------------
-
-def tokenize(tokenizer, texts, pairs=None, *, max_length=MAX_LENGTH, padding=True):
-    """Tokenise single texts or (text, pair) pairs with a `tokenizers.Tokenizer`.
-
-    Returns {"input_ids", "token_type_ids", "attention_mask"}: with padding, (B, T) int64
-    arrays, T the longest row after truncation to max_length (a pair is truncated
-    longest-first); without, lists of lists."""
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    if pairs is not None:
-        pairs = [pairs] if isinstance(pairs, str) else list(pairs)
-        if len(pairs) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs; give one second text "
-                             f"per first text, or pairs=None.")
-    for t in texts + (pairs or []):
-        if not isinstance(t, str):
-            raise TypeError(f"texts must be strings, got {type(t).__name__}: {t!r}")
-    if max_length < 2 + (pairs is not None):
-        raise ValueError(f"max_length {max_length} leaves no room for the text besides the "
-                         f"special tokens; use at least 8.")
-    pad_id = tokenizer.token_to_id("[PAD]")
-    if pad_id is None:
-        raise ValueError("The tokenizer has no [PAD] token; minicompacter expects a BERT-style "
-                         "WordPiece tokenizer.")
-    tokenizer.enable_truncation(max_length)
-    if padding:
-        tokenizer.enable_padding(pad_id=pad_id, pad_token="[PAD]")   # to the longest in the batch
-    else:
-        tokenizer.no_padding()
-    enc = tokenizer.encode_batch(texts if pairs is None else list(zip(texts, pairs)))
-    out = {"input_ids": [e.ids for e in enc], "token_type_ids": [e.type_ids for e in enc],
-           "attention_mask": [e.attention_mask for e in enc]}
-    if padding:
-        out = {k: onp.array(v, dtype=onp.int64) for k, v in out.items()}
-    tokenizer.no_padding()
-    return out
-
-
-def encode(dataset, tokenizer, task, *, max_length=MAX_LENGTH, chunk=1000):
-    """The split's columns as token ids: {"input_ids", "token_type_ids": one list per row,
-    unpadded, "label": the labels}, tokenised `chunk` rows at a time."""
-    first = dataset[task.columns[0]]
-    second = dataset[task.columns[1]] if len(task.columns) > 1 else None
-    out = {"input_ids": [], "token_type_ids": []}
-    for start in range(0, len(first), chunk):
-        part = tokenize(tokenizer, first[start:start + chunk],
-                        None if second is None else second[start:start + chunk],
-                        max_length=max_length, padding=False)
-        out["input_ids"] += part["input_ids"]
-        out["token_type_ids"] += part["token_type_ids"]
-    out["label"] = list(dataset["label"])
-    return out
-
-
-class Encoded:
-    """A tokenised split held as NumPy arrays, ready to be cut into padded batches.
-    columns: what `encode` returns (input_ids, token_type_ids, label)."""
-
-    def __init__(self, columns, pad_id=0, regression=False):
-        self.ids = [onp.asarray(x, onp.int64) for x in columns["input_ids"]]
-        self.types = [onp.asarray(x, onp.int64) for x in columns["token_type_ids"]]
-        self.labels = onp.asarray(columns["label"], onp.float32 if regression else onp.int64)
-        self.lengths = onp.array([len(x) for x in self.ids])
-        self.pad_id = pad_id
-
-    def __len__(self):
-        return len(self.ids)
-
-    def batch(self, index):
-        """Rows `index`, padded to the longest of them."""
-        T = int(self.lengths[index].max())
-        B = len(index)
-        ids = onp.full((B, T), self.pad_id, onp.int64)
-        types = onp.zeros((B, T), onp.int64)
-        mask = onp.zeros((B, T), onp.int64)
-        for row, i in enumerate(index):
-            n = self.lengths[i]
-            ids[row, :n], types[row, :n], mask[row, :n] = self.ids[i], self.types[i], 1
-        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
-                "labels": self.labels[index]}
-
-
-def batch_order(lengths, batch_size, *, seed=None, pool=50):
-    """Row indices grouped into batches of similar length.
-
-    Training (seed given): shuffle the rows, cut them into pools of `pool` batches, sort
-    each pool by length, cut it into batches, shuffle the batches: each batch is nearly
-    uniform in length (little padding) and the order is random, deterministic for a seed.
-    Evaluation (seed None): sorted by length, no shuffling."""
-    lengths = onp.asarray(lengths)
-    if seed is None:
-        order = onp.argsort(lengths, kind="stable")
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    rng = onp.random.default_rng(seed)
-    order = rng.permutation(len(lengths))
-    batches = []
-    step = batch_size * pool
-    for start in range(0, len(order), step):
-        chunk = order[start:start + step]
-        chunk = chunk[onp.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]

@@ -10,18 +10,22 @@ with code 2). What is checked where:
   - the maximum length against the model's positions (`max_length_fits`);
   - a method's options against the model's widths (`method_fits`);
   - the output directory's room for the run's files (`room_for_run`): the largest file
-    a process may write (ulimit -f) and the free space;
-  - JSON files that must hold an object with given keys (`read_json_object`).
+    a process may write (ulimit -f) and the free space.
 The output directory itself (created, writable, whose run it holds) is `rundir`'s; the
-data files are checked as they are read (`data.py`), the model as it is loaded
-(`pretrained.py`), a checkpoint's tensors as they are read (`checkpoint.py`).
+data files are checked as they are read (data/tasks.py), the model as it is loaded
+(formats/transformers.py), a checkpoint's files as they are read (formats/files.py).
 """
 
-import json
 import math
 import resource
 import shutil
-from pathlib import Path
+
+import numpy as onp
+
+from ...core.layers import LAYERS
+from ...core.methods import make_method
+from ...core.tree import flatten
+from ..data.batches import MIN_LENGTH
 
 
 def flag(name):
@@ -40,8 +44,8 @@ def train_config(cfg):
     for name in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(cfg, name) < 1:
             refuse(name, "at least 1")
-    if cfg.max_length < 8:
-        refuse("max_length", "at least 8 (the special tokens take 2 or 3 of a row)")
+    if cfg.max_length < MIN_LENGTH:
+        refuse("max_length", f"at least {MIN_LENGTH} (the special tokens take 2 or 3 of a row)")
     if cfg.eval_every is not None and cfg.eval_every < 1:
         refuse("eval_every", "at least 1 (leave it out to evaluate after each epoch)")
     if cfg.seed < 0:
@@ -54,6 +58,9 @@ def train_config(cfg):
         refuse("weight_decay", "a non-negative finite number")
     if not (_finite(cfg.max_grad_norm) and cfg.max_grad_norm > 0):
         refuse("max_grad_norm", "a positive finite number")
+    for name, allowed in (("pooling", ("cls", "mean")), ("layer_set", tuple(LAYERS))):
+        if getattr(cfg, name) not in allowed:
+            refuse(name, f"one of {list(allowed)}")
 
 
 def run_arguments(*, out, resume, replace):
@@ -76,9 +83,6 @@ def max_length_fits(max_length, encoder_config):
 def method_fits(config, encoder_config):
     """A method's options against the model's widths (a PHM bottleneck that phm_dim must
     divide, a bottleneck that is not zero), by making its parameters once."""
-    import numpy as onp
-
-    from ..core.methods import make_method
     make_method(config).init(onp.random.default_rng(0), encoder_config)
 
 
@@ -92,8 +96,6 @@ def room_for_run(out, trainable, total_steps):
     the history) within the process's file-size limit, and the free space in `out` enough
     for the checkpoint (1 tree), last/ (3: the tree and two moments) and last/'s
     replacement while it is written (3)."""
-    from ..core.tree import flatten
-
     if out is None:
         return
     tree_bytes = sum(leaf.nbytes for leaf in flatten(trainable).values())
@@ -108,28 +110,3 @@ def room_for_run(out, trainable, total_steps):
         raise ValueError(f"{out} has {free / 2 ** 20:,.1f} MB free and the run's checkpoints "
                          f"need about {needed / 2 ** 20:,.1f} MB; free some space or choose "
                          f"another --out.")
-
-
-def read_json_object(path, required=None, *, error=ValueError, fix=""):
-    """The JSON object in `path`; `required`: {key: type} it must hold. A file that is not
-    JSON, not an object, or lacks a key raises `error` naming the file, the problem and
-    `fix`."""
-    path = Path(path)
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise error(f"{path} is not valid JSON ({e}); {fix}") from None
-    if not isinstance(value, dict):
-        raise error(f"{path} holds {json.dumps(value)[:40]}, not a JSON object; {fix}")
-    for key, kind in (required or {}).items():
-        if key not in value:
-            raise error(f"{path} has no {key!r}; {fix}")
-        if not isinstance(value[key], kind):
-            raise error(f"{path}: {key!r} is {json.dumps(value[key])[:40]}, not "
-                        f"{_kind_name(kind)}; {fix}")
-    return value
-
-
-def _kind_name(kind):
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join("null" if k is type(None) else k.__name__ for k in kinds)

@@ -32,15 +32,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from .checkpoint import (CONFIG, LAST, WEIGHTS, CheckpointError, checkpoint_format, last_dir,
-                         read_state)
-from .checks import read_json_object
+from ..formats.dispatch import checkpoint_format
+from ..formats.files import CheckpointError, read_json_object
+from ..formats.native import CONFIG, LAST, WEIGHTS, last_dir, read_state
 
 LOCK = ".lock"
 METRICS, HISTORY = "metrics.json", "history.json"
 # settings that change how a run goes but not what it computes: a run with other values
 # of these is the same run
-NOT_COMPARED = ("train.progress", "train.layers")
+NOT_COMPARED = ("train.progress", "train.layer_set", "train.layers")   # train.layers: layer_set before 0.3
 
 
 class RunDirError(ValueError):
@@ -101,7 +101,7 @@ def locked(path):
         os.close(fd)
 
 
-TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")      # checkpoint.atomic_write's names
+TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")      # files.atomic_write's names
 
 
 def remove_stale_temporaries(path):

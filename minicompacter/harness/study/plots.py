@@ -5,7 +5,9 @@ import math
 
 def _pyplot(path):
     """matplotlib.pyplot; the file-only Agg backend when the figure goes to a file (and no
-    backend is chosen yet), so that the command line needs no display."""
+    backend is chosen yet), so that the command line needs no display. (matplotlib is
+    imported here, not at the top: it takes a third of a second and pyplot picks its backend
+    when first imported.)"""
     import matplotlib
     if path is not None:
         matplotlib.use("Agg", force=False)
@@ -18,8 +20,7 @@ def _finish(fig, path):
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
-        import matplotlib.pyplot as plt
-        plt.close(fig)
+        _pyplot(path).close(fig)
     return fig
 
 

@@ -1,11 +1,11 @@
-"""RESULTS.md and its figures, from a study's records (study.py).
+"""RESULTS.md, from a study's records (study.py), and its figures (plots.py).
 
 One function per part of the report, each returning its lines; `write_report` puts them
 together. Every fact in the text is computed from what it is given (the plan, the records,
 the model, the machine) or read from where it is kept: the presets' learning rates
-(core/methods.py), the training defaults (train.TrainConfig, study.epochs_for), the splits
-(data.py), the paper's model (core/counting.py) and the paper's figures and the verdicts'
-thresholds (study.py).
+(core/methods.py), the training defaults (training/train.py's TrainConfig,
+study.epochs_for), the splits (data/tasks.py), the paper's model (core/counting.py) and the
+paper's figures and the verdicts' thresholds (study.py).
 
     figures = draw_figures(plan, glue_records, low_records, eff, "results", "RESULTS.md")
     write_report("RESULTS.md", plan, glue_records, low_records, eff, figures,
@@ -18,16 +18,19 @@ import os
 import statistics
 from pathlib import Path
 
-from ..core.counting import base_total
-from ..core.methods import PRESETS
-from ..core.tree import count
-from .data import LARGE_TASK_HOLDOUT, get_task
+from ...core.counting import base_total
+from ...core.methods import PRESETS
+from ...core.tree import count
+from ..data.tasks import LARGE_TASK_HOLDOUT, get_task
+from ..pretrained import BUILTIN
+from ..training.train import TrainConfig
+from .plots import efficiency as efficiency_plot
+from .plots import low_resource, params_vs_score
 from .study import (MEMORY_SAVED, PAPER_BITFIT_MEMORY_SAVED, PAPER_COMPACTER_TIME_SAVED,
                     PAPER_COMPACTERPP_COST, PAPER_GLUE_AVERAGE, PAPER_HARDWARE, PAPER_MODEL,
                     PAPER_TRAINING, PARITY_GAP, SMALL_SIZE, STUDY_TASKS, epochs_for,
                     gaps_by_task, leads_within_spread, machine_description, summarize,
                     time_spread, verdict_efficiency, verdict_low_resource, verdict_parity)
-from .train import TrainConfig
 
 # How the report names each metric kind's score (metrics.glue_metrics).
 METRIC_NAMES = {"matthews": "Matthews correlation", "accuracy": "accuracy",
@@ -89,8 +92,6 @@ def provisional(part, missing):
 def model_facts(pretrained, name=None):
     """What the report says of the model, from the model: its name, what the name stands
     for (a built-in model's description), its layers, width and parameters."""
-    from .pretrained import BUILTIN
-
     name = name or pretrained.name
     return {"name": name, "about": BUILTIN.get(name, ""), "layers": pretrained.config.num_layers,
             "width": pretrained.config.hidden_size, "params": count(pretrained.params)}
@@ -98,7 +99,7 @@ def model_facts(pretrained, name=None):
 
 def bottleneck(width):
     """The adapters' bottleneck k at a model width (the adapter preset's reduction factor)."""
-    return PRESETS["adapter"].config.bottleneck(width)
+    return PRESETS["adapter"].config.bottleneck_size(width)
 
 
 def rates_by_value(methods, paper=False):
@@ -163,7 +164,7 @@ def splits_sentence(tasks):
             ([f"the whole dev file for the large ones ({', '.join(large)}; "
               f"{LARGE_TASK_HOLDOUT:,} training examples held out for validation)"]
              if large else [])
-    return ("Scores are on the test splits the paper made (`minicompacter/harness/data.py`): "
+    return ("Scores are on the test splits the paper made (`minicompacter/harness/data/tasks.py`): "
             + ", ".join(parts) + "; the best epoch on validation is kept.")
 
 
@@ -452,8 +453,6 @@ def draw_figures(plan, glue_records, low_records, eff, out, report):
     """The report's figures, drawn into `out`: {name: its link from the report's folder}.
     Score against parameters, one per low-resource task, and time and memory relative to
     full fine-tuning (when it ran) beside the paper's Compacter++."""
-    from .plots import efficiency as efficiency_plot, low_resource, params_vs_score
-
     out, figures = Path(out), {}
     params_vs_score([{"method": r["method"], "percent": r["percent"], "score": r["mean"]}
                      for r in summarize(glue_records, by=("method",))], out / "params_vs_score.png",

@@ -3,8 +3,9 @@
 `compare` and `demo` fine-tune each method in a process of its own, and so do the study's
 efficiency runs: each run's peak memory is then its own, and what one run leaves in memory
 cannot slow the next. `run_in_process(fn, **kwargs)` calls `fn(**kwargs)` in a fresh Python
-interpreter (`python -m minicompacter.harness.jobs`): the function travels as its module and
-name, the arguments and the result as JSON, and the child writes to this process's terminal.
+interpreter (`python -m minicompacter.harness.training.jobs`): the function travels as its
+module and name, the arguments and the result as JSON, and the child writes to this
+process's terminal.
 
     rows = [run_in_process(finetune_job, task="sst2", method=m, ...) for m in methods]
 """
@@ -36,7 +37,7 @@ def run_in_process(fn, /, **kwargs):
     spec = json.dumps({"function": f"{fn.__module__}:{fn.__qualname__}", "kwargs": kwargs})
     with tempfile.TemporaryDirectory(prefix="minicompacter-job-") as tmp:
         result_file = Path(tmp) / "result.json"
-        child = subprocess.Popen([sys.executable, "-m", "minicompacter.harness.jobs", spec,
+        child = subprocess.Popen([sys.executable, "-m", "minicompacter.harness.training.jobs", spec,
                                   str(result_file)])
         try:
             code = child.wait()

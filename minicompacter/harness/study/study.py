@@ -12,24 +12,29 @@ dropout). The grids run in this process (the model is loaded once); a record kee
 training loop's time and the whole run's. The efficiency runs, whose peak memory is the
 point, each run in a process of their own (`efficiency`).
 
-`run_study` is the study behind RESULTS.md (`python -m minicompacter study`): the GLUE
-comparison, the low-resource study and the efficiency table, with the verdicts whose rules
-are stated next to them in the report. The verdicts and the paper's figures they compare
-with are here; the report's text and figures are drawn by report.py.
+The study behind RESULTS.md (`python -m minicompacter study`; results.py runs it) is the
+GLUE comparison, the low-resource study and the efficiency table, with the verdicts whose
+rules are stated next to them in the report. Its plan, the verdicts and the paper's
+figures they compare with are here; the report's text is report.py's, its figures plots.py's.
 """
 
 import dataclasses
 import json
 import math
 import os
+import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Optional
 
-from ..core.counting import T5_BASE
-from ..core.methods import METHODS
-from .train import TrainConfig, finetune
+from ...core.counting import T5_BASE
+from ...core.methods import METHODS
+from ..data.batches import MAX_LENGTH
+from ..data.tasks import get_task
+from ..pretrained import load_pretrained
+from ..training.jobs import run_in_process
+from ..training.train import TrainConfig, finetune
 
 
 def epochs_for(train_size, batch_size=32, *, target_steps=250, least=3, most=20):
@@ -50,8 +55,8 @@ class Run:
     train_size: Optional[int]          # None: the whole training split
     seed: int = 0
     epochs: Optional[int] = None
-    lr: Optional[float] = None         # None: train.LEARNING_RATES[method]
-    max_length: int = 128
+    lr: Optional[float] = None         # None: the method preset's (core/methods.py PRESETS)
+    max_length: int = MAX_LENGTH
 
     def key(self, model):
         """What identifies the run in a results file (the model's name included)."""
@@ -97,7 +102,7 @@ def run_one(pretrained, run, *, data_dir=None, model_name=None, progress=False):
     cfg = TrainConfig(epochs=epochs, lr=run.lr, seed=run.seed, max_length=run.max_length,
                       progress=progress)
     metrics = finetune(pretrained, run.task, run.method, cfg, data_dir=data_dir,
-                       train_size=train_size, base_name=model_name)
+                       train_size=train_size, model_name=model_name)
     return {"key": run.key(model_name or pretrained.name), "model": model_name or pretrained.name,
             **dataclasses.asdict(run), "epochs": epochs, "lr": metrics["config"]["lr"],
             "train_examples": metrics["config"]["train_examples"],
@@ -181,7 +186,7 @@ class Plan:
     sizes: tuple = (100, 500, 1000, 2000, 4000)
     efficiency_task: str = "sst2"
     efficiency_size: int = 2000
-    max_length: int = 128
+    max_length: int = MAX_LENGTH
 
     def glue_runs(self):
         return [Run(t, m, self.train_cap, s, epochs=self.epochs, max_length=self.max_length)
@@ -195,8 +200,6 @@ class Plan:
 
 def available_tasks(data_dir, names=STUDY_TASKS):
     """The tasks of `names` whose train and dev files are in the GLUE directory."""
-    from .data import get_task
-
     root = Path(data_dir)
     return tuple(n for n in names if (root / get_task(n).folder / "train.tsv").exists()
                  and (root / get_task(n).folder / get_task(n).dev_file).exists())
@@ -229,8 +232,6 @@ def efficiency(plan, data_dir, out, model_name, train=True, log=print):
     its own: {method: record}, the records of `run_one` kept in out/efficiency.jsonl (a
     finished method is not run again; with train=False a missing one is left out).
     Nothing is written to disk while they train."""
-    from .jobs import run_in_process
-
     results = Path(out) / "efficiency.jsonl"
     done = read_results(results)
     rows = {}
@@ -254,8 +255,6 @@ def efficiency(plan, data_dir, out, model_name, train=True, log=print):
 def efficiency_job(run, data_dir, model):
     """The efficiency run of one method, in the process `efficiency` starts for it
     (jobs.run_in_process): its record."""
-    from .pretrained import load_pretrained
-
     return run_one(load_pretrained(model), Run(**run), data_dir=data_dir, model_name=model)
 
 
@@ -388,8 +387,6 @@ def time_spread(records):
 def machine_info():
     """The machine: {"cpu": its processor's name, "cores": os.cpu_count(), "python": the
     Python version}."""
-    import platform
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -405,32 +402,3 @@ def machine_description(info=None):
     """The processor, core count and Python version, as RESULTS.md names the machine."""
     info = info or machine_info()
     return f"{info['cpu']}, {info['cores']} cores, Python {info['python']}"
-
-
-def run_study(pretrained, data_dir, *, out="results", report="RESULTS.md", quick=False,
-              model_name="minilm", train=True, log=print):
-    """The whole study: the GLUE comparison, the low-resource study, the efficiency table,
-    the figures and the report. Finished runs in `out` are reused. train=False writes the
-    report and figures from the runs recorded so far, training nothing (an unfinished
-    study's report says what is missing)."""
-    from .report import draw_figures, model_facts, write_report
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    plan = quick_plan(data_dir) if quick else full_plan(data_dir)
-    grid = {"data_dir": data_dir, "model_name": model_name, "train": train, "log": log}
-    glue = run_grid(pretrained, plan.glue_runs(), results=out / "glue.jsonl", **grid)
-    low = run_grid(pretrained, plan.low_resource_runs(), results=out / "low_resource.jsonl",
-                   known={r["key"]: r for r in glue}, **grid)
-    eff = efficiency(plan, data_dir, out, model_name, train=train, log=log)
-    missing = {"GLUE": len(plan.glue_runs()) - len(glue),
-               "low_resource": len(plan.low_resource_runs()) - len(low),
-               "efficiency": len(plan.methods) - len(eff)}
-    seconds = study_seconds(glue, low, eff.values())
-    command = "python -m minicompacter study --data-dir DIR" + (" --quick" if quick else "")
-    figures = draw_figures(plan, glue, low, eff, out, report)
-    write_report(report, plan, glue, low, eff, figures, model=model_facts(pretrained, model_name),
-                 machine=machine_info(), seconds=seconds, commands=[command], results=out,
-                 missing=missing)
-    return {"glue": glue, "low_resource": low, "efficiency": eff, "seconds": seconds,
-            "missing": {part: n for part, n in missing.items() if n}}

@@ -1,9 +1,15 @@
-"""Taking an adapter elsewhere: a minicompacter checkpoint written as the files AdapterHub,
-peft or transformers load themselves.
+"""The one door in and out: which format a directory holds, `load_adapter` for every format,
+the base model a checkpoint names, and `export_adapter` to every target.
 
-    export_adapter(checkpoint_dir, "adapters", out)      # AdapterHub: the bottleneck methods
-    export_adapter(checkpoint_dir, "peft", out)          # peft: LoRA
-    export_adapter(checkpoint_dir, "transformers", out)  # a BertModel: full, BitFit, LoRA merged
+    load_adapter(DIR)          minicompacter's checkpoint (native.py; 0.1.0's too),
+                               AdapterHub's adapter (adapterhub.py), peft's (peft.py)
+    checkpoint_base(DIR)       the pretrained model a checkpoint of any of these formats names
+    export_adapter(DIR, "adapters", out)      AdapterHub: the bottleneck methods
+    export_adapter(DIR, "peft", out)          peft: LoRA
+    export_adapter(DIR, "transformers", out)  a BertModel: full, BitFit, LoRA merged
+
+The format modules below import only the file layer (files.py), never each other or this
+module; this module imports them all.
 
 What a target cannot hold is carried another way, and the summary `export_adapter` returns
 (which `python -m minicompacter export` prints) says how:
@@ -11,32 +17,119 @@ What a target cannot hold is carried another way, and the summary `export_adapte
     files hold only the adapter, so the base model with the trained layer norms is written
     beside it, in out/base/, as a BertModel directory for `BertAdapterModel.from_pretrained`;
   - the head, where the target has no head of its own (peft, transformers) or none that
-    reads the mean of the tokens (AdapterHub's read [CLS]): HEAD_WEIGHTS + HEAD_INFO in out/,
-    documented in HEAD_INFO;
+    reads the mean of the tokens (AdapterHub's read [CLS]): head.py's two files in out/;
   - LoRA for transformers: merged into the weights, W + (alpha / r) A B (peft's
     merge_and_unload).
 A method the target has no counterpart for is refused with the target that takes it.
 Adapter-LowRank goes to AdapterHub as a PHM layer with n = 1 (W = 1 kron s t).
 """
 
-import json
 from pathlib import Path
 
 import numpy as onp
 
-from ..core.methods import AdapterConfig, BitFitConfig, FullConfig, LoRAConfig
-from ..core.paths import HEAD, LORA, is_layer_norm
-from ..core.tree import flatten, leaves, merge, split, unflatten
-from .checkpoint import atomic_write, checkpoint_base, load_adapter
+from ...core.methods import AdapterConfig, BitFitConfig, FullConfig, LoRAConfig
+from ...core.paths import HEAD, LORA, is_layer_norm
+from ...core.tree import flatten, merge, split, unflatten
+from ..data.tasks import get_task
+from ..pretrained import BUILTIN, HUB_IDS, load_pretrained, weights_digest
+from . import adapterhub, native, peft
+from .files import LoadError, json_file
+from .head import HEAD_INFO, HEAD_WEIGHTS, read_head, write_head
+from .transformers import write_bert_directory
 
 TARGETS = ("adapters", "peft", "transformers")
-HEAD_WEIGHTS, HEAD_INFO = "minicompacter_head.safetensors", "minicompacter_head.json"
 BASE = "base"            # out/base/: the base model with the trained layer norms, beside an adapter
+FOREIGN = {"adapterhub": adapterhub, "peft": peft}
 
 
 class ExportError(ValueError):
     """A checkpoint the target cannot hold; the message says what to do instead."""
 
+
+# --- reading ---------------------------------------------------------------------------------
+
+def checkpoint_format(directory):
+    """"minicompacter", "minicompacter-0.1", "adapterhub", "peft", or None (nothing here).
+    This version's native files first, then AdapterHub's, then peft's, then 0.1.0's (whose
+    file names are peft's)."""
+    directory = Path(directory)
+    if native.kind(directory) == "minicompacter":
+        return "minicompacter"
+    if adapterhub.is_adapterhub(directory):
+        return "adapterhub"
+    if peft.is_peft(directory):
+        return "peft"
+    return native.kind(directory)
+
+
+def load_adapter(directory, pretrained=None):
+    """(model, trainable, frozen, config) from a checkpoint directory: minicompacter's own
+    (this version's or 0.1.0's), AdapterHub's or peft's. The base model is found from what
+    the checkpoint records (checkpoint_base) unless given; it must be the one the
+    checkpoint was trained on. For another library's adapter, config says what was read
+    (its "format", "num_labels" and "label_names" of the head it carried, none: 0), and a
+    head written beside it by `export_adapter` is loaded too."""
+    directory = Path(directory)
+    kind = checkpoint_format(directory)
+    if kind is None:
+        raise native.CheckpointError(
+            f"{directory / native.CONFIG} does not exist; give the directory finetune --out "
+            f"wrote, or an AdapterHub or peft adapter directory.")
+    pretrained = pretrained or checkpoint_base(directory)
+    if kind in FOREIGN:
+        return read_head(directory, *FOREIGN[kind].read(directory, pretrained))
+    return native.read(directory, pretrained)
+
+
+def checkpoint_base(directory):
+    """The pretrained model a checkpoint directory names (any of the formats load_adapter
+    reads), found as `load_base` finds it."""
+    directory = Path(directory)
+    kind = checkpoint_format(directory)
+    if kind in FOREIGN:
+        if (directory / BASE / "config.json").exists():     # written beside it by export
+            return load_pretrained(directory / BASE)
+        config = json_file(directory / FOREIGN[kind].CONFIG)
+        name = config.get("model_name" if kind == "adapterhub" else "base_model_name_or_path")
+        return load_base({"name": name, "hub_id": name}, source=str(directory))
+    base, _, _ = native.parts(directory, native.read_config(directory))
+    return load_base(base, source=str(directory))
+
+
+def base_candidates(identity):
+    """The ways to find a recorded base model, in the order they are tried: a built-in name
+    (the packaged copy), the built-in model whose hub id it is, the recorded directory, the
+    hub id (the only one that needs the hub)."""
+    name, hub_id, path = identity.get("name"), identity.get("hub_id"), identity.get("path")
+    by_hub = {v: k for k, v in HUB_IDS.items()}
+    out = []
+    for candidate in (name if name in BUILTIN else None, by_hub.get(hub_id), by_hub.get(name),
+                      path if path and Path(path).is_dir() else None, hub_id):
+        if candidate and candidate not in out:
+            out.append(candidate)
+    return out
+
+
+def load_base(identity, *, source="the checkpoint", dtype=onp.float32):
+    """The pretrained model a checkpoint's identity names: the first candidate that loads and
+    whose weights have the recorded digest (any, if none was recorded)."""
+    tried = []
+    for candidate in base_candidates(identity):
+        try:
+            pretrained = load_pretrained(candidate, dtype=dtype)
+        except LoadError as e:
+            tried.append(f"{candidate!r}: {str(e).split(';')[0]}")
+            continue
+        if identity.get("digest") in (None, weights_digest(pretrained.params)):
+            return pretrained._replace(name=identity.get("name") or pretrained.name)
+        tried.append(f"{candidate!r}: other weights (digest differs)")
+    raise LoadError(f"{source} was trained on base model {identity.get('name')!r}, which could "
+                    f"not be found here ({'; '.join(tried) or 'nothing to try'}). Give the base "
+                    f"model explicitly (--model DIR, or the `pretrained` argument).")
+
+
+# --- writing ---------------------------------------------------------------------------------
 
 def export_adapter(checkpoint_dir, to, out, *, pretrained=None, name=None):
     """Write the checkpoint in checkpoint_dir as `to` ("adapters", "peft", "transformers")
@@ -55,11 +148,9 @@ def export_adapter(checkpoint_dir, to, out, *, pretrained=None, name=None):
         return _to_adapterhub(out, trainable, model, pretrained, name or adapter_name(method, config),
                               hub_id, labels)
     if to == "peft":
-        from . import peft_lora
-        written = peft_lora.write(out, trainable, model, base_model_name_or_path=hub_id)
+        written = peft.write(out, trainable, model, base_model_name_or_path=hub_id)
         return _with_head(out, written, trainable, model, labels, config, "peft")
     params = merged_params(pretrained, trainable, model)
-    from .bert_files import write_bert_directory
     written = write_bert_directory(out, params, pretrained)
     notes = ["LoRA merged into the weights: W + (alpha / r) A B"] if isinstance(method, LoRAConfig) else []
     summary = _with_head(out, written, trainable, model, labels, config, "transformers")
@@ -94,21 +185,17 @@ def label_names(config):
     if config.get("label_names"):
         return list(config["label_names"])
     if config.get("task"):
-        from .data import get_task
         return list(get_task(config["task"]).label_names)
     return []
 
 
 def _to_adapterhub(out, trainable, model, pretrained, name, hub_id, labels):
-    from . import adapterhub
-
     norms, adapter = split(trainable, is_layer_norm)
     head_here = model.pooling == "cls" and HEAD in adapter
     written = adapterhub.write(out, adapter if head_here else _without_head(adapter), model,
                                name=name, model_name=hub_id, label_names=labels)
     summary = {"written": [str(out / f) for f in written], "notes": []}
     if flatten(norms):
-        from .bert_files import write_bert_directory
         base = merge(split(pretrained.params, is_layer_norm)[1], norms)
         files = write_bert_directory(out / BASE, base, pretrained)
         summary["written"] += [str(out / BASE / f) for f in files]
@@ -136,24 +223,8 @@ def _with_head(out, written, trainable, model, labels, config, target):
 
 
 def _head_beside(out, summary, head, model, labels, why):
-    """HEAD_WEIGHTS (PyTorch's layout: weight (labels, d), bias; hidden.weight, hidden.bias
-    for a two-layer head) and HEAD_INFO, which says how to apply it."""
-    from safetensors.numpy import save
-
-    tensors = {("" if path[0] != "hidden" else "hidden.") + ("weight" if path[-1] == "w" else "bias"):
-               onp.ascontiguousarray(leaf.T if path[-1] == "w" else leaf, dtype=onp.float32)
-               for path, leaf in leaves(head)}
-    pooled = ("the mean of last_hidden_state over the real tokens (attention_mask)"
-              if model.pooling == "mean" else "last_hidden_state[:, 0] ([CLS])")
-    info = {"pooling": model.pooling, "num_labels": model.num_labels,
-            "layers": model.head_layers, "label_names": labels,
-            "computes": f"pooled = {pooled}; "
-                        + ("pooled = tanh(pooled @ hidden.weight.T + hidden.bias); "
-                           if model.head_layers == 2 else "")
-                        + "logits = pooled @ weight.T + bias (num_labels 1: the score)"}
-    atomic_write(out / HEAD_WEIGHTS, save(tensors))
-    atomic_write(out / HEAD_INFO, json.dumps(info, indent=2))
-    summary["written"] += [str(out / HEAD_WEIGHTS), str(out / HEAD_INFO)]
+    """The head beside the export (head.py), noted in the summary."""
+    summary["written"] += [str(out / f) for f in write_head(out, head, model, labels)]
     summary["notes"].append(f"the head: in {out / HEAD_WEIGHTS}, described in {out / HEAD_INFO} "
                             f"({why})")
     return summary
@@ -174,23 +245,3 @@ def merged_params(pretrained, trainable, model):
                 key = f"layers.{i}.attention.{target}.w"
                 flat[key] = flat[key] + (p["A"] @ p["B"]) * (method.alpha / method.r)
     return unflatten(flat)
-
-
-def read_head_beside(directory, model, trainable, frozen, info):
-    """(model, trainable, frozen, info) with the head `_head_beside` wrote in directory, if
-    any: the other half of a peft or AdapterHub export that could not hold the head."""
-    from safetensors.numpy import load_file
-
-    directory = Path(directory)
-    if not (directory / HEAD_INFO).exists() or model.num_labels:
-        return model, trainable, frozen, info
-    head_info = json.loads((directory / HEAD_INFO).read_text())
-    tensors = load_file(str(directory / HEAD_WEIGHTS))
-    head = {"w": tensors["weight"].T, "b": tensors["bias"]}
-    if "hidden.weight" in tensors:
-        head["hidden"] = {"w": tensors["hidden.weight"].T, "b": tensors["hidden.bias"]}
-    model = model._replace(num_labels=head_info["num_labels"], pooling=head_info["pooling"],
-                           head_layers=head_info["layers"])
-    info = dict(info, num_labels=head_info["num_labels"], pooling=head_info["pooling"],
-                head_layers=head_info["layers"], label_names=head_info["label_names"])
-    return model, dict(trainable, **{HEAD: head}), frozen, info

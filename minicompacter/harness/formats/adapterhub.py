@@ -32,14 +32,19 @@ Every other field must have the value that gives one of these two blocks; a fiel
 any other value is refused by name, never ignored.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as onp
+from safetensors.numpy import save
 
-from ..core.layers import ACTIVATIONS
-from ..core.methods import AdapterConfig
-from ..core.paths import ATTENTION_ADAPTER, FFN_ADAPTER, HEAD, SHARED
+from ...core.layers import ACTIVATIONS
+from ...core.methods import AdapterConfig
+from ...core.model import init_model
+from ...core.paths import ATTENTION_ADAPTER, FFN_ADAPTER, HEAD, SHARED
+from ...core.tree import flatten
+from .files import FormatError, atomic_write, check_tree, json_file, read_tensors, refuse_pickle
 
 CONFIG, WEIGHTS, PICKLE = "adapter_config.json", "adapter.safetensors", "pytorch_adapter.bin"
 HEAD_CONFIG, HEAD_WEIGHTS, HEAD_PICKLE = ("head_config.json", "model_head.safetensors",
@@ -63,13 +68,8 @@ SAME = ("mh_adapter", "output_adapter", "reduction_factor", "non_linearity", "or
         "phm_init_range", "hypercomplex_nonlinearity", "phm_bias")
 
 
-class FormatError(ValueError):
-    """Files of another library that minicompacter cannot read as they are; says why."""
-
-
 def is_adapterhub(directory):
     """An AdapterHub adapter directory: adapter_config.json with a BnConfig under "config"."""
-    from .checkpoint import json_file
     config = json_file(Path(directory) / CONFIG)
     return isinstance(config, dict) and isinstance(config.get("config"), dict) \
         and str(config.get("version", "")).startswith("adapters")
@@ -201,8 +201,6 @@ def read_head_config(config, source):
 def lowrank_as_phm(cfg, trainable):
     """(config, tree) of a rank-r adapter written as AdapterHub's PHM layer with n = 1:
     W = kron([[1]], s t) = s t, s -> W_left (1, d_in, r), t -> W_right (1, r, d_out), A = 1."""
-    import dataclasses
-
     phm = dataclasses.replace(cfg, projection="phm", phm_dim=1, shared_phm_rule=False,
                               factorized_phm_W=True, phm_bias=True)
 
@@ -217,8 +215,6 @@ def lowrank_as_phm(cfg, trainable):
 
 def phm_as_lowrank(cfg, trainable):
     """The inverse of `lowrank_as_phm`, when every rule is exactly 1 (else None)."""
-    import dataclasses
-
     projections = [q for layer in trainable["layers"] for slot, adapter in layer.items()
                    if slot in LOCATIONS for q in adapter.values()]
     if cfg.phm_dim != 1 or cfg.shared_phm_rule or not cfg.factorized_phm_W or \
@@ -233,24 +229,11 @@ def phm_as_lowrank(cfg, trainable):
 
 # --- reading and writing --------------------------------------------------------------------
 
-def _refuse_pickle(directory, pickle_name, safetensors_name):
-    if (directory / pickle_name).exists() and not (directory / safetensors_name).exists():
-        raise FormatError(
-            f"{directory} holds {pickle_name}, a pickle file, and no {safetensors_name}. "
-            f"minicompacter never loads pickle files (unpickling can run arbitrary code). "
-            f"Convert it once where PyTorch is installed: python -c \"import torch; from "
-            f"safetensors.torch import save_file; save_file(torch.load('{directory / pickle_name}'), "
-            f"'{directory / safetensors_name}')\"")
-
-
 def read(directory, pretrained):
     """(model, trainable, frozen, info) of an AdapterHub adapter directory on a pretrained
     model. info: what load_adapter returns as the config (format, head, base model)."""
-    from ..core.model import init_model
-    from .checkpoint import check_tree, read_tensors
-
     directory = Path(directory)
-    _refuse_pickle(directory, PICKLE, WEIGHTS)
+    refuse_pickle(directory, PICKLE, WEIGHTS)
     meta = json.loads((directory / CONFIG).read_text())
     source, name = directory / CONFIG, meta.get("name")
     if meta.get("hidden_size") not in (None, pretrained.config.hidden_size):
@@ -262,7 +245,7 @@ def read(directory, pretrained):
     if (directory / HEAD_CONFIG).exists():
         num_labels, layers, labels = read_head_config(
             json.loads((directory / HEAD_CONFIG).read_text())["config"], directory / HEAD_CONFIG)
-        _refuse_pickle(directory, HEAD_PICKLE, HEAD_WEIGHTS)
+        refuse_pickle(directory, HEAD_PICKLE, HEAD_WEIGHTS)
         tensors.update(read_tensors(directory / HEAD_WEIGHTS))
     model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, cfg,
                                          num_labels=num_labels, pooling="cls", head_layers=layers)
@@ -294,11 +277,6 @@ def read(directory, pretrained):
 def write(out, trainable, model, *, name, model_name, label_names=()):
     """AdapterHub's files for a minicompacter adapter (and its head, which must read [CLS]):
     adapter_config.json, adapter.safetensors, and head_config.json + model_head.safetensors."""
-    from safetensors.numpy import save
-
-    from ..core.tree import flatten
-    from .checkpoint import atomic_write
-
     cfg = model.method.config
     if cfg.projection == "low-rank":
         cfg, trainable = lowrank_as_phm(cfg, trainable)

@@ -1,0 +1,71 @@
+"""minicompacter's head, written beside an export whose target has no place for it.
+
+peft's and transformers' files hold no classification head, and AdapterHub's heads read
+[CLS], not the mean over the tokens that minicompacter pools by default. Such a head goes
+beside the export as two files:
+
+    minicompacter_head.safetensors  weight (num_labels, d), bias (num_labels,): PyTorch's
+                                    layout; a two-layer head adds hidden.weight (d, d),
+                                    hidden.bias (d,), applied first with tanh
+    minicompacter_head.json         {"pooling", "num_labels", "layers", "label_names",
+                                     "computes": how to apply it, in one line}
+
+`write_head` writes them; `read_head` reads them back onto a model loaded without a head.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as onp
+from safetensors.numpy import save
+
+from ...core.paths import HEAD
+from ...core.tree import leaves
+from .files import atomic_write, read_json_object, read_tensors
+
+HEAD_WEIGHTS, HEAD_INFO = "minicompacter_head.safetensors", "minicompacter_head.json"
+
+
+def head_tensors(head):
+    """{PyTorch name: array (out, in)} of a head tree {w, b[, hidden: {w, b}]}."""
+    return {("" if path[0] != "hidden" else "hidden.") + ("weight" if path[-1] == "w" else "bias"):
+            onp.ascontiguousarray(leaf.T if path[-1] == "w" else leaf, dtype=onp.float32)
+            for path, leaf in leaves(head)}
+
+
+def head_info(model, labels):
+    """What HEAD_INFO holds: the pooling, sizes, label names and how to apply the head."""
+    pooled = ("the mean of last_hidden_state over the real tokens (attention_mask)"
+              if model.pooling == "mean" else "last_hidden_state[:, 0] ([CLS])")
+    return {"pooling": model.pooling, "num_labels": model.num_labels,
+            "layers": model.head_layers, "label_names": labels,
+            "computes": f"pooled = {pooled}; "
+                        + ("pooled = tanh(pooled @ hidden.weight.T + hidden.bias); "
+                           if model.head_layers == 2 else "")
+                        + "logits = pooled @ weight.T + bias (num_labels 1: the score)"}
+
+
+def write_head(out, head, model, labels):
+    """HEAD_WEIGHTS and HEAD_INFO in `out`; returns their names."""
+    atomic_write(Path(out) / HEAD_WEIGHTS, save(head_tensors(head)))
+    atomic_write(Path(out) / HEAD_INFO, json.dumps(head_info(model, labels), indent=2))
+    return [HEAD_WEIGHTS, HEAD_INFO]
+
+
+def read_head(directory, model, trainable, frozen, info):
+    """(model, trainable, frozen, info) with the head `write_head` wrote in directory, if
+    any: the other half of an export whose target could not hold the head."""
+    directory = Path(directory)
+    if not (directory / HEAD_INFO).exists() or model.num_labels:
+        return model, trainable, frozen, info
+    meta = read_json_object(directory / HEAD_INFO, {"num_labels": int, "pooling": str,
+                                                     "layers": int, "label_names": list})
+    tensors = read_tensors(directory / HEAD_WEIGHTS)
+    head = {"w": tensors["weight"].T, "b": tensors["bias"]}
+    if "hidden.weight" in tensors:
+        head["hidden"] = {"w": tensors["hidden.weight"].T, "b": tensors["hidden.bias"]}
+    model = model._replace(num_labels=meta["num_labels"], pooling=meta["pooling"],
+                           head_layers=meta["layers"])
+    info = dict(info, num_labels=meta["num_labels"], pooling=meta["pooling"],
+                head_layers=meta["layers"], label_names=meta["label_names"])
+    return model, dict(trainable, **{HEAD: head}), frozen, info

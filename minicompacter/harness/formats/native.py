@@ -1,0 +1,237 @@
+"""Adapter-only checkpoints, written atomically, loaded with every shape checked.
+
+A checkpoint directory holds
+  minicompacter_adapter.safetensors  the trainable tree only (adapters, shared A, unfrozen
+                              layer norms or biases, the head); keys are dotted tree paths,
+                              such as layers.3.ffn_adapter.down.s
+  minicompacter_adapter.json  the method and its config, the base model (its name, hub id,
+                              directory and weights digest) and config, the task, the number
+                              of labels, the pooling, the head's layers
+  last/                       what --resume needs: trainable.safetensors,
+                              optimizer.safetensors (m.* and v.*), state.json
+
+The names are minicompacter's own, so that neither peft (adapter_config.json) nor
+transformers (config.json) takes a directory for one of theirs. Version 0.1.0 wrote
+adapter_model.safetensors and adapter_config.json; those still load. (Which format a
+directory holds, and the one `load_adapter` for all of them, is dispatch.py's.)
+
+Every file is written through files.atomic_write, so an interrupted run never leaves a
+half-written file: the checkpoint on disk is always a whole one. Nothing is ever read with
+pickle. DIR/last/ is replaced as a whole (`save_last`). Every tensor read back is checked:
+its name, its shape and that it is finite.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as onp
+
+from ...core.encoder import EncoderConfig
+from ...core.methods import method_config
+from ...core.model import init_model
+from ..pretrained import weights_digest
+from .files import (CheckpointError, atomic_write, check_tree, json_file, read_json_object,
+                    read_tensors, tree_bytes)
+
+WEIGHTS, CONFIG, LAST = "minicompacter_adapter.safetensors", "minicompacter_adapter.json", "last"
+LEGACY_WEIGHTS, LEGACY_CONFIG = "adapter_model.safetensors", "adapter_config.json"   # 0.1.0
+
+
+def config_dict(model, base, task_name, extra=None):
+    """What CONFIG holds. base: the base model's identity (pretrained.base_identity)."""
+    method = model.method.config
+    return {"format": "minicompacter", "method": method.method,
+            "method_config": dataclasses.asdict(method), "base_model": base,
+            "base_config": dataclasses.asdict(model.encoder_config), "task": task_name,
+            "num_labels": model.num_labels, "pooling": model.pooling,
+            "head_layers": model.head_layers, **(extra or {})}
+
+
+def save_adapter(directory, trainable, model, base, task_name, extra=None):
+    """WEIGHTS, then CONFIG, each written atomically. base: the base model's identity;
+    `extra`: more settings to record (the evaluation's max_length and batch size)."""
+    directory = Path(directory)
+    atomic_write(directory / WEIGHTS, tree_bytes(trainable))
+    atomic_write(directory / CONFIG, json.dumps(config_dict(model, base, task_name, extra),
+                                                indent=2))
+
+
+CONFIG_KEYS = {"method": str, "method_config": dict, "base_model": (str, dict),
+               "base_config": dict, "task": str, "num_labels": int, "pooling": str}
+
+
+def kind(directory):
+    """"minicompacter" (this version's checkpoint), "minicompacter-0.1" (0.1.0's), or None."""
+    directory = Path(directory)
+    if (directory / CONFIG).exists():
+        return "minicompacter"
+    legacy = json_file(directory / LEGACY_CONFIG)       # peft's files have the same names
+    if isinstance(legacy, dict) and "method" in legacy and "peft_type" not in legacy:
+        return "minicompacter-0.1"
+    return None
+
+
+def read_config(directory):
+    """The native checkpoint config of a directory (this version's, or 0.1.0's), checked to
+    hold every key a checkpoint needs."""
+    directory = Path(directory)
+    which = kind(directory)
+    if which is None:
+        raise CheckpointError(f"{directory / CONFIG} does not exist; give the directory "
+                              f"finetune --out wrote.")
+    path = directory / (CONFIG if which == "minicompacter" else LEGACY_CONFIG)
+    return read_json_object(path, CONFIG_KEYS, error=CheckpointError,
+                            fix="the checkpoint is damaged: train it again (finetune --replace).")
+
+
+def base_of(config):
+    """The base model's identity a native config records: {name, hub_id, path, digest}
+    (0.1.0 recorded the name alone)."""
+    base = config["base_model"]
+    return {"name": base} if isinstance(base, str) else base
+
+
+def encoder_config(recorded):
+    """The EncoderConfig a checkpoint recorded. Fields this version does not have are
+    ignored (0.1.0 recorded pad_token_id, which the encoder never read)."""
+    known = {f.name for f in dataclasses.fields(EncoderConfig)}
+    return EncoderConfig(**{k: v for k, v in recorded.items() if k in known})
+
+
+# fields a method config was once recorded under: old name -> (new name, old value -> new)
+RENAMED = {"factored": ("build_W", lambda factored: None if factored is None else not factored)}
+
+
+def method_of(directory, config):
+    """The method config a native checkpoint records (fields renamed since, translated)."""
+    fields = {}
+    for k, v in config["method_config"].items():
+        if k in RENAMED:
+            k, v = RENAMED[k][0], RENAMED[k][1](v)
+        if k != "method":
+            fields[k] = tuple(v) if isinstance(v, list) else v
+    try:
+        return method_config(config["method"], **fields)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{directory}'s config lacks or garbles {e}; the checkpoint is "
+                              f"damaged.") from None
+
+
+def parts(directory, config):
+    """(base identity, method config, EncoderConfig) of a native checkpoint's config."""
+    try:
+        return base_of(config), method_of(directory, config), encoder_config(config["base_config"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{directory}'s config lacks or garbles {e}; the checkpoint is "
+                              f"damaged.") from None
+
+
+def check_base(directory, base, base_cfg, pretrained):
+    """CheckpointError unless `pretrained` is the base model the checkpoint was trained on:
+    the recorded config and (where recorded) the weights' digest."""
+    if pretrained.config != base_cfg:
+        diff = {k: (v, getattr(pretrained.config, k)) for k, v in vars(base_cfg).items()
+                if getattr(pretrained.config, k) != v}
+        raise CheckpointError(f"{directory} was trained on base model {base['name']!r}, whose "
+                              f"config differs from the model given ({pretrained.name!r}): "
+                              f"{ {k: f'{a} vs {b}' for k, (a, b) in diff.items()} }. Load it "
+                              f"with the base model it was trained on.")
+    if base.get("digest") and weights_digest(pretrained.params) != base["digest"]:
+        raise CheckpointError(f"{directory} was trained on base model {base['name']!r}; the model "
+                              f"given ({pretrained.name!r}) has the same shapes but other "
+                              f"weights. Load it with the base model it was trained on.")
+
+
+def read(directory, pretrained):
+    """(model, trainable, frozen, config) of a native checkpoint on its base model (found by
+    dispatch.checkpoint_base, or given: it must be the one the checkpoint was trained on)."""
+    directory = Path(directory)
+    config = read_config(directory)
+    base, method, base_cfg = parts(directory, config)
+    check_base(directory, base, base_cfg, pretrained)
+    model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, method,
+                                         num_labels=config["num_labels"],
+                                         pooling=config["pooling"],
+                                         head_layers=config.get("head_layers", 1))
+    weights = directory / (WEIGHTS if kind(directory) == "minicompacter" else LEGACY_WEIGHTS)
+    trainable = check_tree(skeleton, read_tensors(weights), weights)
+    return model, trainable, frozen, config
+
+
+# --- what --resume needs ----------------------------------------------------------------------
+
+STATE_KEYS = {"step": int, "epoch": int, "batch_in_epoch": int, "seed": int, "history": list,
+              "best": (dict, type(None)), "train_seconds": (int, float), "opt_step": int}
+
+
+def _last_dirs(directory):
+    """last/, and the two names save_last uses on the way: last.new/ and last.old/."""
+    last = Path(directory) / LAST
+    return last, last.with_name(LAST + ".new"), last.with_name(LAST + ".old")
+
+
+def last_dir(directory):
+    """The directory that holds the latest whole last/ state: last/, or last.new/ when a
+    process was killed between save_last's two renames (last/ is then missing)."""
+    last, new, _ = _last_dirs(directory)
+    if not last.exists() and (new / "state.json").exists():
+        return new
+    return last
+
+
+def settle_last(directory):
+    """Put the latest whole state in last/ (see last_dir) and remove what an interrupted
+    save_last left half-written."""
+    last, new, old = _last_dirs(directory)
+    whole = last_dir(directory)
+    if whole != last:
+        os.replace(whole, last)
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_last(directory, trainable, opt_state, state):
+    """DIR/last/: the latest trainable tree, the optimiser's moments, and state.json (step,
+    epoch, position in the epoch, the seed, history, best). The data order of an epoch
+    comes from (seed, epoch) and the dropout masks of a step from (seed, step), so the seed
+    and the step are the whole random state.
+
+    The three files are replaced together: they are written into last.new/, then last/
+    becomes last.old/, last.new/ becomes last/ and last.old/ is removed. A process killed
+    at any moment leaves one whole state (last_dir finds it), never files of two steps."""
+    last, new, old = _last_dirs(directory)
+    settle_last(directory)
+    atomic_write(new / "trainable.safetensors", tree_bytes(trainable))
+    atomic_write(new / "optimizer.safetensors",
+                 tree_bytes({"m": opt_state["m"], "v": opt_state["v"]}))
+    atomic_write(new / "state.json", json.dumps(dict(state, opt_step=opt_state["step"])))
+    if last.exists():
+        os.replace(last, old)
+    os.replace(new, last)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_state(directory):
+    """last/state.json (or last.new/'s, see last_dir), every key checked; None if there is none."""
+    path = last_dir(directory) / "state.json"
+    if not path.exists():
+        return None
+    return read_json_object(path, STATE_KEYS, error=CheckpointError,
+                            fix="the run cannot be resumed: start it again with --replace.")
+
+
+def load_last(directory, trainable_like):
+    """(trainable, optimiser state, state dict) from DIR/last/, every tensor checked."""
+    last = last_dir(directory)
+    state = read_state(directory)
+    if state is None:
+        raise CheckpointError(f"{last / 'state.json'} does not exist: there is nothing to resume "
+                              f"in {directory}. Run without --resume to start.")
+    trainable = check_tree(trainable_like, read_tensors(last / "trainable.safetensors"),
+                           last / "trainable.safetensors")
+    moments = check_tree({"m": trainable_like, "v": trainable_like},
+                         read_tensors(last / "optimizer.safetensors"), last / "optimizer.safetensors")
+    return trainable, {"step": state.pop("opt_step"), **moments}, state
