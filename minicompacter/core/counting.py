@@ -61,10 +61,10 @@ def base_breakdown(s: Shapes):
     d, f = s.d, s.ffn
     if s.kind == "bert":
         E = s.embedding_size or d                                   # embedding width
-        project = E != d                                            # ELECTRA's E -> d
-        weights = ((s.vocab + s.positions + s.type_vocab) * E + project * E * d
+        w_project, b_project = (E * d, d) if E != d else (0, 0)     # ELECTRA's E -> d
+        weights = ((s.vocab + s.positions + s.type_vocab) * E + w_project
                    + s.encoder_layers * (4 * d * d + 2 * d * f))
-        biases = s.encoder_layers * (4 * d + f + d) + project * d
+        biases = s.encoder_layers * (4 * d + f + d) + b_project
         norms = 2 * s.encoder_layers * 2 * d + 2 * E                # weight and bias each
         return {"weights": weights, "biases": biases, "layer norms": norms}
     # T5: shared embedding tied with the output layer, no biases, layer norms with a weight

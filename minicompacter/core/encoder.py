@@ -3,15 +3,13 @@
 One encoder for the BERT family: BERT, RoBERTa, XLM-RoBERTa, DistilBERT and ELECTRA
 discriminators are configurations of it (`EncoderConfig`), not copies. What differs is data:
 
-    family        positions                       token types   embeddings     dropout after attention
-    BERT          0, 1, ..., T-1                  2 (segments)  width d        yes
-    RoBERTa/XLM-R padding_idx+1, +2, ...; pads at  1 (all zero)  width d        yes
-                  padding_idx (padding_idx = 1)
-    DistilBERT    0, 1, ..., T-1 (learned, or     none          width d        no
-                  fixed sin/cos)
-    ELECTRA       0, 1, ..., T-1                  2             width E, then  yes
-                                                                a dense E -> d
-All of them are post-LN, with the same block.
+    family          positions (the table rows read)           token types   embeddings
+    BERT            0, 1, ..., T-1                            2             width d
+    RoBERTa, XLM-R  p+1, p+2, ... on real tokens, p on pads   1 (all zero)  width d
+                    (p = padding_idx, the pad token's id: 1)
+    DistilBERT      0, 1, ..., T-1 (learned or fixed sin/cos) none          width d
+    ELECTRA         0, 1, ..., T-1                            2             width E, then E -> d
+All are post-LN with the same block; DistilBERT alone has no dropout on the attention output.
 
 The embeddings (Devlin et al. 2019, Section 3; ELECTRA, Clark et al. 2020, Section 3.2):
 
