@@ -42,7 +42,7 @@ primitives, whichever `use_layers` chose (the fast ones by default).
 Parameter tree (dicts of arrays, lists for layers; the path is the checkpoint name):
 
     embeddings: word (V, E), position (P, E), token_type (Tv, E) unless Tv = 0, ln {g, b} (E,),
-                project {w (E, d), b (d,)} only when E != d (ELECTRA); E = d but for ELECTRA
+                and project {w (E, d), b (d,)} when E != d (E = d except in ELECTRA)
     layers[i]:  attention {query, key, value, output: {w (d, d), b (d,)}}, attention_ln {g, b},
                 ffn {in: {w (d, k_ff), b}, out: {w (k_ff, d), b}}, ffn_ln {g, b}
     (a method may add entries to a layer or to the top level; the hooks read them)
@@ -64,7 +64,8 @@ from .paths import ATTENTION_LN, EMBEDDING_LN, FFN_LN
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
     """Shapes and settings of a BERT-style encoder. Defaults are all-MiniLM-L6-v2's (BERT);
-    the last five fields make the other families (module docstring)."""
+    the last four fields, with type_vocab_size 1 or 0, make the other families (module
+    docstring)."""
     vocab_size: int = 30522          # V, rows of the word embedding
     hidden_size: int = 384           # d, the model width
     num_layers: int = 6              # L, transformer blocks
