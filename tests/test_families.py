@@ -269,10 +269,23 @@ def test_config_errors_name_the_field():
         (dict(read_json(HERE / "electra" / "config.json"), embedding_size=0),
          "embedding_size = 0 is not valid"),
         ([1, 2], "holds list, not a JSON object"),
+        (dict(roberta, model_type=["roberta"]), "model_type \\['roberta'\\] is not supported"),
+        (dict(roberta, hidden_act=["gelu"]), "hidden_act = \\['gelu'\\] is not valid"),
     ]
     for hf, message in cases:
         with pytest.raises(FamilyError, match=message):
             families.encoder_config(hf, source="config.json")
+
+
+@pytest.mark.parametrize("model_type", DIRS)
+def test_config_json_is_the_inverse_of_encoder_config(model_type):
+    family, cfg, _, _ = load(model_type)
+    written = families.config_json(family, cfg)
+    assert families.encoder_config(written) == cfg
+    saved = read_json(HERE / DIRS[model_type] / "config.json")
+    same = [k for k in written if k in saved and k != "architectures"]
+    assert {k: written[k] for k in same} == {k: saved[k] for k in same}
+    assert set(written) - set(saved) <= set(family.refused)     # defaults transformers omits
 
 
 def test_transformers_defaults_fill_what_config_json_leaves_out():

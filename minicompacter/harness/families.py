@@ -9,7 +9,7 @@ use the data:
 
     encoder_config(hf)                      config.json (a dict) -> EncoderConfig, every field
                                             type- and range-checked, unsupported options
-                                            refused by name
+                                            refused by name (config_json: the inverse)
     tensor_names(family, cfg)               {our path: (transformers name, transpose?, our shape)}
     params_from_tensors(tensors, family, cfg)   {transformers name: array} -> our parameter tree
     tensors_from_params(params, family, cfg)    the inverse (names without the model prefix)
@@ -250,7 +250,8 @@ CHECKS = {
     "rate": (lambda v: _number(v) and 0 <= v < 1, "a probability in [0, 1)"),
     "eps": (lambda v: _number(v) and 0 < v <= 0.1, "a small positive number (such as 1e-12)"),
     "std": (lambda v: _number(v) and v > 0, "a positive number"),
-    "activation": (lambda v: v in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}"),
+    "activation": (lambda v: isinstance(v, str) and v in ACTIVATIONS,
+                   f"one of {sorted(ACTIVATIONS)}"),
     "flag": (lambda v: isinstance(v, bool), "true or false"),
 }
 
@@ -259,7 +260,7 @@ def family_of(hf, source="config.json"):
     """The Family of a config.json dict, by its model_type (absent: BERT, as old BERT
     checkpoints have none)."""
     model_type = hf.get("model_type", "bert")
-    if model_type not in FAMILIES:
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
         raise FamilyError(f"{source}: model_type {model_type!r} is not supported; minicompacter "
                           f"reads the encoder families {', '.join(FAMILIES)}.")
     return FAMILIES[model_type]
@@ -300,6 +301,18 @@ def encoder_config(hf, source="config.json"):
         return EncoderConfig(**values)
     except ValueError as e:
         raise FamilyError(f"{source}: {e}") from None
+
+
+def config_json(family, cfg):
+    """config.json of the family's bare model (transformers' names) with an EncoderConfig's
+    shapes and settings: the inverse of `encoder_config`, for exports."""
+    hf = {"architectures": [family.peft.base_class], "model_type": family.model_type}
+    hf.update({f.theirs: getattr(cfg, f.ours) for f in family.fields})
+    hf.update({key: accepted[0] for key, accepted in family.refused.items()
+               if key != "pruned_heads"})
+    if "pad_token_id" not in hf:
+        hf["pad_token_id"] = family.tokens.pad_id
+    return hf
 
 
 # --- tensor names --------------------------------------------------------------------------------
