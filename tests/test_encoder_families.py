@@ -19,7 +19,7 @@ from minicompacter.core.counting import shapes_from_config
 from minicompacter.core.layers import use_layers
 from minicompacter.core.model import init_model
 from minicompacter.core.nn import attention, mask_bias
-from minicompacter.core.tree import count, flatten, leaves, merge, tree_map
+from minicompacter.core.tree import count, flatten, leaves, tree_map
 from minicompacter.harness.pretrained import Pretrained
 
 BASE = mc.EncoderConfig(vocab_size=50, hidden_size=32, num_layers=2, num_heads=4,

@@ -25,7 +25,7 @@ import minicompacter as mc
 from minicompacter.core.encoder import pool
 from minicompacter.core.model import init_model
 from minicompacter.core.paths import ATTENTION_ADAPTER, FFN_ADAPTER, HEAD, SHARED
-from minicompacter.core.tree import dotted, flatten, leaves, unflatten
+from minicompacter.core.tree import flatten, leaves, unflatten
 from minicompacter.harness import adapterhub, families
 from minicompacter.harness.families import FAMILIES, FamilyError
 from minicompacter.harness.pretrained import Pretrained
@@ -206,6 +206,22 @@ def test_bert_family_names_and_config_equal_the_bert_loaders(tiny):
           "layer_norm_eps": 1e-7, "hidden_act": "gelu_new"}
     assert families.encoder_config(hf) == config_from_hf(hf)
     assert families.tensor_names(FAMILIES["bert"], tiny.config) == hf_names(tiny.config)
+
+
+def test_minilm_reads_the_same_through_the_bert_family(minilm):
+    from minicompacter.harness.pretrained import minilm_dir
+    directory = minilm_dir()
+    hf = read_json(directory / "config.json")
+    family, cfg = families.family_of(hf), families.encoder_config(hf)
+    assert family.model_type == "bert" and cfg == minilm.config
+    params = families.params_from_tensors(load_file(str(directory / "model.safetensors")),
+                                          family, cfg)
+    ours, theirs = flatten(params), flatten(minilm.params)
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        onp.testing.assert_array_equal(ours[k], theirs[k], err_msg=k)
+    families.check_post_processor(minilm.tokenizer, family)
+    assert families.pad_token(minilm.tokenizer, family, cfg) == ("[PAD]", 0)
 
 
 def tensors_of(model_type):
