@@ -12,6 +12,7 @@ Percentages divide by the base model's own parameters, as the paper does.
 """
 
 import dataclasses
+from typing import Optional
 
 from .encoder import EncoderConfig
 from .methods import AdapterConfig, BitFitConfig, FullConfig, LoRAConfig
@@ -33,7 +34,10 @@ class Shapes:
     decoder_layers: int = 0       # T5: decoder blocks (self-attention, cross-attention, FFN)
     kind: str = "bert"            # "bert": post-LN, biases, position tables; "t5": pre-LN, no biases
     positions: int = 512          # BERT's absolute position table
-    type_vocab: int = 2           # BERT's token types
+    type_vocab: int = 2           # BERT's token types (RoBERTa: 1; DistilBERT: 0, no table)
+    embedding_size: Optional[int] = None   # E of the embedding tables (None: d); E != d adds
+                                  # ELECTRA's projection E -> d
+    fixed_positions: bool = False  # a sinusoidal position table, never trained (DistilBERT)
     heads: int = 12
     relative_buckets: int = 32    # T5's relative attention bias (first block of each stack)
 
@@ -46,7 +50,8 @@ BERT_BASE = Shapes("bert-base-uncased", d=768, ffn=3072, vocab=30522, encoder_la
 def shapes_from_config(cfg: EncoderConfig, name="encoder"):
     return Shapes(name, d=cfg.hidden_size, ffn=cfg.intermediate_size, vocab=cfg.vocab_size,
                   encoder_layers=cfg.num_layers, positions=cfg.max_positions,
-                  type_vocab=cfg.type_vocab_size, heads=cfg.num_heads)
+                  type_vocab=cfg.type_vocab_size, heads=cfg.num_heads,
+                  embedding_size=cfg.embedding_width, fixed_positions=cfg.sinusoidal_positions)
 
 
 # --- the base model ------------------------------------------------------------------------
@@ -55,9 +60,12 @@ def base_breakdown(s: Shapes):
     """The base model's parameters: {"weights": ..., "biases": ..., "layer norms": ...}."""
     d, f = s.d, s.ffn
     if s.kind == "bert":
-        weights = (s.vocab + s.positions + s.type_vocab) * d + s.encoder_layers * (4 * d * d + 2 * d * f)
-        biases = s.encoder_layers * (4 * d + f + d)
-        norms = (2 * s.encoder_layers + 1) * 2 * d                  # weight and bias each
+        E = s.embedding_size or d                                   # embedding width
+        w_project, b_project = (E * d, d) if E != d else (0, 0)     # ELECTRA's E -> d
+        weights = ((s.vocab + s.positions + s.type_vocab) * E + w_project
+                   + s.encoder_layers * (4 * d * d + 2 * d * f))
+        biases = s.encoder_layers * (4 * d + f + d) + b_project
+        norms = 2 * s.encoder_layers * 2 * d + 2 * E                # weight and bias each
         return {"weights": weights, "biases": biases, "layer norms": norms}
     # T5: shared embedding tied with the output layer, no biases, layer norms with a weight
     # only; relative attention bias in the first block of each stack; a final LN per stack.
@@ -70,6 +78,11 @@ def base_breakdown(s: Shapes):
 
 def base_total(s: Shapes):
     return sum(base_breakdown(s).values())
+
+
+def fixed_count(s: Shapes):
+    """Base parameters no method trains: a sinusoidal position table (encoder.fixed)."""
+    return s.positions * (s.embedding_size or s.d) if s.fixed_positions else 0
 
 
 # --- a method's trainable parameters, analytically ------------------------------------------
@@ -103,7 +116,7 @@ def count_analytic(config, s: Shapes, num_labels=2):
     out = dict.fromkeys(CATEGORIES, 0)
     out["head"] = head_count(s, num_labels)
     if isinstance(config, FullConfig):
-        out["pretrained weights"] = base_total(s)
+        out["pretrained weights"] = base_total(s) - fixed_count(s)
     elif isinstance(config, BitFitConfig):
         if s.kind == "bert":
             base = base_breakdown(s)

@@ -1,9 +1,26 @@
 """A BERT-style encoder with adapter slots, and the heads that read it.
 
+One encoder for the BERT family: BERT, RoBERTa, XLM-RoBERTa, DistilBERT and ELECTRA
+discriminators are configurations of it (`EncoderConfig`), not copies. What differs is data:
+
+    family          positions (the table rows read)           token types   embeddings
+    BERT            0, 1, ..., T-1                            2             width d
+    RoBERTa, XLM-R  p+1, p+2, ... on real tokens, p on pads   1 (all zero)  width d
+                    (p = padding_idx, the pad token's id: 1)
+    DistilBERT      0, 1, ..., T-1 (learned or fixed sin/cos) none          width d
+    ELECTRA         0, 1, ..., T-1                            2             width E, then E -> d
+All are post-LN with the same block; DistilBERT alone has no dropout on the attention output.
+
+The embeddings (Devlin et al. 2019, Section 3; ELECTRA, Clark et al. 2020, Section 3.2):
+
+    e = W_word[ids] + W_pos[positions] (+ W_type[token_type_ids])      # (B, T, E)
+    x = Dropout(LN_e(e))          (then x W_proj + b_proj, (B, T, d), when E != d)
+
 One block (post-LN, as BERT; Devlin et al. 2019), with the two slots where adapter
 methods plug in (Houlsby et al. 2019; Compacter, Mahabadi et al. 2021, Section 2):
 
     a = Dropout(SelfAttention(h))          # query/key/value/output: `hooks.attention_projection`
+                                           # (no Dropout here in DistilBERT)
     a = slot_attention(a, h, LN_a)         # `hooks.attention_output`, a by default
     h = LN_a(h + a)
     f = Dropout(W_out GELU(W_in h))
@@ -25,7 +42,8 @@ the padding mask's bias (`nn.dropout`, `nn.mask_bias`), which both sets share.
 
 Parameter tree (dicts of arrays, lists for layers; the path is the checkpoint name):
 
-    embeddings: word (V, d), position (P, d), token_type (Tv, d), ln {g, b}
+    embeddings: word (V, E), position (P, E), token_type (Tv, E) unless Tv = 0, ln {g, b} (E,),
+                and project {w (E, d), b (d,)} when E != d (E = d except in ELECTRA)
     layers[i]:  attention {query, key, value, output: {w (d, d), b (d,)}}, attention_ln {g, b},
                 ffn {in: {w (d, k_ff), b}, out: {w (k_ff, d), b}}, ffn_ln {g, b}
     (a method may add entries to a layer or to the top level; the hooks read them)
@@ -40,31 +58,46 @@ import numpy as onp
 
 from .layers import ACTIVATIONS, activation, current
 from .nn import dropout, init_attention, init_dense, init_embedding, init_layer_norm, mask_bias
+from .nn import sinusoidal_table
 from .paths import ATTENTION_LN, EMBEDDING_LN, FFN_LN
 
 
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
-    """Shapes and settings of a BERT-style encoder. Defaults are all-MiniLM-L6-v2's."""
+    """Shapes and settings of a BERT-style encoder. Defaults are all-MiniLM-L6-v2's (BERT);
+    the last four fields, with type_vocab_size 1 or 0, make the other families (module
+    docstring)."""
     vocab_size: int = 30522          # V, rows of the word embedding
     hidden_size: int = 384           # d, the model width
     num_layers: int = 6              # L, transformer blocks
     num_heads: int = 12              # attention heads; d must be a multiple
     intermediate_size: int = 1536    # feed-forward width
     max_positions: int = 512         # P, rows of the (absolute) position embedding
-    type_vocab_size: int = 2         # Tv, token type (segment) ids: 0 first text, 1 second
+    type_vocab_size: int = 2         # Tv, token type (segment) ids: 0 first text, 1 second;
+                                     # 0: no token-type table, token_type_ids unread (DistilBERT)
     layer_norm_eps: float = 1e-12    # added to the variance in every layer norm
     hidden_dropout: float = 0.1      # after each sublayer and on the embeddings
     attention_dropout: float = 0.1   # on the attention probabilities
     hidden_act: str = "gelu"         # "gelu" exact (erf) form; "gelu_new" tanh form
     initializer_range: float = 0.02  # std of random weights in `init_encoder`
+    embedding_size: Optional[int] = None   # E, width of the embedding tables (None: d); when
+                                     # E != d a dense E -> d follows them (ELECTRA's
+                                     # embeddings_project)
+    padding_idx: Optional[int] = None      # None: token t sits at position t (BERT). The pad
+                                     # token's id p (RoBERTa, XLM-R: 1): real tokens at p+1,
+                                     # p+2, ..., tokens equal to p at position p
+    sinusoidal_positions: bool = False     # the position table holds fixed sin/cos values and
+                                     # is never trained (DistilBERT's sinusoidal_pos_embds)
+    attention_output_dropout: bool = True  # dropout on the attention sublayer's output
+                                     # (BERT); DistilBERT has none there
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
-                     "intermediate_size", "max_positions", "type_vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, onp.integer)) or value < 1:
-                raise ValueError(f"EncoderConfig.{name} must be a positive integer, got {value!r}.")
+                     "intermediate_size", "max_positions"):
+            check_count(self, name, getattr(self, name), 1)
+        check_count(self, "type_vocab_size", self.type_vocab_size, 0)
+        if self.embedding_size is not None:
+            check_count(self, "embedding_size", self.embedding_size, 1)
         if self.hidden_size % self.num_heads:
             raise ValueError(f"EncoderConfig: hidden_size {self.hidden_size} is not a multiple of "
                              f"num_heads {self.num_heads}; choose a head count that divides it.")
@@ -74,6 +107,39 @@ class EncoderConfig:
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"EncoderConfig.hidden_act {self.hidden_act!r} is not supported; "
                              f"use one of {sorted(ACTIVATIONS)}.")
+        if self.padding_idx is not None:
+            check_count(self, "padding_idx", self.padding_idx, 0)
+            if self.padding_idx >= self.vocab_size or self.max_length < 1:
+                raise ValueError(f"EncoderConfig.padding_idx {self.padding_idx} must be a token id "
+                                 f"below vocab_size {self.vocab_size} and leave room in the "
+                                 f"{self.max_positions} positions, which start at padding_idx + 1.")
+        for name in ("sinusoidal_positions", "attention_output_dropout"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"EncoderConfig.{name} must be True or False, got "
+                                 f"{getattr(self, name)!r}.")
+
+    @property
+    def embedding_width(self):
+        """E: the embedding tables' width (d unless embedding_size says otherwise)."""
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
+
+    @property
+    def projects_embeddings(self):
+        """Whether a dense E -> d follows the embeddings (E != d, ELECTRA)."""
+        return self.embedding_width != self.hidden_size
+
+    @property
+    def max_length(self):
+        """Tokens per row the positions allow: P, or P - (padding_idx + 1) when positions
+        start after padding_idx (RoBERTa's 514 rows give 512 tokens)."""
+        return self.max_positions - (0 if self.padding_idx is None else self.padding_idx + 1)
+
+
+def check_count(cfg, name, value, least):
+    """A whole number (not a bool) of at least `least`, or a ValueError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, onp.integer)) or value < least:
+        kind = "a positive integer" if least == 1 else f"an integer >= {least}"
+        raise ValueError(f"EncoderConfig.{name} must be {kind}, got {value!r}.")
 
 
 # A small encoder for gradient checks and fast tests (the `tiny` model). Its vocabulary
@@ -103,19 +169,11 @@ NO_HOOKS = Hooks()
 
 
 def init_encoder(rng, cfg, *, dtype=onp.float32):
-    """Random BERT initialisation: weights N(0, initializer_range^2), biases 0, LN g=1 b=0."""
-    d, std = cfg.hidden_size, cfg.initializer_range
+    """Random BERT initialisation: weights N(0, initializer_range^2), biases 0, LN g=1 b=0;
+    a sinusoidal position table (DistilBERT's) gets its fixed values instead."""
     r_emb, r_layers = rng.spawn(2)
-    e = r_emb.spawn(3)
-    params = {
-        "embeddings": {
-            "word": init_embedding(e[0], cfg.vocab_size, d, std=std, dtype=dtype),
-            "position": init_embedding(e[1], cfg.max_positions, d, std=std, dtype=dtype),
-            "token_type": init_embedding(e[2], cfg.type_vocab_size, d, std=std, dtype=dtype),
-            EMBEDDING_LN: init_layer_norm(d, dtype=dtype),
-        },
-        "layers": [],
-    }
+    params = {"embeddings": init_embeddings(r_emb, cfg, dtype), "layers": []}
+    d, std = cfg.hidden_size, cfg.initializer_range
     for r in r_layers.spawn(cfg.num_layers):
         ra, ri, ro = r.spawn(3)
         params["layers"].append({
@@ -128,16 +186,42 @@ def init_encoder(rng, cfg, *, dtype=onp.float32):
     return params
 
 
+def init_embeddings(rng, cfg, dtype):
+    """{word (V, E), position (P, E), token_type (Tv, E) if Tv > 0, ln, project (E -> d) if
+    E != d}. The first three draws are BERT's, so a BERT config gets the same weights as
+    before the other families existed."""
+    E, std = cfg.embedding_width, cfg.initializer_range
+    e = rng.spawn(4)
+    p = {"word": init_embedding(e[0], cfg.vocab_size, E, std=std, dtype=dtype),
+         "position": (sinusoidal_table(cfg.max_positions, E, dtype) if cfg.sinusoidal_positions
+                      else init_embedding(e[1], cfg.max_positions, E, std=std, dtype=dtype)),
+         EMBEDDING_LN: init_layer_norm(E, dtype=dtype)}
+    if cfg.type_vocab_size:
+        p["token_type"] = init_embedding(e[2], cfg.type_vocab_size, E, std=std, dtype=dtype)
+    if cfg.projects_embeddings:
+        p["project"] = init_dense(e[3], E, cfg.hidden_size, std=std, dtype=dtype)
+    return p
+
+
+def fixed(cfg, path):
+    """Leaves of the encoder that no method trains: a sinusoidal position table (DistilBERT
+    freezes it too). `model.init_model` keeps them in the frozen tree."""
+    return cfg.sinusoidal_positions and tuple(path) == ("embeddings", "position")
+
+
 def check_batch(batch, cfg):
     """Clear errors for inputs the encoder cannot take; returns (B, T)."""
     ids = onp.asarray(batch["input_ids"])
     if ids.ndim != 2:
         raise ValueError(f"input_ids must have shape (batch, tokens), got {ids.shape}.")
     B, T = ids.shape
-    if T > cfg.max_positions:
+    if T > cfg.max_length:
+        after = ("" if cfg.padding_idx is None else
+                 f" (positions start at padding_idx + 1 = {cfg.padding_idx + 1}, so rows hold at "
+                 f"most {cfg.max_length} tokens)")
         raise ValueError(f"The batch has {T} tokens per row but the model has only "
-                         f"{cfg.max_positions} position embeddings; truncate the texts "
-                         f"(max_length <= {cfg.max_positions}).")
+                         f"{cfg.max_positions} position embeddings{after}; truncate the texts "
+                         f"(max_length <= {cfg.max_length}).")
     for key in ("token_type_ids", "attention_mask"):
         if key in batch and onp.shape(batch[key]) != (B, T):
             raise ValueError(f"{key} has shape {onp.shape(batch[key])}, expected {(B, T)} "
@@ -145,22 +229,44 @@ def check_batch(batch, cfg):
     if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
         raise ValueError(f"input_ids hold values outside [0, {cfg.vocab_size}); the tokenizer "
                          f"does not belong to this model's vocabulary.")
+    types = batch.get("token_type_ids")
+    if cfg.type_vocab_size and types is not None and onp.size(types) and (
+            onp.min(types) < 0 or onp.max(types) >= cfg.type_vocab_size):
+        raise ValueError(f"token_type_ids hold values outside [0, {cfg.type_vocab_size}): this "
+                         f"model has {cfg.type_vocab_size} token type(s); give zeros for a "
+                         f"model with one (RoBERTa, XLM-R), or tokenize with its own tokenizer.")
     return B, T
 
 
+def position_ids(ids, cfg):
+    """The row of the position table each token reads.  ids: (B, T) -> (T,) or (B, T)
+
+    BERT, DistilBERT, ELECTRA: 0, 1, ..., T-1 for every row.
+    RoBERTa, XLM-R (padding_idx p): real tokens count from p + 1, pad tokens stay at p,
+        positions = cumsum(m) * m + p,   m = (ids != p)
+    (transformers' create_position_ids_from_input_ids; a padded row's real tokens get the
+    positions they would have unpadded, whichever side the padding is on)."""
+    T = ids.shape[1]
+    if cfg.padding_idx is None:
+        return onp.arange(T)
+    real = (onp.asarray(ids) != cfg.padding_idx).astype(onp.int64)      # (B, T)
+    return onp.cumsum(real, axis=1) * real + cfg.padding_idx             # (B, T)
+
+
 def embed(params, batch, cfg, rng=None):
-    """Word + position + token-type embeddings, layer norm, dropout.  -> (B, T, d)"""
+    """Word + position (+ token-type) embeddings, layer norm, dropout, and the E -> d
+    projection when E != d.  -> (B, T, d)"""
     L = current()
     p = params["embeddings"]
     ids = batch["input_ids"]                                     # (B, T) int
-    B, T = ids.shape
-    types = batch.get("token_type_ids")
-    if types is None:
-        types = onp.zeros_like(ids)
-    h = (L.embedding(p["word"], ids)                             # (B, T, d)
-         + p["position"][:T]                                     # (T, d), positions 0..T-1
-         + L.embedding(p["token_type"], types))                  # (B, T, d)
-    return dropout(L.layer_norm(p[EMBEDDING_LN], h, cfg.layer_norm_eps), cfg.hidden_dropout, rng)
+    e = (L.embedding(p["word"], ids)                             # (B, T, E)
+         + L.embedding(p["position"], position_ids(ids, cfg)))   # (T, E) or (B, T, E)
+    if cfg.type_vocab_size:
+        types = batch.get("token_type_ids")
+        types = onp.zeros_like(ids) if types is None else types
+        e = e + L.embedding(p["token_type"], types)              # (B, T, E)
+    h = dropout(L.layer_norm(p[EMBEDDING_LN], e, cfg.layer_norm_eps), cfg.hidden_dropout, rng)
+    return L.dense(p["project"], h) if cfg.projects_embeddings else h     # (B, T, d)
 
 
 def block(params, i, h, padding_bias, cfg, hooks=NO_HOOKS, rng=None):
@@ -177,7 +283,7 @@ def block(params, i, h, padding_bias, cfg, hooks=NO_HOOKS, rng=None):
     a = L.attention(p["attention"], h, padding_bias, cfg.num_heads,
                     dropout_rate=cfg.attention_dropout,
                     rng=r_att, project=project)                  # (B, T, d)
-    a = dropout(a, cfg.hidden_dropout, r_a)
+    a = dropout(a, cfg.hidden_dropout if cfg.attention_output_dropout else 0.0, r_a)
     norm_a = partial(L.layer_norm, p[ATTENTION_LN], eps=cfg.layer_norm_eps)
     if hooks.attention_output is not None:
         a = hooks.attention_output(params, i, a, h, norm_a)      # slot 1

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from autograd import grad, value_and_grad
 
-from .encoder import POOLING, EncoderConfig, encoder, head, init_head, pool
+from .encoder import POOLING, EncoderConfig, encoder, fixed, head, init_head, pool
 from .layers import current
 from .methods import Method, make_method
 from .nn import mse
@@ -34,14 +34,16 @@ def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling=POO
     """(model, trainable, frozen) for a pretrained encoder and a method (config or name).
 
     trainable = the method's new parameters + the pretrained weights it unfreezes + a head
-    (none with num_labels=0); frozen = every other pretrained weight."""
+    (none with num_labels=0); frozen = every other pretrained weight, and always the
+    encoder's fixed leaves (a sinusoidal position table: `encoder.fixed`)."""
     method = method if isinstance(method, Method) else make_method(method)
     cfg = pretrained.config
     if pooling not in ("cls", "mean"):
         raise ValueError(f"Unknown pooling {pooling!r}; use 'cls' or 'mean'.")
     dtype = pretrained.params["embeddings"]["word"].dtype
     r_method, r_head = rng.spawn(2)
-    unfrozen, frozen = split(pretrained.params, method.unfreezes)
+    unfrozen, frozen = split(pretrained.params,
+                             lambda path: method.unfreezes(path) and not fixed(cfg, path))
     trainable = merge(unfrozen, method.init(r_method, cfg, dtype))
     if num_labels:
         trainable[HEAD] = init_head(r_head, cfg.hidden_size, num_labels, layers=head_layers,

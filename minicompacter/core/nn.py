@@ -115,6 +115,16 @@ def init_embedding(rng, num, d, *, std=0.02, dtype=onp.float32):
     return (rng.standard_normal((num, d)) * std).astype(dtype)
 
 
+def sinusoidal_table(num, d, dtype=onp.float32):
+    """Fixed position embeddings (Vaswani et al. 2017, Section 3.5), as DistilBERT's
+    sinusoidal_pos_embds makes them: with angle(pos, j) = pos / 10000^(2 floor(j/2) / d),
+        table[pos, j] = sin(angle) for even j,  cos(angle) for odd j.     -> (num, d)"""
+    pos = onp.arange(num)[:, None]                                     # (num, 1)
+    j = onp.arange(d)[None, :]                                         # (1, d)
+    angle = pos / onp.power(10000.0, 2 * (j // 2) / d)                 # (num, d), float64
+    return onp.where(j % 2 == 0, onp.sin(angle), onp.cos(angle)).astype(dtype)
+
+
 def embedding(table, ids):
     """Rows of the table.   table: (V, d)  ids: (...) int  ->  (..., d)"""
     return table[ids]
