@@ -211,8 +211,9 @@ def relative_position_bucket(relative_position, bidirectional, num_buckets, max_
     the others are logarithmic up to max_distance, and farther distances share the last:
         bucket(r) = r                                                   r < n/2
                   = min(n - 1, n/2 + int(log(r / (n/2)) / log(max_distance / (n/2)) (n - n/2)))
-    The logarithm is taken in float32, as transformers does: where the product is an exact
-    integer in real arithmetic, float32's rounding decides the bucket.
+    The logarithm is taken in float32, as transformers does (float64 gives the same buckets
+    for every configuration tried, T5's included, but at the edges of a bucket the rounding
+    could decide).
     relative_position: int array (any shape) -> buckets, int64, the same shape."""
     rel = onp.asarray(relative_position)
     buckets = onp.zeros(rel.shape, onp.int64)
