@@ -416,7 +416,7 @@ def test_peft_lora_on_q_and_v_of_every_attention_through_the_projection_hook(mod
         a = lora.get((stack, i, name))
         return y if a is None else y + x @ a["A"] @ a["B"] * scale
 
-    assert config["target_modules"] == ["q", "v"] and len(lora) == 2 * 2 + 3 * 4
+    assert sorted(config["target_modules"]) == ["q", "v"] and len(lora) == 2 * 2 + 3 * 4
     hooks = Hooks(projection=projection)
     states = t5.t5_encoder(m.params, fixture_batch(), m.config, hooks=hooks)
     logits = t5.seq2seq_logits(m.params, fixture_batch(), m.config, hooks=hooks)

@@ -293,7 +293,8 @@ def _layer_norm_dx(ans, x, g, b, y, xhat, rstd, center):
 
 
 defvjp(_layer_norm, _layer_norm_dx,
-       lambda ans, x, g, b, y, xhat, rstd, center: lambda dy: onp.einsum("ni,ni->i", _rows(dy), xhat),
+       lambda ans, x, g, b, y, xhat, rstd, center:
+           lambda dy: onp.einsum("ni,ni->i", _rows(dy), xhat),
        lambda ans, x, g, b, y, xhat, rstd, center: lambda dy: _rows(dy).sum(axis=0),
        None, None, None, None)
 

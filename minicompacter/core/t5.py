@@ -102,7 +102,8 @@ class T5Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, onp.integer)) or value < 1:
                 raise ValueError(f"T5Config.{name} must be a positive integer, got {value!r}.")
-        buckets, distance = self.relative_attention_num_buckets, self.relative_attention_max_distance
+        buckets = self.relative_attention_num_buckets
+        distance = self.relative_attention_max_distance
         if buckets < 4 or distance <= buckets // 2:
             raise ValueError(f"T5Config: relative_attention_num_buckets {buckets} and "
                              f"relative_attention_max_distance {distance} leave no logarithmic "
