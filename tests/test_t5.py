@@ -258,6 +258,23 @@ def test_plain_and_fast_layers_agree_in_value_and_gradient(config, dtype):
                                     atol=1e-12 if dtype == "float64" else 2e-5 * scale, err_msg=key)
 
 
+def test_on_the_plain_layers_no_fast_kernel_runs(monkeypatch):
+    from minicompacter.core import kernels
+
+    def broken(*args, **kwargs):
+        raise AssertionError("a fast kernel ran")
+    for name in ("matmul_rows", "normalize", "gelu_parts", "attention_probs", "_cdf_float32"):
+        monkeypatch.setattr(kernels, name, broken)
+    cfg = t5.TINY_T5
+    params = with_hook_params(tiny_params(cfg), cfg)
+    f = value_and_grad(loss_fn(cfg, adapter_hooks(cfg), tiny_batch(cfg)))
+    with use_layers("plain"):
+        f(params)
+        t5.generate(params, cfg, tiny_batch(cfg)["input_ids"], None, 3)
+    with pytest.raises(AssertionError, match="a fast kernel ran"):
+        f(params)
+
+
 def test_float32_parameters_give_float32_everywhere_forward_and_backward():
     cfg = t5.TINY_T5
     params = with_hook_params(tiny_params(cfg, onp.float32), cfg, onp.float32)

@@ -426,10 +426,11 @@ def _heads(qkv, num_heads, kv=None):
     return q, x[0], x[1]
 
 
-def attention_probs(qkv, bias, num_heads, kv=None, scale=None):
-    """softmax(scale q k^T + bias), untraced, in place, each half of the batch on its own
-    core.  qkv: (B, T, 3 h d_h), or with kv (B, T_k, 2 h d_h) (B, T_q, h d_h)
-    bias: broadcastable to (B, h, T_q, T_k)  ->  (B, h, T_q, T_k)"""
+def attention_probs(qkv, bias, num_heads, kv=None, scale=None, position_bias=None):
+    """softmax(scale q k^T + bias + position_bias), untraced, in place, each half of the batch
+    on its own core.  qkv: (B, T, 3 h d_h), or with kv (B, T_k, 2 h d_h) (B, T_q, h d_h)
+    bias: broadcastable to (B, h, T_q, T_k)  position_bias: (1, h, T_q, T_k) or None
+    ->  (B, h, T_q, T_k)"""
     q, k, _ = _heads(qkv, num_heads, kv)
     B, h, Tq, dh = q.shape
     Tk = k.shape[2]
@@ -443,6 +444,8 @@ def attention_probs(qkv, bias, num_heads, kv=None, scale=None):
         onp.matmul(q[rows] * scale if scale != 1.0 else q[rows], k[rows].swapaxes(-1, -2), out=s)
         if padded:
             s += bias[rows] if per_row else bias
+        if position_bias is not None:
+            s += position_bias
         s -= s.max(axis=-1, keepdims=True)
         onp.exp(s, out=s)
         s *= 1.0 / s.sum(axis=-1, keepdims=True)
@@ -549,9 +552,8 @@ def attention(params, x, bias, num_heads, *, dropout_rate=0.0, rng=None, project
         qkv = projections(params, ("query",), x, project)                  # (B, Tq, h dh)
     if scale is None:
         scale = 1.0 / math.sqrt(getval(params["query"]["w"]).shape[1] // num_heads)
-    total = bias if position_bias is None else bias + getval(position_bias)
-    p = attention_probs(getval(qkv), total, num_heads, None if kv is None else getval(kv),
-                        scale)                                          # (B, h, Tq, Tk), constant
+    p = attention_probs(getval(qkv), bias, num_heads, None if kv is None else getval(kv), scale,
+                        None if position_bias is None else getval(position_bias))   # constant
     keep, dropped = None, p
     if rng is not None and dropout_rate > 0.0:                          # as nn.dropout
         keep = (rng.random(p.shape, dtype=onp.float32) >= dropout_rate).astype(p.dtype)
