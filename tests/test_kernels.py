@@ -71,6 +71,19 @@ def test_layer_norm_matches_plain(split):
                          (x, g, b), (0, 1, 2))
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_rms_norm_matches_plain(split, with_bias):
+    rng = onp.random.default_rng(11)
+    x, g, b = rand(rng, 3, 5, 8) * 3 + 1, rand(rng, 8), rand(rng, 8)
+    if with_bias:
+        same_value_and_grads(lambda x, g, b: kernels.rms_norm({"g": g, "b": b}, x, 1e-6),
+                             lambda x, g, b: nn.rms_norm({"g": g, "b": b}, x, 1e-6),
+                             (x, g, b), (0, 1, 2))
+    else:
+        same_value_and_grads(lambda x, g: kernels.rms_norm({"g": g}, x, 1e-6),
+                             lambda x, g: nn.rms_norm({"g": g}, x, 1e-6), (x, g), (0, 1))
+
+
 def test_gelu_matches_plain(split):
     rng = onp.random.default_rng(2)
     x = rand(rng, 4, 9, 11) * 3
@@ -120,15 +133,53 @@ def test_attention_matches_plain_with_padding_dropout_and_hook(split, dropout):
                              (x, params), (0, 1))
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_t5_attention_matches_plain_with_key_values_position_bias_and_hook(split, dropout):
+    """No biases, heads * d_kv != d, scale 1, a trained position bias (its gradient too), as
+    self-attention (the fused query/key/value product) and over a memory of another length
+    (the keys and values given), with a LoRA-like hook."""
+    rng = onp.random.default_rng(12)
+    d, heads, dh, B, Tq, Tk = 10, 3, 4, 3, 4, 6
+    params = {n: {"w": rand(rng, d, heads * dh) * 0.5} for n in ("query", "key", "value")}
+    params["output"] = {"w": rand(rng, heads * dh, d) * 0.5}
+    x, memory = rand(rng, B, Tq, d), rand(rng, B, Tk, d)
+    mask = onp.ones((B, Tk))
+    mask[1, 4:] = 0
+    lora = {"A": rand(rng, d, 2), "B": rand(rng, 2, heads * dh)}
+
+    def project(name, inp, y):
+        return y + (inp @ lora["A"]) @ lora["B"] if name in ("query", "value") else y
+
+    for T, source in ((Tq, None), (Tk, memory)):
+        bias = nn.mask_bias(mask[:, :T], onp.float64)
+        pos = rand(rng, 1, heads, Tq, T)
+        for hook in (None, project):
+            def run(impl):
+                def f(x, p, pos, m):
+                    kv = None if source is None else impl.key_values(p, m, hook)
+                    r = onp.random.default_rng(7) if dropout else None
+                    return impl.attention(p, x, bias, heads, dropout_rate=dropout, rng=r,
+                                          project=hook, kv=kv, position_bias=pos, scale=1.0)
+                return f
+            args = (x, params, pos, memory if source is not None else x)
+            same_value_and_grads(run(kernels), run(nn), args,
+                                 (0, 1, 2, 3) if source is not None else (0, 1, 2))
+
+
 def test_float32_primitives_return_and_backpropagate_float32(split):
     rng = onp.random.default_rng(6)
     x = rand(rng, 2, 3, 8, dtype=onp.float32)
     ln = {"g": onp.ones(8, onp.float32), "b": onp.zeros(8, onp.float32)}
     attn = nn.init_attention(rng, 8)
     bias = nn.mask_bias(onp.ones((2, 3)), onp.float32)
+    pos = rand(rng, 1, 2, 3, 3, dtype=onp.float32)
     fns = {"gelu": kernels.gelu, "layer_norm": lambda x: kernels.layer_norm(ln, x),
+           "rms_norm": lambda x: kernels.rms_norm({"g": ln["g"]}, x),
            "linear": lambda x: kernels.linear(x, attn["query"]["w"], attn["query"]["b"]),
-           "attention": lambda x: kernels.attention(attn, x, bias, 2)}
+           "attention": lambda x: kernels.attention(attn, x, bias, 2),
+           "t5_attention": lambda x: kernels.attention(
+               attn, x, bias, 2, kv=kernels.key_values(attn, x * 2.0), position_bias=pos * x[0, 0, 0],
+               scale=1.0)}
     for name, f in fns.items():
         assert f(x).dtype == onp.float32, name
         assert grad(lambda x: f(x).sum())(x).dtype == onp.float32, name

@@ -65,7 +65,59 @@ def test_attention_grad_with_padding_and_dropout():
     check(f, p, rand(2, 4, 8))
 
 
+def test_rms_norm_grad_with_and_without_a_bias():
+    check(lambda p, x: nn.rms_norm(p, x, 1e-6), {"g": rand(6) + 1.0}, rand(3, 4, 6))
+    check(lambda p, x: nn.rms_norm(p, x, 1e-6), {"g": rand(6) + 1.0, "b": rand(6)}, rand(3, 4, 6))
+
+
+def t5_attention_case(seed=6):
+    """T5-like attention: no biases, heads * d_kv (3 * 4) != d (10), queries from x (2, 3, 10)
+    attending to a memory (2, 5, 10), a padding mask and a per-head position bias."""
+    rng = onp.random.default_rng(seed)
+    p = {n: {"w": rng.standard_normal((10, 12)) * 0.4} for n in ("query", "key", "value")}
+    p["output"] = {"w": rng.standard_normal((12, 10)) * 0.4}
+    bias = nn.mask_bias(onp.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]), onp.float64)
+    return p, rand(2, 3, 10), rand(2, 5, 10), rand(1, 3, 3, 5), bias
+
+
+def test_attention_grad_with_key_values_position_bias_and_no_scale():
+    p, x, memory, pos, bias = t5_attention_case()
+    f = lambda p, x, memory, pos: nn.attention(p, x, bias, 3, kv=nn.key_values(p, memory),
+                                               position_bias=pos, scale=1.0, dropout_rate=0.2,
+                                               rng=onp.random.default_rng(3))
+    check(f, p, x, memory, pos)
+
+
 # --- values against independent formulas --------------------------------------------------
+
+def test_rms_norm_matches_root_mean_square_formula():
+    x = rand(3, 10, scale=4.0) + 2.0
+    g, b = rand(10), rand(10)
+    ref = x / onp.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-6) * g
+    onp.testing.assert_allclose(nn.rms_norm({"g": g}, x), ref, rtol=1e-12, atol=1e-12)
+    onp.testing.assert_allclose(nn.rms_norm({"g": g, "b": b}, x), ref + b, rtol=1e-12, atol=1e-12)
+
+
+def test_cross_attention_matches_per_head_loop_without_scale_and_with_position_bias():
+    p, x, memory, pos, bias = t5_attention_case()
+    out = nn.attention(p, x, bias, 3, kv=nn.key_values(p, memory), position_bias=pos, scale=1.0)
+    for b, real in ((0, 4), (1, 5)):                 # row 0's last memory token is padding
+        q = x[b] @ p["query"]["w"]
+        k, v = memory[b, :real] @ p["key"]["w"], memory[b, :real] @ p["value"]["w"]
+        heads = []
+        for j in range(3):
+            sl = slice(4 * j, 4 * j + 4)
+            s = q[:, sl] @ k[:, sl].T + pos[0, j, :, :real]          # no 1/sqrt(d_kv)
+            w = onp.exp(s - s.max(-1, keepdims=True))
+            heads.append((w / w.sum(-1, keepdims=True)) @ v[:, sl])
+        ref = onp.concatenate(heads, -1) @ p["output"]["w"]
+        onp.testing.assert_allclose(out[b], ref, atol=1e-12)
+    # self-attention (kv=None) is attention over the keys and values of x itself
+    onp.testing.assert_allclose(
+        nn.attention(p, x, 0.0, 3, position_bias=pos[..., :3], scale=0.5),
+        nn.attention(p, x, 0.0, 3, kv=nn.key_values(p, x), position_bias=pos[..., :3], scale=0.5),
+        atol=1e-14)
+
 
 def test_tanh_gradient_is_finite_and_silent_for_large_inputs():
     import warnings
@@ -163,6 +215,11 @@ def float32_cases():
                       onp.ones((3, 6), f32)),
         "attention": (lambda p, x: nn.attention(p, x, bias, 2, dropout_rate=0.1,
                                                 rng=onp.random.default_rng(0)), att_p),
+        "rms_norm": (lambda p, x: nn.rms_norm(p, x), nn.init_rms_norm(6, dtype=f32)),
+        "t5_attention": (lambda p, x: nn.attention(
+            {k: {"w": v["w"]} for k, v in p.items()}, x, bias, 2, kv=nn.key_values(p, x * 2.0),
+            position_bias=x[:1, None, :, :3], scale=1.0, dropout_rate=0.1,
+            rng=onp.random.default_rng(0)), att_p),
     }
 
 

@@ -6,6 +6,7 @@
     layers.py    the one switch between the two, and the table of activations
     phm.py       Kronecker products and the PHM layer
     encoder.py   a BERT-style encoder with two adapter slots and an attention-projection hook
+    t5.py        T5: encoder, decoder, generation, the same slots in both stacks
     methods.py   the nine methods: configs, presets, what each trains and where it runs
     model.py     a task model: trainable and frozen trees, predictions, the loss
     optim.py     AdamW, the learning-rate schedule, gradient clipping

@@ -34,7 +34,7 @@ import math
 import autograd.numpy as anp
 import numpy as onp
 import scipy.special
-from autograd.extend import defvjp, primitive
+from autograd.extend import defvjp, defvjp_argnums, primitive
 from autograd.tracer import getval, isbox
 
 from .threads import in_parts
@@ -82,8 +82,8 @@ defvjp(linear,
 
 
 def dense(params, x):
-    """nn.dense as a primitive: y = x @ w + b."""
-    return linear(x, params["w"], params["b"])
+    """nn.dense as a primitive: y = x @ w + b (x @ w without a bias)."""
+    return linear(x, params["w"], params.get("b"))
 
 
 # --- embedding --------------------------------------------------------------------------
@@ -111,11 +111,12 @@ def _embedding_dtable(ans, table, ids):
 defvjp(embedding, _embedding_dtable, None)
 
 
-# --- layer norm -------------------------------------------------------------------------
+# --- layer norm and RMS norm ---------------------------------------------------------------
 
-def normalize(x, g, b, eps):
-    """(y, xhat, rstd) for y = xhat * g + b, xhat = (x - mu) * rstd, rstd = 1 / sqrt(var + eps)
-    over the last axis; untraced, rows split over the threads."""
+def normalize(x, g, b, eps, center=True):
+    """(y, xhat, rstd) for y = xhat * g (+ b), xhat = (x - mu) * rstd, rstd = 1 / sqrt(var + eps)
+    over the last axis; untraced, rows split over the threads. center=False is T5's RMS norm:
+    mu = 0 and var is the mean square; b may be None (no bias)."""
     x = _rows(onp.asarray(x))
     N, d = x.shape
     y, xhat = onp.empty_like(x), onp.empty_like(x)
@@ -123,7 +124,10 @@ def normalize(x, g, b, eps):
 
     def work(rows):
         xh = xhat[rows]
-        onp.subtract(x[rows], x[rows].sum(axis=-1, keepdims=True) * (1.0 / d), out=xh)
+        if center:
+            onp.subtract(x[rows], x[rows].sum(axis=-1, keepdims=True) * (1.0 / d), out=xh)
+        else:
+            onp.copyto(xh, x[rows])
         r = rstd[rows]
         r[:, 0] = onp.einsum("ni,ni->n", xh, xh)
         r *= 1.0 / d
@@ -132,22 +136,24 @@ def normalize(x, g, b, eps):
         onp.reciprocal(r, out=r)
         xh *= r
         onp.multiply(xh, g, out=y[rows])
-        y[rows] += b
+        if b is not None:
+            y[rows] += b
     in_parts(work, N, x.size, chunk=_CHUNK // d)
     return y, xhat, rstd
 
 
 @primitive
-def _layer_norm(x, g, b, y, xhat, rstd):
+def _layer_norm(x, g, b, y, xhat, rstd, center):
     """Returns y, computed by `normalize`; here to attach the gradient."""
     return y
 
 
-def _layer_norm_dx(ans, x, g, b, y, xhat, rstd):
+def _layer_norm_dx(ans, x, g, b, y, xhat, rstd, center):
     d = xhat.shape[-1]
 
     def vjp(dy):
-        # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * g
+        # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * g;
+        # without centering (RMS norm) the mean(dxhat) term is absent
         dy = _rows(dy)
         dx = onp.empty_like(xhat)
 
@@ -155,7 +161,8 @@ def _layer_norm_dx(ans, x, g, b, y, xhat, rstd):
             dxh, xh = dx[rows], xhat[rows]
             onp.multiply(dy[rows], g, out=dxh)
             mean_dxhat_xhat = onp.einsum("ni,ni->n", dxh, xh)[:, None] * (1.0 / d)
-            dxh -= dxh.sum(axis=-1, keepdims=True) * (1.0 / d)
+            if center:
+                dxh -= dxh.sum(axis=-1, keepdims=True) * (1.0 / d)
             dxh -= xh * mean_dxhat_xhat
             dxh *= rstd[rows]
         in_parts(work, dx.shape[0], dx.size, chunk=_CHUNK // d)
@@ -164,9 +171,10 @@ def _layer_norm_dx(ans, x, g, b, y, xhat, rstd):
 
 
 defvjp(_layer_norm, _layer_norm_dx,
-       lambda ans, x, g, b, y, xhat, rstd: lambda dy: onp.einsum("ni,ni->i", _rows(dy), xhat),
-       lambda ans, x, g, b, y, xhat, rstd: lambda dy: _rows(dy).sum(axis=0),
-       None, None, None)
+       lambda ans, x, g, b, y, xhat, rstd, center:
+           lambda dy: onp.einsum("ni,ni->i", _rows(dy), xhat),
+       lambda ans, x, g, b, y, xhat, rstd, center: lambda dy: _rows(dy).sum(axis=0),
+       None, None, None, None)
 
 
 def layer_norm(params, x, eps=1e-12):
@@ -174,7 +182,15 @@ def layer_norm(params, x, eps=1e-12):
     and kept for the backward pass."""
     g, b = params["g"], params["b"]
     y, xhat, rstd = normalize(getval(x), getval(g), getval(b), eps)
-    return _layer_norm(x, g, b, y.reshape(x.shape), xhat, rstd)
+    return _layer_norm(x, g, b, y.reshape(x.shape), xhat, rstd, True)
+
+
+def rms_norm(params, x, eps=1e-6):
+    """nn.rms_norm as a primitive (the same one as the layer norm's, without centering)."""
+    g, b = params["g"], params.get("b")
+    y, xhat, rstd = normalize(getval(x), getval(g), None if b is None else getval(b), eps,
+                              center=False)
+    return _layer_norm(x, g, b, y.reshape(x.shape), xhat, rstd, False)
 
 
 # --- GELU -------------------------------------------------------------------------------
@@ -273,58 +289,78 @@ def gelu(x):
 
 # --- attention --------------------------------------------------------------------------
 
-def _heads(qkv, num_heads):
-    """(B, T, 3 d) -> q, k, v each (B, h, T, d_h), views."""
-    B, T, three_d = qkv.shape
-    dh = three_d // (3 * num_heads)
-    x = qkv.reshape(B, T, 3, num_heads, dh).transpose(2, 0, 3, 1, 4)    # (3, B, h, T, dh)
-    return x[0], x[1], x[2]
+def _heads(qkv, num_heads, kv=None):
+    """q, k, v each (B, h, T, d_h), views: from qkv (B, T, 3 h d_h) when kv is None, else q
+    from qkv (B, T_q, h d_h) and k, v from kv (B, T_k, 2 h d_h)."""
+    if kv is None:
+        B, T, three_inner = qkv.shape
+        dh = three_inner // (3 * num_heads)
+        x = qkv.reshape(B, T, 3, num_heads, dh).transpose(2, 0, 3, 1, 4)    # (3, B, h, T, dh)
+        return x[0], x[1], x[2]
+    B, Tq, inner = qkv.shape
+    dh = inner // num_heads
+    q = qkv.reshape(B, Tq, num_heads, dh).transpose(0, 2, 1, 3)           # (B, h, Tq, dh)
+    x = kv.reshape(B, kv.shape[1], 2, num_heads, dh).transpose(2, 0, 3, 1, 4)   # (2, B, h, Tk, dh)
+    return q, x[0], x[1]
 
 
-def attention_probs(qkv, bias, num_heads):
-    """softmax(q k^T / sqrt(d_h) + bias), untraced, in place, each half of the batch on
-    its own core.  qkv: (B, T, 3 d)  bias: (B, 1, 1, T)  ->  (B, h, T, T)"""
-    q, k, _ = _heads(qkv, num_heads)
-    B, h, T, dh = q.shape
-    p = onp.empty((B, h, T, T), qkv.dtype)
+def attention_probs(qkv, bias, num_heads, kv=None, scale=None, position_bias=None):
+    """softmax(scale q k^T + bias + position_bias), untraced, in place, each half of the batch
+    on its own core.  qkv: (B, T, 3 h d_h), or with kv (B, T_k, 2 h d_h) (B, T_q, h d_h)
+    bias: broadcastable to (B, h, T_q, T_k)  position_bias: (1, h, T_q, T_k) or None
+    ->  (B, h, T_q, T_k)"""
+    q, k, _ = _heads(qkv, num_heads, kv)
+    B, h, Tq, dh = q.shape
+    Tk = k.shape[2]
+    scale = 1.0 / math.sqrt(dh) if scale is None else scale
+    p = onp.empty((B, h, Tq, Tk), qkv.dtype)
     padded = bool(onp.any(bias))                 # no padding: the bias is all zeros
+    per_row = onp.ndim(bias) == 4 and onp.shape(bias)[0] == B > 1
 
     def work(rows):
         s = p[rows]
-        onp.matmul(q[rows] * (1.0 / math.sqrt(dh)), k[rows].swapaxes(-1, -2), out=s)
+        onp.matmul(q[rows] * scale if scale != 1.0 else q[rows], k[rows].swapaxes(-1, -2), out=s)
         if padded:
-            s += bias[rows]
+            s += bias[rows] if per_row else bias
+        if position_bias is not None:
+            s += position_bias
         s -= s.max(axis=-1, keepdims=True)
         onp.exp(s, out=s)
         s *= 1.0 / s.sum(axis=-1, keepdims=True)
-    in_parts(work, B, p.size, chunk=max(1, _CHUNK // (h * T * T)))
+    in_parts(work, B, p.size, chunk=max(1, _CHUNK // (h * Tq * Tk)))
     return p
 
 
 @primitive
-def _attend(qkv, p, keep, dropped, num_heads):
-    """The heads of dropped @ v, merged: (B, T, d). dropped = p * keep (keep: the scaled
-    dropout mask, None without dropout); p and keep are there for the gradient."""
-    _, _, v = _heads(qkv, num_heads)
-    B, h, T, dh = v.shape
-    ctx = onp.empty((B, T, h, dh), qkv.dtype)
-    ctx_heads = ctx.transpose(0, 2, 1, 3)                               # (B, h, T, dh) view
+def _attend(qkv, kv, position_bias, p, keep, dropped, num_heads, scale):
+    """The heads of dropped @ v, merged: (B, T_q, h d_h). dropped = p * keep (keep: the scaled
+    dropout mask, None without dropout); qkv, kv (None: self-attention) and position_bias
+    (None: none) are its differentiable inputs, p and keep are there for the gradient."""
+    _, _, v = _heads(qkv, num_heads, kv)
+    B, h, _, dh = v.shape
+    Tq = p.shape[2]
+    ctx = onp.empty((B, Tq, h, dh), qkv.dtype)
+    ctx_heads = ctx.transpose(0, 2, 1, 3)                               # (B, h, Tq, dh) view
 
     def work(rows):
         onp.matmul(dropped[rows], v[rows], out=ctx_heads[rows])
-    in_parts(work, B, dropped.size, chunk=max(1, _CHUNK // (h * T * T)))
-    return ctx.reshape(B, T, h * dh)
+    in_parts(work, B, dropped.size, chunk=max(1, _CHUNK // dropped[0].size))
+    return ctx.reshape(B, Tq, h * dh)
 
 
-def _attend_dqkv(ans, qkv, p, keep, dropped, num_heads):
-    q, k, v = _heads(qkv, num_heads)
-    B, h, T, dh = q.shape
-    scale = 1.0 / math.sqrt(dh)
+def _attend_dqkv(argnums, ans, args, kwargs):
+    """The gradients of `_attend` with respect to qkv (0), kv (1) and position_bias (2): one
+    pass computes the scores' gradient dS and all three from it."""
+    qkv, kv, position_bias, p, keep, dropped, num_heads, scale = args
+    q, k, v = _heads(qkv, num_heads, kv)
+    B, h, Tq, dh = q.shape
 
     def vjp(g):
-        g = g.reshape(B, T, h, dh).transpose(0, 2, 1, 3)                # (B, h, T, dh)
-        out = onp.empty(qkv.shape, qkv.dtype)
-        dq, dk, dv = _heads(out, num_heads)                             # views into out
+        g = g.reshape(B, Tq, h, dh).transpose(0, 2, 1, 3)               # (B, h, Tq, dh)
+        d_qkv = onp.empty(qkv.shape, qkv.dtype)
+        d_kv = None if kv is None else onp.empty(kv.shape, kv.dtype)
+        dq, dk, dv = _heads(d_qkv, num_heads, d_kv)                     # views into them
+        d_scores = onp.empty(p.shape, p.dtype) if 2 in argnums else None
 
         def work(rows):
             onp.matmul(dropped[rows].swapaxes(-1, -2), g[rows], out=dv[rows])   # dropped^T g
@@ -334,42 +370,75 @@ def _attend_dqkv(ans, qkv, p, keep, dropped, num_heads):
             pr = p[rows]
             ds -= onp.einsum("...i,...i->...", ds, pr)[..., None]       # softmax's Jacobian:
             ds *= pr                                                    # p * (dp - <dp, p>)
+            if d_scores is not None:
+                d_scores[rows] = ds                                     # d position_bias
             onp.matmul(ds, k[rows], out=dq[rows])
             onp.matmul(ds.swapaxes(-1, -2), q[rows], out=dk[rows])
-            dq[rows] *= scale
-            dk[rows] *= scale
-        in_parts(work, B, p.size, chunk=max(1, _CHUNK // (h * T * T)))
-        return out
+            if scale != 1.0:
+                dq[rows] *= scale
+                dk[rows] *= scale
+        in_parts(work, B, p.size, chunk=max(1, _CHUNK // p[0].size))
+        grads = {0: d_qkv, 1: d_kv,
+                 2: None if d_scores is None else _unbroadcast(d_scores, position_bias.shape)}
+        return tuple(grads[i] for i in argnums)
     return vjp
 
 
-defvjp(_attend, _attend_dqkv, None, None, None, None)
+def _unbroadcast(g, shape):
+    """g summed over the axes that broadcasting added or stretched, back to `shape`."""
+    g = g.sum(axis=tuple(range(g.ndim - len(shape)))) if g.ndim > len(shape) else g
+    return g.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1),
+                 keepdims=True)
 
 
-def attention(params, x, bias, num_heads, *, dropout_rate=0.0, rng=None, project=None):
-    """nn.attention with one fused query/key/value product and one primitive for the
-    attention core (scores, softmax, dropout, context), whose gradient is written out.
-    Same arguments and result as nn.attention."""
-    names = ("query", "key", "value")
-    if any(isbox(params[n][k]) for n in names for k in ("w", "b")):      # trained: traced
-        w = anp.concatenate([params[n]["w"] for n in names], axis=1)
-        b = anp.concatenate([params[n]["b"] for n in names])
+defvjp_argnums(_attend, _attend_dqkv)
+
+
+def projections(params, names, x, project=None):
+    """[x W_a | x W_b | ...] (+ the biases, where the layer has them) as one matrix product,
+    then each part through the hook.  x: (B, T, d)  ->  (B, T, len(names) h d_h)"""
+    ws = [params[n]["w"] for n in names]
+    bs = [params[n].get("b") for n in names]
+    traced = any(isbox(a) for a in ws + bs)
+    cat = anp.concatenate if traced else onp.concatenate
+    w = cat(ws, axis=1)                                                 # (d, len(names) h d_h)
+    b = None
+    if any(v is not None for v in bs):
+        b = cat([onp.zeros(getval(wi).shape[1], getval(wi).dtype) if v is None else v
+                 for v, wi in zip(bs, ws)])
+    y = linear(x, w, b)                                                 # (B, T, len(names) h d_h)
+    if project is None:
+        return y
+    inner = getval(ws[0]).shape[1]
+    return anp.concatenate([project(n, x, y[..., j * inner:(j + 1) * inner])
+                            for j, n in enumerate(names)], axis=-1)
+
+
+def key_values(params, memory, project=None):
+    """nn.key_values with one product for both projections: (B, T_k, 2 h d_h)."""
+    return projections(params, ("key", "value"), memory, project)
+
+
+def attention(params, x, bias, num_heads, *, dropout_rate=0.0, rng=None, project=None,
+              kv=None, position_bias=None, scale=None):
+    """nn.attention with one fused query/key/value product (the query alone when kv is given)
+    and one primitive for the attention core (scores, softmax, dropout, context), whose
+    gradient is written out. Same arguments and result as nn.attention."""
+    if kv is None:
+        qkv = projections(params, ("query", "key", "value"), x, project)   # (B, T, 3 h dh)
     else:
-        w = onp.concatenate([params[n]["w"] for n in names], axis=1)    # (d, 3 d)
-        b = onp.concatenate([params[n]["b"] for n in names])            # (3 d,)
-    qkv = linear(x, w, b)                                               # (B, T, 3 d)
-    if project is not None:
-        d = x.shape[-1]
-        qkv = anp.concatenate([project(n, x, qkv[..., j * d:(j + 1) * d])
-                               for j, n in enumerate(names)], axis=-1)
-    p = attention_probs(getval(qkv), bias, num_heads)                   # (B, h, T, T), constant
+        qkv = projections(params, ("query",), x, project)                  # (B, Tq, h dh)
+    if scale is None:
+        scale = 1.0 / math.sqrt(getval(params["query"]["w"]).shape[1] // num_heads)
+    p = attention_probs(getval(qkv), bias, num_heads, None if kv is None else getval(kv), scale,
+                        None if position_bias is None else getval(position_bias))   # constant
     keep, dropped = None, p
     if rng is not None and dropout_rate > 0.0:                          # as nn.dropout
         keep = (rng.random(p.shape, dtype=onp.float32) >= dropout_rate).astype(p.dtype)
         keep *= 1.0 / (1.0 - dropout_rate)
         dropped = p * keep
-    ctx = _attend(qkv, p, keep, dropped, num_heads)                     # (B, T, d)
-    y = linear(ctx, params["output"]["w"], params["output"]["b"])
+    ctx = _attend(qkv, kv, position_bias, p, keep, dropped, num_heads, scale)   # (B, Tq, h dh)
+    y = linear(ctx, params["output"]["w"], params["output"].get("b"))
     return y if project is None else project("output", ctx, y)
 
 

@@ -1,6 +1,6 @@
 """The one switch between the reference layers and the fast ones.
 
-Everything the model computes, the encoder, every adapter and LoRA update and the loss,
+Everything the model computes, the encoder, T5, every adapter and LoRA update and the loss,
 calls its layers through `current()`, which is one of two `Layers` (the two exceptions,
 dropout and the padding mask's additive bias, are one function each in nn.py, called
 directly: neither has a gradient worth writing by hand):
@@ -37,7 +37,9 @@ class Layers(NamedTuple):
     linear: Callable          # (x, w, b=None) -> x @ w + b
     dense: Callable           # ({"w", "b"}, x) -> x @ w + b
     layer_norm: Callable      # ({"g", "b"}, x, eps) -> (x - mu) / sqrt(var + eps) * g + b
-    attention: Callable       # (params, x, bias, num_heads, ...) -> multi-head self-attention
+    rms_norm: Callable        # ({"g"}, x, eps) -> x / sqrt(mean(x^2) + eps) * g   (T5's)
+    attention: Callable       # (params, x, bias, num_heads, ...) -> multi-head attention
+    key_values: Callable      # (params, memory) -> [memory W_k | memory W_v], for attention(kv=)
     embedding: Callable       # (table, ids) -> the rows of the table
     cross_entropy: Callable   # (logits, labels) -> mean negative log-likelihood
     gelu: Callable            # the exact GELU, x Phi(x)
@@ -50,11 +52,12 @@ class Layers(NamedTuple):
         return f"Layers({self.name!r})"
 
 
-PLAIN = Layers("plain", nn.linear, nn.dense, nn.layer_norm, nn.attention, nn.embedding,
-               nn.cross_entropy, nn.gelu, nn.gelu_tanh, nn.relu, nn.swish, nn.tanh)
-FAST = Layers("fast", kernels.linear, kernels.dense, kernels.layer_norm, kernels.attention,
-              kernels.embedding, kernels.cross_entropy, kernels.gelu, nn.gelu_tanh, nn.relu,
-              nn.swish, nn.tanh)
+PLAIN = Layers("plain", nn.linear, nn.dense, nn.layer_norm, nn.rms_norm, nn.attention,
+               nn.key_values, nn.embedding, nn.cross_entropy, nn.gelu, nn.gelu_tanh, nn.relu,
+               nn.swish, nn.tanh)
+FAST = Layers("fast", kernels.linear, kernels.dense, kernels.layer_norm, kernels.rms_norm,
+              kernels.attention, kernels.key_values, kernels.embedding, kernels.cross_entropy,
+              kernels.gelu, nn.gelu_tanh, nn.relu, nn.swish, nn.tanh)
 LAYERS = {"plain": PLAIN, "fast": FAST}
 
 # name in a config -> the Layers field that computes it

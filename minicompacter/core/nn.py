@@ -1,4 +1,4 @@
-"""Functional building blocks of a BERT-style encoder, written for autograd.
+"""Functional building blocks of the BERT-style encoder and of T5, written for autograd.
 
 Every layer is a pair of plain functions: ``init_x(rng, ...) -> params`` makes a dict
 of arrays, ``x(params, inputs, ...) -> outputs`` applies it. Weights are stored fan-in
@@ -15,7 +15,9 @@ constants as Python floats. Float64 inputs stay float64, which the gradient chec
 
 References: Devlin et al., "BERT", arXiv 1810.04805 (the post-LN block); Vaswani et
 al., "Attention Is All You Need", arXiv 1706.03762 (scaled dot-product attention);
-Hendrycks and Gimpel, "GELUs", arXiv 1606.08415 (both GELU forms).
+Hendrycks and Gimpel, "GELUs", arXiv 1606.08415 (both GELU forms); Raffel et al., "T5",
+arXiv 1910.10683 (unscaled attention with a position bias, the RMS norm); Zhang and
+Sennrich, "Root Mean Square Layer Normalization", arXiv 1910.07467.
 """
 
 import math
@@ -41,8 +43,9 @@ def linear(x, w, b=None):
 
 
 def dense(params, x):
-    """y = x @ w + b.   x: (..., d_in)  w: (d_in, d_out)  y: (..., d_out)"""
-    return linear(x, params["w"], params["b"])
+    """y = x @ w + b, or x @ w for a layer without a bias (T5's have none).
+    x: (..., d_in)  w: (d_in, d_out)  y: (..., d_out)"""
+    return linear(x, params["w"], params.get("b"))
 
 
 # --- layer norm ------------------------------------------------------------------------
@@ -60,6 +63,22 @@ def layer_norm(params, x, eps=1e-12):
     xc = x - mu                                                 # (..., d)
     var = np.sum(xc * xc, axis=-1, keepdims=True) * inv_d       # (..., 1)
     return xc / np.sqrt(var + eps) * params["g"] + params["b"]
+
+
+def init_rms_norm(d, *, dtype=onp.float32):
+    """g = 1: T5's layer norm has a weight and no bias."""
+    return {"g": onp.ones(d, dtype)}
+
+
+def rms_norm(params, x, eps=1e-6):
+    """T5's layer norm, the root-mean-square norm (Zhang and Sennrich 2019, arXiv 1910.07467):
+        y = g * x / sqrt(mean(x^2) + eps)         over the last axis, no mean subtracted
+    and + b when the tree holds a bias (BitFit adds one, as the Compacter reference code does).
+    x, y: (..., d)   g, b: (d,)"""
+    inv_d = 1.0 / x.shape[-1]                                   # a Python float: no float64
+    mean_square = np.sum(x * x, axis=-1, keepdims=True) * inv_d     # (..., 1)
+    y = x / np.sqrt(mean_square + eps) * params["g"]            # (..., d)
+    return y + params["b"] if "b" in params else y
 
 
 # --- GELU ------------------------------------------------------------------------------
@@ -166,32 +185,59 @@ def mask_bias(mask, dtype):
     return ((1 - onp.asarray(mask, dtype)) * big)[:, None, None, :]
 
 
-def attention(params, x, bias, num_heads, *, dropout_rate=0.0, rng=None, project=None):
-    """Multi-head self-attention (Vaswani et al., Eq. 1):
-        head_j = softmax(Q_j K_j^T / sqrt(d_h) + bias) V_j,   out = [head_1 .. head_h] W_o + b_o
-    x: (B, T, d)  bias: (B, 1, 1, T) from `mask_bias`  ->  (B, T, d)
+def projection(params, name, x, project=None):
+    """One attention projection, x @ W_name (+ b), passed through the hook if there is one."""
+    y = dense(params[name], x)
+    return y if project is None else project(name, x, y)
 
+
+def key_values(params, memory, project=None):
+    """The keys and values of attention over `memory`, side by side:
+        [memory W_k | memory W_v]      memory: (B, T_k, d)  ->  (B, T_k, 2 h d_h)
+    Cross-attention attends to the encoder's states this way, and a decoder generating one
+    token at a time keeps the keys and values of the tokens before (t5.py)."""
+    return np.concatenate([projection(params, "key", memory, project),
+                           projection(params, "value", memory, project)], axis=-1)
+
+
+def attention(params, x, bias, num_heads, *, dropout_rate=0.0, rng=None, project=None,
+              kv=None, position_bias=None, scale=None):
+    """Multi-head attention (Vaswani et al., Eq. 1), with T5's additions:
+        head_j = softmax(scale Q_j K_j^T + bias + position_bias_j) V_j
+        out    = [head_1 .. head_h] W_o (+ b_o)
+    x: (B, T_q, d)  bias: a constant broadcastable to (B, h, T_q, T_k): (B, 1, 1, T_k) from
+    `mask_bias`, or with a causal part (B, 1, T_q, T_k)  ->  (B, T_q, d)
+
+    kv: (B, T_k, 2 h d_h) from `key_values`, the keys and values attended to (cross-attention,
+        a decoder's earlier tokens); None: self-attention, keys and values projected from x.
+    position_bias: (1, h, T_q, T_k) added to the scores and differentiated (T5's learned
+        relative positions); None: none.
+    scale: of the scores; None: 1 / sqrt(d_h) (BERT). T5 uses 1.0 (its initialisation
+        absorbs the scale).
+    The projections are (d, h d_h) and (h d_h, d): h d_h need not equal d (T5's d_kv * heads).
     `project(name, x, y) -> y` is an optional hook on each projection
     ("query", "key", "value", "output"); it sees the projection's input and output and
     returns the output to use (LoRA adds its low-rank update there). Dropout, when `rng`
-    is given, acts on the attention probabilities as in BERT."""
-    B, T, d = x.shape
-    dh = d // num_heads
+    is given, acts on the attention probabilities as in BERT and T5."""
+    B, Tq, _ = x.shape
+    inner = params["query"]["w"].shape[1]                       # h d_h
+    dh = inner // num_heads
+    scale = 1.0 / math.sqrt(dh) if scale is None else scale
 
-    def proj(name, inp):
-        y = dense(params[name], inp)
-        return y if project is None else project(name, inp, y)
+    def split_heads(y):                                          # (B, T, h dh) -> (B, h, T, dh)
+        return np.transpose(np.reshape(y, (B, -1, num_heads, dh)), (0, 2, 1, 3))
 
-    def split_heads(y):                                          # (B, T, d) -> (B, h, T, dh)
-        return np.transpose(np.reshape(y, (B, T, num_heads, dh)), (0, 2, 1, 3))
-
-    q = split_heads(proj("query", x))                            # (B, h, T, dh)
-    k = split_heads(proj("key", x))                              # (B, h, T, dh)
-    v = split_heads(proj("value", x))                            # (B, h, T, dh)
-    scores = (q * (1.0 / math.sqrt(dh))) @ np.swapaxes(k, -1, -2) + bias   # (B, h, T, T)
-    p = dropout(softmax(scores, axis=-1), dropout_rate, rng)     # (B, h, T, T)
-    ctx = np.reshape(np.transpose(p @ v, (0, 2, 1, 3)), (B, T, d))         # (B, T, d)
-    return proj("output", ctx)                                   # (B, T, d)
+    q = split_heads(projection(params, "query", x, project))     # (B, h, Tq, dh)
+    if kv is None:
+        kv = key_values(params, x, project)                      # (B, Tq, 2 h dh)
+    k = split_heads(kv[..., :inner])                             # (B, h, Tk, dh)
+    v = split_heads(kv[..., inner:])                             # (B, h, Tk, dh)
+    scores = (q * scale) @ np.swapaxes(k, -1, -2) + bias         # (B, h, Tq, Tk)
+    if position_bias is not None:
+        scores = scores + position_bias
+    p = dropout(softmax(scores, axis=-1), dropout_rate, rng)     # (B, h, Tq, Tk)
+    ctx = np.reshape(np.transpose(p @ v, (0, 2, 1, 3)), (B, Tq, inner))    # (B, Tq, h dh)
+    return projection(params, "output", ctx, project)            # (B, Tq, d)
 
 
 # --- losses ------------------------------------------------------------------------------

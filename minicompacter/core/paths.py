@@ -11,7 +11,10 @@ A path is a tuple of str (dict keys) and int (list indices) parts, as tree.leave
 
 # the encoder's layer norms: embeddings.ln, layers[i].attention_ln, layers[i].ffn_ln
 EMBEDDING_LN, ATTENTION_LN, FFN_LN = "ln", "attention_ln", "ffn_ln"
-LAYER_NORMS = (EMBEDDING_LN, ATTENTION_LN, FFN_LN)
+# and T5's (t5.py), besides attention_ln and ffn_ln in every block: the decoder blocks'
+# decoder.layers[i].cross_attention_ln and each stack's last, encoder.final_ln, decoder.final_ln
+CROSS_ATTENTION_LN, FINAL_LN = "cross_attention_ln", "final_ln"
+LAYER_NORMS = (EMBEDDING_LN, ATTENTION_LN, FFN_LN, CROSS_ATTENTION_LN, FINAL_LN)
 BIAS = "b"                        # every bias leaf, encoder and methods alike
 
 # what methods add: per layer, an adapter in each slot, or LoRA's factors

@@ -9,6 +9,8 @@ JSON read with every check a file from outside needs.
   check_tree(expected, ...)    tensors checked name by name and shape by shape against a tree
   read_json_object(path, ...)  a JSON object with the keys and types a caller requires
   refuse_pickle(...)           the message for a directory that holds only a pickle file
+  shard_files(directory, index)  the shards a model.safetensors.index.json lists, each a
+                               file beside it
 
 This module imports nothing else of the harness: the native checkpoint (native.py), each
 foreign format (adapterhub.py, peft.py, transformers.py) and the dispatcher above them
@@ -115,6 +117,8 @@ def tree_bytes(tree, prefix=""):
 
 # --- reading ------------------------------------------------------------------------------
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")     # never opened
+
 def read_tensors(path):
     """{name: array} from a safetensors file, with a clear error when it is corrupt."""
     path = Path(path)
@@ -197,3 +201,19 @@ def refuse_pickle(directory, pickle_name, safetensors_name):
             f"Convert it once where PyTorch is installed: python -c \"import torch; from "
             f"safetensors.torch import save_file; save_file(torch.load('{directory / pickle_name}'), "
             f"'{directory / safetensors_name}')\"")
+
+
+def shard_files(directory, index):
+    """The shards a model.safetensors.index.json lists, each a file inside `directory`
+    (a name such as ../../etc/passwd, or an absolute path, is refused, not opened)."""
+    fix = "download the checkpoint again."
+    weight_map = read_json_object(index, {"weight_map": dict}, error=LoadError, fix=fix)["weight_map"]
+    root = directory.resolve()
+    files = []
+    for shard in sorted(set(map(str, weight_map.values()))):
+        path = (directory / shard).resolve()
+        if path.parent != root:
+            raise LoadError(f"{index} lists the shard {shard!r}, which is not a file of "
+                            f"{directory}; shards must be file names beside the index: {fix}")
+        files.append(directory / shard)
+    return files

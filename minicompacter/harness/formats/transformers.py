@@ -37,9 +37,8 @@ from ...core.encoder import EncoderConfig
 from ...core.layers import ACTIVATIONS
 from ...core.paths import ATTENTION_LN, EMBEDDING_LN, FFN_LN
 from ...core.tree import dotted, flatten, unflatten
-from .files import LoadError, atomic_write, read_json_object
+from .files import PICKLE_SUFFIXES, LoadError, atomic_write, read_json_object, shard_files
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # Tensors in BERT checkpoints that this encoder does not use (see the module docstring).
 UNUSED_PREFIXES = ("embeddings.position_ids", "pooler.", "cls.", "classifier.")
 
@@ -181,23 +180,6 @@ def read_safetensors(directory):
                             f"holds a dtype NumPy lacks (bfloat16): download it again or save "
                             f"it as float32.") from None
     return tensors
-
-
-def shard_files(directory, index):
-    """The shards a model.safetensors.index.json lists, each a file inside `directory`
-    (a name such as ../../etc/passwd, or an absolute path, is refused, not opened)."""
-    fix = "download the checkpoint again."
-    weight_map = read_json_object(index, {"weight_map": dict}, error=LoadError,
-                                         fix=fix)["weight_map"]
-    root = directory.resolve()
-    files = []
-    for shard in sorted(set(map(str, weight_map.values()))):
-        path = (directory / shard).resolve()
-        if path.parent != root:
-            raise LoadError(f"{index} lists the shard {shard!r}, which is not a file of "
-                            f"{directory}; shards must be file names beside the index: {fix}")
-        files.append(directory / shard)
-    return files
 
 
 # --- tokenizer -------------------------------------------------------------------------

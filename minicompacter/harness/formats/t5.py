@@ -1,0 +1,367 @@
+"""A transformers T5 checkpoint directory read into minicompacter's T5 tree (core/t5.py).
+
+    config.json         model_type "t5" (T5ForConditionalGeneration or T5Model): every field
+                        the model uses checked for its type and range, options minicompacter
+                        does not implement refused by name
+    model.safetensors   or the shards that model.safetensors.index.json lists; tensors in
+                        float32, float64, float16 or bfloat16 (read from their bytes here:
+                        NumPy has no bfloat16, and a bfloat16 is the top 16 bits of a float32,
+                        so the conversion is exact)
+    tokenizer.json      read when present; without it the tokenizer is None (ids in, ids out:
+                        a sentencepiece spiece.model alone is not read)
+
+transformers' names map onto the tree of core/t5.py. PyTorch stores linear weights as
+(out, in); they are transposed here, once. The vocabulary is stored once as shared.weight
+(encoder.embed_tokens.weight and decoder.embed_tokens.weight, where a file has them, must
+equal it); lm_head.weight is the separate output layer of untied models (v1.1, flan-t5) and,
+in tied ones, must equal the embedding if present. The relative position bias is in block 0 of
+each stack only. Files from outside are untrusted: every header entry is checked before any
+tensor is read, every expected tensor's shape and finiteness before the tree is built, and
+pickle files are never opened.
+
+The lead folds `T5Pretrained` into `Pretrained` and moves this module into harness/formats/.
+"""
+
+import json
+import math
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as onp
+
+from tokenizers import Tokenizer
+
+from ...core.paths import ATTENTION_LN, CROSS_ATTENTION_LN, FFN_LN, FINAL_LN
+from ...core.t5 import DECODER, EMBEDDINGS, ENCODER, FEED_FORWARD, LM_HEAD, RELATIVE_BIAS
+from ...core.t5 import T5Config
+from ...core.tree import dotted, unflatten
+from .files import PICKLE_SUFFIXES, LoadError, read_json_object, shard_files
+
+
+class T5Pretrained(NamedTuple):
+    """What `load_t5_directory` returns."""
+    config: T5Config          # the model's shapes and settings
+    params: dict              # the parameter tree (core/t5.py), float32 by default
+    tokenizer: object         # a `tokenizers.Tokenizer`, or None without tokenizer.json
+    name: str = ""            # where it came from
+    path: Optional[str] = None    # the absolute directory it was read from
+
+
+# --- config.json ------------------------------------------------------------------------------
+
+ARCHITECTURES = ("T5ForConditionalGeneration", "T5Model", "T5WithLMHeadModel")
+# config.json key -> (default when absent, or REQUIRED; kind)
+REQUIRED = object()
+FIELDS = {
+    "vocab_size": (REQUIRED, "count"), "d_model": (REQUIRED, "count"), "d_kv": (REQUIRED, "count"),
+    "d_ff": (REQUIRED, "count"), "num_layers": (REQUIRED, "count"),
+    "num_heads": (REQUIRED, "count"), "num_decoder_layers": (None, "count"),
+    "relative_attention_num_buckets": (32, "count"),
+    "relative_attention_max_distance": (128, "count"), "dropout_rate": (0.1, "number"),
+    "layer_norm_epsilon": (1e-6, "number"), "initializer_factor": (1.0, "number"),
+    "feed_forward_proj": ("relu", "str"), "tie_word_embeddings": (True, "bool"),
+    "pad_token_id": (0, "count0"), "eos_token_id": (1, "count0"),
+    "decoder_start_token_id": (None, "count0"),
+}
+KINDS = {"count": "a positive integer", "count0": "a non-negative integer (a token id)",
+         "number": "a finite number", "str": "a string", "bool": "true or false"}
+
+
+def _fits(value, kind):
+    if kind in ("count", "count0"):
+        return (isinstance(value, int) and not isinstance(value, bool)
+                and value >= (1 if kind == "count" else 0))
+    if kind == "number":
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    return isinstance(value, str if kind == "str" else bool)
+
+
+def refuse_unsupported(hf, source):
+    """Options of a T5 config that this T5 does not implement, refused by name."""
+    model_type = hf.get("model_type")
+    if model_type != "t5":
+        raise LoadError(f"{source}: model_type {model_type!r} is not 't5'; this loader reads "
+                        f"T5 checkpoints (t5-small, t5-base, google/t5-v1_1-*, "
+                        f"google/flan-t5-*).")
+    if hf.get("is_encoder_decoder", True) is not True or hf.get("is_decoder", False) is not False:
+        raise LoadError(f"{source}: is_encoder_decoder must be true and is_decoder false; this "
+                        f"is not a whole encoder-decoder T5.")
+    unknown = [a for a in hf.get("architectures") or [] if a not in ARCHITECTURES]
+    if unknown:
+        raise LoadError(f"{source}: architectures {unknown} are not supported; minicompacter "
+                        f"loads {', '.join(ARCHITECTURES)} checkpoints (T5EncoderModel has no "
+                        f"decoder; task heads are not read).")
+    if hf.get("pruned_heads"):
+        raise LoadError(f"{source}: pruned_heads {hf['pruned_heads']} are not supported; every "
+                        f"block must have num_heads heads.")
+    proj = hf.get("feed_forward_proj", "relu")
+    if isinstance(proj, str) and proj not in FEED_FORWARD:
+        raise LoadError(f"{source}: feed_forward_proj {proj!r} is not supported; minicompacter's "
+                        f"T5 implements {sorted(FEED_FORWARD)}.")
+
+
+def config_from_t5(hf, source="config.json"):
+    """T5Config from a transformers T5 config dict: every field checked, unsupported options
+    refused. num_decoder_layers defaults to num_layers and decoder_start_token_id to
+    pad_token_id, as in T5's own configs."""
+    refuse_unsupported(hf, source)
+    values = {}
+    for key, (default, kind) in FIELDS.items():
+        value = hf.get(key, default)
+        if value is REQUIRED:
+            raise LoadError(f"{source} has no {key!r}; a T5 config needs "
+                            f"{', '.join(k for k, (d, _) in FIELDS.items() if d is REQUIRED)}.")
+        if value is None and default is None:
+            continue
+        if not _fits(value, kind):
+            raise LoadError(f"{source}: {key} is {json.dumps(value)[:40]}, not {KINDS[kind]}.")
+        values[key] = value
+    values.setdefault("num_decoder_layers", values["num_layers"])
+    values.setdefault("decoder_start_token_id", values["pad_token_id"])
+    try:
+        return T5Config(**values)
+    except ValueError as e:
+        raise LoadError(f"{source}: {e}") from None
+
+
+# --- tensors ----------------------------------------------------------------------------------
+
+def t5_names(cfg):
+    """Every tensor the T5 tree takes from a file, the embedding apart (`embedding_from`):
+    {our path: (transformers name, transposed?, our shape)}."""
+    d, inner, k = cfg.d_model, cfg.inner_dim, cfg.d_ff
+    gated = FEED_FORWARD[cfg.feed_forward_proj][0]
+    names = {}
+
+    def attention(ours, theirs):
+        for name, letter, shape in (("query", "q", (d, inner)), ("key", "k", (d, inner)),
+                                    ("value", "v", (d, inner)), ("output", "o", (inner, d))):
+            names[ours + (name, "w")] = (f"{theirs}.{letter}.weight", True, shape)
+
+    def block(stack, i, cross):
+        ours, theirs = (stack, "layers", i), f"{stack}.block.{i}.layer."
+        attention(ours + ("attention",), theirs + "0.SelfAttention")
+        names[ours + (ATTENTION_LN, "g")] = (theirs + "0.layer_norm.weight", False, (d,))
+        if cross:
+            attention(ours + ("cross_attention",), theirs + "1.EncDecAttention")
+            names[ours + (CROSS_ATTENTION_LN, "g")] = (theirs + "1.layer_norm.weight", False, (d,))
+        ffn = theirs + f"{2 if cross else 1}."
+        ins = {"in": "wi_0", "in_linear": "wi_1"} if gated else {"in": "wi"}
+        for name, theirs_name in ins.items():
+            names[ours + ("ffn", name, "w")] = (ffn + f"DenseReluDense.{theirs_name}.weight",
+                                                True, (d, k))
+        names[ours + ("ffn", "out", "w")] = (ffn + "DenseReluDense.wo.weight", True, (k, d))
+        names[ours + (FFN_LN, "g")] = (ffn + "layer_norm.weight", False, (d,))
+
+    for stack, count, cross in ((ENCODER, cfg.num_layers, False),
+                                (DECODER, cfg.num_decoder_layers, True)):
+        for i in range(count):
+            block(stack, i, cross)
+        names[(stack, RELATIVE_BIAS)] = (
+            f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", False,
+            (cfg.relative_attention_num_buckets, cfg.num_heads))
+        names[(stack, FINAL_LN, "g")] = (f"{stack}.final_layer_norm.weight", False, (d,))
+    if not cfg.tie_word_embeddings:
+        names[(LM_HEAD, "w")] = ("lm_head.weight", True, (d, cfg.vocab_size))
+    return names
+
+
+EMBEDDING_NAMES = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+# in old checkpoints, ignored by transformers too: cross-attention never had a position bias
+IGNORED = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
+
+
+def checked(tensors, name, shape, source):
+    """tensors[name], refused unless it has this shape and only finite values."""
+    t = tensors[name]
+    if tuple(t.shape) != shape:
+        raise LoadError(f"{source}: {name!r} has shape {tuple(t.shape)}, but config.json implies "
+                        f"{shape}; the weights and the config do not belong together.")
+    if not onp.isfinite(t).all():
+        raise LoadError(f"{source}: {name!r} holds non-finite values (nan or inf); the weights "
+                        f"are damaged: download or convert them again.")
+    return t
+
+
+def embedding_from(tensors, cfg, source):
+    """The vocabulary (V, d): shared.weight, or the encoder's or decoder's copy; every copy
+    present must be equal, and so must lm_head.weight of a tied model."""
+    present = [n for n in EMBEDDING_NAMES if n in tensors]
+    if not present:
+        raise LoadError(f"{source} has no shared.weight (the embedding); this is not a T5 "
+                        f"checkpoint, or a part of one.")
+    shape = (cfg.vocab_size, cfg.d_model)
+    word = checked(tensors, present[0], shape, source)
+    copies = present[1:] + (["lm_head.weight"] if cfg.tie_word_embeddings
+                            and "lm_head.weight" in tensors else [])
+    for name in copies:
+        if tuple(tensors[name].shape) != shape or not onp.array_equal(tensors[name], word):
+            fix = ("; set tie_word_embeddings false in config.json if the output layer is "
+                   "separate" if name == "lm_head.weight" else "")
+            raise LoadError(f"{source}: {name!r} differs from {present[0]!r}; T5 shares one "
+                            f"embedding{fix}.")
+    return word
+
+
+def params_from_t5(tensors, cfg, *, dtype=onp.float32, source="model.safetensors"):
+    """The T5 tree from {transformers name: array}, every name, shape and value checked."""
+    names = t5_names(cfg)
+    flat = {dotted((EMBEDDINGS, "word")):
+            onp.ascontiguousarray(embedding_from(tensors, cfg, source), dtype=dtype)}
+    for path, (name, transpose, shape) in names.items():
+        if name not in tensors:
+            raise LoadError(f"{source} has no tensor {name!r}, which config.json implies "
+                            f"(num_layers={cfg.num_layers}, num_decoder_layers="
+                            f"{cfg.num_decoder_layers}, feed_forward_proj "
+                            f"{cfg.feed_forward_proj!r}, tie_word_embeddings="
+                            f"{cfg.tie_word_embeddings}); the weights and the config do not "
+                            f"belong together.")
+        t = checked(tensors, name, shape[::-1] if transpose else shape, source)
+        flat[dotted(path)] = onp.ascontiguousarray(t.T if transpose else t, dtype=dtype)
+    known = {name for name, _, _ in names.values()} | set(EMBEDDING_NAMES) | set(IGNORED)
+    known |= {"lm_head.weight"} if cfg.tie_word_embeddings else set()
+    unknown = sorted(k for k in tensors if k not in known)
+    if unknown:
+        raise LoadError(f"{source} holds tensors a T5 with this config.json does not have: "
+                        f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}.")
+    return unflatten(flat)
+
+
+# --- safetensors --------------------------------------------------------------------------------
+
+# safetensors dtype -> (NumPy dtype of the stored bytes, bytes per value)
+DTYPES = {"F64": ("<f8", 8), "F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2)}
+MAX_HEADER = 100 << 20           # bytes; safetensors' own limit
+
+
+def read_header(f, path, size):
+    """The header of an open safetensors file, every entry checked against the file's size:
+    {name: (dtype, shape, begin, end)} with offsets from the start of the file."""
+    bad = f"{path} is not a valid safetensors file"
+    raw = f.read(8)
+    n = int.from_bytes(raw, "little") if len(raw) == 8 else -1
+    if not 0 < n <= min(MAX_HEADER, size - 8):
+        raise LoadError(f"{bad} (its header length is wrong); download it again.")
+    try:
+        header = json.loads(f.read(n))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise LoadError(f"{bad} (its header is not JSON); download it again.") from None
+    if not isinstance(header, dict):
+        raise LoadError(f"{bad} (its header is not a JSON object); download it again.")
+    header.pop("__metadata__", None)
+    entries = {}
+    for name, e in header.items():
+        ok = (isinstance(e, dict) and isinstance(e.get("shape"), list)
+              and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in e["shape"])
+              and isinstance(e.get("data_offsets"), list) and len(e["data_offsets"]) == 2
+              and all(isinstance(o, int) and not isinstance(o, bool) for o in e["data_offsets"]))
+        if not ok:
+            raise LoadError(f"{bad} (the entry of {name!r} is malformed); download it again.")
+        if e.get("dtype") not in DTYPES:
+            raise LoadError(f"{path}: {name!r} is stored as {e.get('dtype')!r}; T5 weights are "
+                            f"floating point ({', '.join(DTYPES)}): convert the checkpoint.")
+        begin, end = e["data_offsets"]
+        nbytes = math.prod(e["shape"]) * DTYPES[e["dtype"]][1]
+        if not (0 <= begin <= end <= size - 8 - n and end - begin == nbytes):
+            raise LoadError(f"{bad} (the data of {name!r} lies outside the file or has the "
+                            f"wrong size); download it again.")
+        entries[name] = (e["dtype"], tuple(e["shape"]), 8 + n + begin, 8 + n + end)
+    return entries
+
+
+def to_float(raw, dtype, shape):
+    """A tensor's bytes as float32 (F16, BF16, F32) or float64 (F64). BF16 is the top half of
+    a float32: shifting its 16 bits up gives the float32 exactly."""
+    stored = onp.frombuffer(raw, DTYPES[dtype][0])
+    if dtype == "BF16":
+        return (stored.astype(onp.uint32) << 16).view(onp.float32).reshape(shape)
+    return stored.astype(onp.float64 if dtype == "F64" else onp.float32).reshape(shape)
+
+
+def read_safetensors_file(path):
+    """{name: float32 or float64 array} of one safetensors file."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        entries = read_header(f, path, size)
+        tensors = {}
+        for name, (dtype, shape, begin, end) in entries.items():
+            f.seek(begin)
+            tensors[name] = to_float(f.read(end - begin), dtype, shape)
+    return tensors
+
+
+def read_t5_tensors(directory):
+    """{name: array} from model.safetensors or the shards a model.safetensors.index.json lists.
+    Refuses pickle files."""
+    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
+    if single.exists():
+        files = [single]
+    elif index.exists():
+        files = shard_files(directory, index)
+    else:
+        pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise LoadError(
+                f"{directory} holds {pickles[0]}, a pickle file, and no model.safetensors. "
+                f"minicompacter never loads pickle files (unpickling can run arbitrary code). "
+                f"Convert it once where PyTorch is installed: T5ForConditionalGeneration."
+                f"from_pretrained(dir).save_pretrained(dir, safe_serialization=True).")
+        raise LoadError(f"{directory} has no model.safetensors; a T5 checkpoint directory needs "
+                        f"config.json and model.safetensors (or its shards and their index).")
+    tensors = {}
+    for f in files:
+        if not f.exists():
+            raise LoadError(f"{f} is listed in model.safetensors.index.json but missing; "
+                            f"download the checkpoint again.")
+        part = read_safetensors_file(f)
+        twice = sorted(set(part) & set(tensors))
+        if twice:
+            raise LoadError(f"{f} holds {twice[0]!r}, which another shard holds too; download "
+                            f"the checkpoint again.")
+        tensors.update(part)
+    return tensors
+
+
+# --- tokenizer and directory --------------------------------------------------------------------
+
+def read_t5_tokenizer(directory, cfg):
+    """A `tokenizers.Tokenizer` from tokenizer.json (padding and truncation switched off), or
+    None without one. Its vocabulary must fit the embedding, and its </s> and <pad>, where it
+    has them, must be the config's EOS and padding ids."""
+
+    path = directory / "tokenizer.json"
+    if not path.exists():
+        return None
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:                                   # tokenizers raises its own kind
+        raise LoadError(f"{path} cannot be read as a tokenizer ({e}); download it again.") from None
+    tok.no_padding()
+    tok.no_truncation()
+    if tok.get_vocab_size() > cfg.vocab_size:
+        raise LoadError(f"{directory}: the tokenizer has {tok.get_vocab_size()} tokens but the "
+                        f"model only {cfg.vocab_size} embedding rows; they do not belong together.")
+    for token, field in (("</s>", "eos_token_id"), ("<pad>", "pad_token_id")):
+        found = tok.token_to_id(token)
+        if found is not None and found != getattr(cfg, field):
+            raise LoadError(f"{directory}: the tokenizer's {token} is id {found} but config.json's "
+                            f"{field} is {getattr(cfg, field)}; they do not belong together.")
+    return tok
+
+
+def load_t5_directory(directory, *, dtype=onp.float32, name=None):
+    """Config, parameters and tokenizer (or None) of a transformers T5 checkpoint directory."""
+    directory = Path(directory)
+    if not (directory / "config.json").exists():
+        raise LoadError(f"{directory} has no config.json; a T5 checkpoint directory needs "
+                        f"config.json and model.safetensors.")
+    hf = read_json_object(directory / "config.json", error=LoadError,
+                                 fix="a T5 config.json is an object with model_type 't5', "
+                                     "d_model, ...")
+    cfg = config_from_t5(hf, source=str(directory / "config.json"))
+    params = params_from_t5(read_t5_tensors(directory), cfg, dtype=dtype,
+                            source=str(directory / "model.safetensors"))
+    return T5Pretrained(cfg, params, read_t5_tokenizer(directory, cfg), name or str(directory),
+                        str(directory.resolve()))
