@@ -40,6 +40,8 @@ from minicompacter.harness.training.train import TrainConfig
 
 from conftest import finished_and_unfinished, write_checkpoint, write_tsv
 
+pytestmark = pytest.mark.slow        # command-line batteries and whole runs: python -m pytest -m "not slow" skips them
+
 TASK = "synthetic-sentiment"
 # the run every fault interrupts, and the settings of the runs the bad inputs meet
 COMMON = ("--task", TASK, "--model", "tiny", "--train-size", "64", "--epochs", "3",

@@ -31,6 +31,7 @@ def test_task_registry():
 
 # --- the real files ---------------------------------------------------------------------
 
+@pytest.mark.slow
 @needs_glue
 def test_sst2_large_task_split():
     d = load_task("sst2")

@@ -331,6 +331,7 @@ def run_cli(*args):
                           text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_finetune_prints_pefts_line_counted_as_peft_counts(tmp_path):
     done = run_cli("finetune", "--task", "synthetic-sentiment", "--method", "lora", "--model", "tiny",
                    "--max-length", "32", "--train-size", "32", "--epochs", "1", "--no-progress",
@@ -344,6 +345,7 @@ def test_finetune_prints_pefts_line_counted_as_peft_counts(tmp_path):
                     f"trainable%: {100 * m['trainable_params'] / total:.4f}")
 
 
+@pytest.mark.slow
 def test_predict_and_export_on_the_command_line(tiny, tmp_path):
     native, *_ = native_checkpoint(tiny, tmp_path, "compacter")
     done = run_cli("predict", "--checkpoint", str(native), "--text", "a good film",
@@ -361,6 +363,7 @@ def test_predict_and_export_on_the_command_line(tiny, tmp_path):
     assert done.returncode == 2 and "--to adapters" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 @needs_minilm
 def test_predict_and_evaluate_an_imported_adapterhub_adapter(tmp_path):
     done = run_cli("predict", "--checkpoint", str(FIXTURES / "adapterhub_compacter"),

@@ -219,6 +219,7 @@ def run_python(code):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_importing_and_using_the_package_leave_blas_progress_bars_threads_signals_and_malloc_alone():
     got = run_python(PROCESS_STATE + '''
 tiny = mc.load_pretrained("tiny")
@@ -251,6 +252,7 @@ print(json.dumps({"before": before, "after_import": after_import, "during": seen
         assert got["during"]["pool"] == got["during"]["wanted"]
 
 
+@pytest.mark.slow
 def test_the_command_line_tunes_the_allocator():
     got = run_python(PROCESS_STATE + '''
 from minicompacter.harness.cli import main

@@ -21,6 +21,7 @@ def test_there_are_notebooks():
     assert SOURCES
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_notebook_runs_small(source):
     nb = build.execute(source, size="small", timeout=600)

@@ -18,6 +18,7 @@ def blocks(language):
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
+@pytest.mark.slow
 @needs_minilm
 @pytest.mark.parametrize("i", range(len(blocks("python"))))
 def test_python_snippets_run(i):

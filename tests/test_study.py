@@ -18,6 +18,8 @@ from minicompacter.harness.pretrained import BUILTIN
 
 from conftest import needs_minilm
 
+pytestmark = pytest.mark.slow        # command-line batteries and whole runs: python -m pytest -m "not slow" skips them
+
 GLUE = os.environ.get("GLUE_DIR")
 needs_glue = pytest.mark.skipif(not GLUE or not Path(GLUE, "SST-2", "train.tsv").exists(),
                                 reason="needs the GLUE files: set GLUE_DIR to a GLUE directory")

@@ -134,6 +134,7 @@ def test_same_seed_same_data_different_seed_different_data(data, name):
     assert load_synthetic(name, seed=1)["train"]["label"] != data[name]["train"]["label"]
 
 
+@pytest.mark.slow
 def test_same_data_in_another_process(data):
     """Byte-identical across processes, whatever Python's string hash seed."""
     code = ("import json; from minicompacter.harness.data.synthetic import load_synthetic, SYNTHETIC_TASKS; "

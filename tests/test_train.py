@@ -74,6 +74,7 @@ def test_checkpoint_holds_only_the_trainable_tree(run, tiny):
     assert sum(read_tensors(out / WEIGHTS)[n].size for n in names) == m["trainable_params"]
 
 
+@pytest.mark.slow
 def test_evaluate_gives_the_same_numbers(run):
     out, m = run
     assert evaluate_checkpoint(out) == {"validation": m["validation"], "test": m["test"]}
@@ -118,6 +119,7 @@ def test_peak_memory_counts_from_its_reset():
     assert got["later"] - got["low"] > 150                    # and a new peak is counted
 
 
+@pytest.mark.slow
 @needs_linux_peak
 def test_finetune_peak_leaves_out_what_came_before_training():
     got = in_fresh_process(
@@ -276,6 +278,7 @@ def cli(*args, cwd=ROOT, **kw):
                           text=True, cwd=cwd, timeout=600, **kw)
 
 
+@pytest.mark.slow
 def test_cli_finetune_and_clear_errors(tmp_path):
     out = cli("finetune", "--task", TASK, "--method", "lora", "--model", "tiny", "--train-size", "64",
               "--epochs", "1", "--no-progress", "--out", str(tmp_path / "lora"))
@@ -298,6 +301,7 @@ def wait_for(path, proc, timeout=120):
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_an_interrupted_run_leaves_a_whole_checkpoint_and_resumes(tiny, tmp_path, sig):
     out = tmp_path / "run"
@@ -321,6 +325,7 @@ def test_an_interrupted_run_leaves_a_whole_checkpoint_and_resumes(tiny, tmp_path
                                       if "loss" in h]) == 240
 
 
+@pytest.mark.slow
 def test_compare_and_demo_on_tiny(tmp_path):
     out = cli("compare", "--task", TASK, "--methods", "bitfit,lora", "--model", "tiny",
               "--train-size", "64", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "cmp"))
@@ -333,6 +338,7 @@ def test_compare_and_demo_on_tiny(tmp_path):
     assert bad.returncode == 2 and "Unknown method 'nope'" in bad.stderr
 
 
+@pytest.mark.slow
 def test_demo_on_tiny(tmp_path):
     out = cli("demo", "--model", "tiny", "--no-progress", "--out", str(tmp_path / "demo"))
     assert out.returncode == 0, out.stderr
@@ -346,6 +352,7 @@ def test_demo_on_tiny(tmp_path):
     assert again.stdout.count("not trained again") == 6 and table in again.stdout
 
 
+@pytest.mark.slow
 def test_a_relative_model_path_is_recorded_absolute_and_evaluate_can_name_the_model(tiny, tmp_path):
     from conftest import write_checkpoint
     (tmp_path / "a").mkdir()
@@ -369,6 +376,7 @@ def test_a_relative_model_path_is_recorded_absolute_and_evaluate_can_name_the_mo
 
 # --- a real run ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 @needs_minilm
 def test_minilm_compacterpp_beats_the_majority_class_by_far(minilm):
     m = finetune(minilm, TASK, "compacter++", TrainConfig(epochs=3, max_length=64, progress=False),
