@@ -310,7 +310,7 @@ assert abs(work_ratio(n, edge, edge) - (0.2 + n / 100)) < 1e-12
 # (the "built / factored" column) sits near 1 and moves from run to run (re-runs of this cell gave
 # 0.7 to 1.5 at these two shapes). Square layers are where the factored product pays:
 # it does a hundredth of the work or less, and the printed time ratio at $2048 \to 2048$
-# is many times 1 (about 20 in the runs made so far). `phm_linear` picks the factored path by itself when
+# is many times 1 (above 20 in the runs made so far). `phm_linear` picks the factored path by itself when
 # $\min(d_\text{in}, d_\text{out}) \ge 10\,n\,r$, the simple rule that `bench/bench_phm.py`
 # found never more than 15% slower than the better path on its shapes (docs/performance.md).
 # The rule is not "a tenth of the work": the factored path's share is
