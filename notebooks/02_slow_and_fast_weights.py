@@ -40,7 +40,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")   # no widgets 
 import matplotlib.pyplot as plt
 import numpy as np
 
-plt.rcParams["figure.dpi"] = 64                  # keeps the notebook's figures small on disk
+plt.rcParams["figure.dpi"] = 100                 # figures at 100 dpi (tests/test_figures.py)
 
 import minicompacter as mc
 from minicompacter.core.phm import low_rank_B
@@ -228,19 +228,25 @@ A_flat = shared["A"].reshape(steps + 1, -1)
 A_moved = np.linalg.norm(A_flat - A_flat[0], axis=1) / np.linalg.norm(A_flat[0])
 A_step = np.sqrt(np.mean(np.diff(A_flat, axis=0) ** 2, axis=1))
 k = np.arange(steps + 1)
-fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.2))
-axes[0].plot(k, A_moved, label="shared $A$")
-axes[0].plot(k, shared["s_moved"], "--", label="all $s$")
-axes[0].plot(k, shared["t_moved"], ":", label="all $t$")
-axes[0].set_yscale("symlog", linthresh=1e-3)
+# s and t move alike (their curves lie on one another): t is drawn as open markers on s's line
+every = max(1, steps // 12)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+axes[0].plot(k[1:], A_moved[1:], color="C0", label="shared $A$")
+axes[0].plot(k[1:], shared["s_moved"][1:], color="C1", lw=2.5, label="all $s$")
+axes[0].plot(k[1:], shared["t_moved"][1:], "o", color="C2", mfc="none", markevery=every,
+             label="all $t$ (on $s$)")
+axes[0].set_yscale("log")                    # from update 1: at update 0 every change is 0
 axes[0].set_xlabel("update"); axes[0].set_ylabel(r"$\Vert X_k - X_0\Vert / \Vert X_0\Vert$")
-axes[0].legend()
-axes[1].plot(k[1:], A_step, label="shared $A$")
-axes[1].plot(k[1:], shared["s_step"], "--", label="all $s$")
-axes[1].plot(k[1:], shared["t_step"], ":", label="all $t$")
-axes[1].plot(k[1:], shared["lr"], color="grey", lw=0.8, label="learning rate")
+axes[0].legend(fontsize=9)
+axes[1].plot(k[1:], A_step, color="C0", label="shared $A$")
+axes[1].plot(k[1:], shared["s_step"], color="C1", lw=2.5, label="all $s$")
+axes[1].plot(k[1:], shared["t_step"], "o", color="C2", mfc="none", markevery=every,
+             label="all $t$ (on $s$)")
+axes[1].plot(k[1:], shared["lr"], color="grey", ls="--", lw=1, label="learning rate")
 axes[1].set_yscale("log"); axes[1].set_xlabel("update")
-axes[1].set_ylabel("RMS of one update"); axes[1].legend(fontsize=8)
+axes[1].set_ylabel("RMS of one update"); axes[1].legend(fontsize=9)
+for ax in axes:
+    ax.grid(True, which="major", alpha=0.3)
 plt.tight_layout(); plt.show()
 
 g = shared["grad_rms_at_init"]
@@ -262,7 +268,8 @@ if not SMALL:
 
 # %% [markdown]
 # *Figure: left, how far the shared $A$ and the fast factors have moved from where they
-# started (symmetric log scale); right, the size of each update, with the learning rate.*
+# started, from the first update on (log scale); right, the size of each update, with the
+# learning rate. The $s$ and $t$ curves coincide ($t$: open markers on $s$'s line).*
 # $A$ ends hundreds of times larger than it started while $s$ and $t$ move by about a fifth
 # of their size (printed). The right panel says why. AdamW divides each gradient by a
 # running estimate of its own size, so every entry moves by at most about the learning rate
@@ -280,18 +287,18 @@ if not SMALL:
 
 # %%
 norms = np.linalg.norm(shared["A"][:, 0], axis=(2, 3))                 # (steps + 1, n)
-fig, axes = plt.subplots(1, n + 1, figsize=(11.5, 2.6),
+fig, axes = plt.subplots(1, n + 1, figsize=(12.5, 3),
                          gridspec_kw={"width_ratios": [1] * n + [1.6]})
 lim = np.abs(AT).max()
 for i in range(n):
     im = axes[i].imshow(AT[i], cmap="RdBu", vmin=-lim, vmax=lim, interpolation="nearest")
-    axes[i].set_title(f"$A_{i + 1}$ after training", fontsize=9)
+    axes[i].set_title(f"$A_{i + 1}$ after training", fontsize=10)
     axes[i].set_xticks(range(n)); axes[i].set_yticks(range(n))
 fig.colorbar(im, ax=list(axes[:n]), shrink=0.85)
 for i in range(n):
     axes[n].plot(norms[:, i], label=f"$A_{i + 1}$", ls=["-", "--", ":", "-."][i])
 axes[n].set_yscale("log"); axes[n].set_xlabel("update")
-axes[n].set_title(r"$\Vert A_i\Vert_F$", fontsize=9); axes[n].legend(fontsize=8)
+axes[n].set_title(r"$\Vert A_i\Vert_F$", fontsize=10); axes[n].legend(fontsize=9)
 plt.show()
 
 print(f"{'':>4} {'|A_i| start':>12} {'|A_i| end':>10} {'growth':>7}   singular values at the end"
@@ -312,6 +319,7 @@ if not SMALL:
     assert abs(cos) < 0.2 and (norms[-1] / norms[0] > 300).all()
     assert norms[-1].max() < 2 * norms[-1].min()
     assert sum(x > np.median(random_share) for x in share) >= 3
+    assert sum(x > np.quantile(random_share, 0.9) for x in share) >= 3
     assert max(share) > np.quantile(random_share, 0.9) + 0.1 and max(share) < 0.99
 
 # %% [markdown]
@@ -320,10 +328,11 @@ if not SMALL:
 # and end with norms within a factor of two of one another (table). They are dense
 # $4 \times 4$ matrices, nothing like the signed permutations $E_i$ of the quaternion product
 # (notebook 01). Their singular values fall off. The share of the squared norm carried by
-# the largest singular value (last column) is above a random matrix's median in three of
-# the four, and well beyond its 90th percentile in one: the learned rules lean towards low
-# rank (one combination of input blocks feeding one combination of output blocks) without
-# being rank one. The cosine between $A$
+# the largest singular value (last column) is above a random Gaussian matrix's median in
+# three of the four, above its 90th percentile in three (two of them barely; printed), and
+# far above it in one: in this run (one seed) the learned rules lean towards low rank (one
+# combination of input blocks feeding one combination of output blocks) without being rank
+# one. The cosine between $A$
 # before and after is close to zero: training did not scale up the random initial $A$; what
 # $A$ is after training was written by the updates.
 #
@@ -357,17 +366,21 @@ for i, key, proj in projections(final):
                  rel(W_of(AT, init, i, key, proj), WT), rel(W_of(c * A0, final, i, key, proj), WT)))
 rows = np.array(rows)
 names = [f"{i}{'a' if key.startswith('att') else 'f'}{proj[0]}" for i, key, proj in projections(final)]
-fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.1))
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 axes[0].plot(rows[:, 0], "o", label=r"$\Vert W_T\Vert_F / \Vert W_0\Vert_F$")
 axes[0].plot(rows[:, 1], "x", label=r"$\max|W_T| / \max|W_0|$")
 axes[0].axhline(c, color="grey", ls="--", label=r"$\Vert A_T\Vert / \Vert A_0\Vert$")
-axes[0].set_ylabel("growth"); axes[0].legend(fontsize=8)
+axes[0].set_ylabel("growth"); axes[0].legend(fontsize=9)
 axes[1].plot(rows[:, 2], "o", label="trained $A$, initial $s, t$")
 axes[1].plot(rows[:, 3], "x", label="$c A_0$, trained $s, t$")
-axes[1].set_ylabel(r"$\Vert W' - W_T\Vert_F / \Vert W_T\Vert_F$"); axes[1].legend(fontsize=8)
+axes[1].set_ylabel(r"$\Vert W' - W_T\Vert_F / \Vert W_T\Vert_F$"); axes[1].legend(fontsize=9)
+per_block = len(names) // len(final["layers"])                 # 4: two slots, down and up
 for ax in axes:
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
-    ax.set_xlabel("projection: block, a(ttention) / f(fn) slot, d(own) / u(p)")
+    ax.set_xticks([per_block * b + (per_block - 1) / 2 for b in range(len(final["layers"]))],
+                  [f"block {b}" for b in range(len(final["layers"]))])
+    for b in range(1, len(final["layers"])):
+        ax.axvline(per_block * b - 0.5, color="grey", lw=0.5)
+    ax.set_xlabel("projection (in each block: attention down, up; FFN down, up)")
 plt.tight_layout(); plt.show()
 print(f"A grew {c:.0f}x; W grew {rows[:, 0].min():.0f}x to {rows[:, 0].max():.0f}x (Frobenius), "
       f"its largest entry {rows[:, 1].min():.0f}x to {rows[:, 1].max():.0f}x")
@@ -450,31 +463,45 @@ if not SMALL:
 
 # %%
 key = "ffn_adapter"
-fig, axes = plt.subplots(1, 2, figsize=(6.5, 3.8))
-for ax, (label, A, tree) in zip(axes, (("before", A0, init), ("after", AT, final))):
-    crop = W_of(A, tree, 0, key, "down")[:24]                                  # (24, 12)
-    lim = np.abs(crop).max()
-    print(f"{label}: largest entry {lim:.1e}, rank of the crop {np.linalg.matrix_rank(crop)}, "
-          f"rank of the whole {d} x {config.bottleneck(d)} W "
-          f"{np.linalg.matrix_rank(W_of(A, tree, 0, key, 'down'))}")
-    assert np.linalg.matrix_rank(crop) <= n
-    im = ax.imshow(crop, cmap="RdBu", vmin=-lim, vmax=lim, interpolation="nearest")
-    ax.set_title(f"$W$ {label}, rows 0-23", fontsize=9)
-    ax.set_xticks(np.arange(-0.5, 12, 3), []); ax.grid(axis="x", color="k", lw=0.8)
-    ax.set_xlabel("12 outputs (grid: the 4 output blocks)"); ax.set_ylabel("input feature")
-    fig.colorbar(im, ax=ax, shrink=0.8, format="%.0e")
+j = np.arange(1, config.bottleneck(d) + 1)
+fig, ax = plt.subplots(figsize=(7.5, 3.8))
+largest = {}
+for (label, A, tree), color in zip((("before", A0, init), ("after", AT, final)), ("C0", "C3")):
+    W = W_of(A, tree, 0, key, "down")                              # (384, 12), float32
+    crop = W[:24]                                          # (24, 12): rows of input block 0
+    for M, what, style, mfc in ((W, f"whole W, {d} rows", "-", color), (crop, "rows 0-23", "--", "none")):
+        sv = np.linalg.svd(M.astype(np.float64), compute_uv=False)
+        ax.plot(j, sv / sv[0], style, marker="o", color=color, mfc=mfc, label=f"{label}: {what}")
+    largest[label] = np.abs(crop).max()
+    print(f"{label}: largest entry of the crop {largest[label]:.1e}, rank of the crop "
+          f"{np.linalg.matrix_rank(crop)}, rank of the whole {d} x {config.bottleneck(d)} W "
+          f"{np.linalg.matrix_rank(W)}")
+    assert np.linalg.matrix_rank(crop) <= n and np.linalg.matrix_rank(W) == min(n * n, len(j))
+ax.set_yscale("log"); ax.set_xticks(j)
+ax.set_xlabel("singular value index"); ax.set_ylabel(r"$\sigma_j / \sigma_1$")
+ax.set_title("block 0, FFN down-projection", fontsize=10)
+ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1)); ax.grid(True, alpha=0.3)
 plt.tight_layout(); plt.show()
+crop_growth = largest["after"] / largest["before"]
+print(f"the crop's largest entry grew {crop_growth:.0f}x; A grew {c:.0f}x")
+if not SMALL:
+    assert crop_growth > c
 
 # %% [markdown]
-# *Figure: a crop of one $W$ before and after training, each on its own colour scale (the
-# largest entries, printed, differ by about as much as $A$ grew).* The structure of the
-# Kronecker sum is visible in the crop's rank. Inside input block 0, column $v$ of output
+# *Figure: the singular values of one $W$ (block 0's FFN down-projection, $384 \times 12$;
+# filled markers) and of its first 24 rows (input block 0; open markers), before and after
+# training, each divided by its largest.* A picture of the entries themselves looks like
+# noise; the singular values show the structure of the Kronecker sum. The crop has four
+# singular values and then only float rounding (below $10^{-6}$ of the largest), before
+# training and after; the whole $W$ has all 12. Inside input block 0, column $v$ of output
 # block $c$ is $\sum_i A_i[0, c]\, t_i[v]\, s_i$ (here $t_i[v]$ is entry $v$ of $t_i$, $r = 1$): all 12
 # columns are combinations of the same four vectors $s_1, \dots, s_4$, so the crop has rank at
 # most $n = 4$, before training and after. The whole $W$ still has rank 12: every input block
 # $a$ uses the same four $s_i$, but weighted by its own entries $A_i[a, c]$, so the columns of
 # $W$ lie in the span of the 16 vectors $A_i[:, c] \otimes s_i$, which allows rank
-# $\min(16, 12) = 12$.
+# $\min(16, 12) = 12$. (The crop's largest entry, a single number, grew more than $A$ did,
+# printed; the largest entry of each whole $W$ grew within a factor 1.5 of $A$'s growth, in
+# the section above.)
 #
 # ## A shared $A$ against one $A$ per layer
 #
@@ -506,7 +533,7 @@ axes[1].plot(np.median(norm_pl, axis=1), "--", label="per-layer $A$, median of 2
 axes[1].fill_between(range(steps + 1), norm_pl.min(1), norm_pl.max(1), alpha=0.25,
                      color="C1", label="per-layer $A$, range")
 axes[1].set_yscale("log"); axes[1].set_xlabel("update"); axes[1].set_ylabel(r"$\Vert A\Vert_F$")
-axes[1].legend(fontsize=8)
+axes[1].legend(fontsize=9)
 plt.tight_layout(); plt.show()
 
 print(f"{'':<18} {'test accuracy':>14} {'test loss':>10} {'A numbers':>10}")
@@ -588,7 +615,7 @@ for label, (_, r) in runs.items():
     w = max(1, len(r["loss"]) // 20)
     axes[0].plot(np.convolve(r["loss"], np.ones(w) / w, mode="valid"), label=label, **styles[label])
 axes[0].set_xlabel("update"); axes[0].set_ylabel("training loss (moving average)")
-axes[0].legend(fontsize=8)
+axes[0].legend(fontsize=9)
 gap = runs["normal 1e-2"][1]["loss"] - runs["normal 1e-4 (paper)"][1]["loss"]
 axes[1].plot(gap, color="C1")
 axes[1].axhline(0, color="grey", lw=0.5)
@@ -601,7 +628,7 @@ if not SMALL:
     assert m4 < 1e-5 and 3e-4 < m2 < 3e-3 and mu > 1
     assert min(r4["test_accuracy"], r2["test_accuracy"]) >= 0.998
     assert ru["test_accuracy"] < 0.6 and ru["loss"][-20:].mean() > 0.6
-    assert np.abs(gap).max() < 0.1 and np.abs(gap[:50]).max() < 0.01 and steps == 189
+    assert np.abs(gap).max() < 0.1 and np.abs(gap[:50]).max() < 0.005 and steps == 189
     assert abs(np.linalg.norm(ru["A"][-1]) / np.linalg.norm(ru["A"][0]) - 1) < 0.05
 
 # %% [markdown]
@@ -610,9 +637,9 @@ if not SMALL:
 # right, the per-update difference of the 1e-2 and 1e-4 losses.* With the reference's 1e-4 the
 # adapters start as the identity and the pretrained model is untouched at step 0 (the change
 # printed is float rounding); 1e-2 moves it by about 1e-3 and trains almost the same way: the
-# per-update losses agree to within 0.01 for the first 50 updates and to within 0.06 after
-# (right, printed), and both runs classify the test set essentially perfectly (test losses
-# printed). The uniform
+# per-update losses differ by a few thousandths at most over the first 50 updates and by
+# less than 0.1 after (right; both maxima printed), and both runs classify the test set
+# essentially perfectly (test losses printed). One seed each. The uniform
 # $U(-1, 1)$ moves the encoder's states by more than their own size before any training. Its
 # loss stays at chance (about 0.69) and its test accuracy at about 0.5; its $A$ hardly
 # changes, since 189 steps of about the learning rate (3e-3 at most) cannot undo entries of
