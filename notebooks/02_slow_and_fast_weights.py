@@ -30,6 +30,7 @@
 
 # %%
 import importlib.util
+import json
 import os
 import pickle
 import warnings
@@ -441,6 +442,15 @@ if not SMALL:
     assert scores["A = 0 and adapter biases 0"][0] > 10 * trained_loss
     assert min(acc for label, (_, acc) in scores.items() if "biases" not in label
                and not label.startswith("initial")) >= 0.998
+# Not an ablation but runs of their own: the layer norms and the head trained with no
+# adapter at all, the same task and settings, three seeds (notebook 04 reads the record too).
+alone = json.loads((Path("records") / "frozen_backbone.json").read_text())["runs"]
+for method in ("layer-norms+head", "head"):
+    got = [r for r in alone if r["task"] == TASK and r["method"] == method]
+    print(f"trained alone, {method}: test accuracy {min(r['test'] for r in got):.3f} to "
+          f"{max(r['test'] for r in got):.3f} ({len(got)} seeds, {got[0]['train_size']} examples, "
+          f"{got[0]['epochs']} epochs)")
+assert min(r["test"] for r in alone if r["task"] == TASK and r["method"] == "layer-norms+head") >= 0.99
 
 # %% [markdown]
 # The gain reading fails on this run. Giving $A$ its trained norm with the initial or a random
@@ -452,8 +462,12 @@ if not SMALL:
 # too. Two more facts keep this in proportion. Every variant that keeps the adapter biases
 # classifies the test set almost perfectly (accuracy 0.998 or more), so the differences
 # between them are in the confidence (the loss), not in the decisions. And zeroing the adapters' biases as well costs far more than
-# zeroing $A$: on this easy task, the adapter biases, the layer norms and the head do most
-# of the work, and the Kronecker weights refine it.
+# zeroing $A$: inside this trained model the adapter biases carry much of what the adapters
+# add. That is an ablation of one trained model; the last two lines printed are runs of
+# their own, with no adapter at all: trained alone on this task, the layer norms and the
+# head reach 0.994 or more (three seeds), the head alone about 0.69. On this easy task the
+# layer norms and the head can do the work by themselves (notebook 04 finds the same on
+# SST-2, "The 0.047% headline, taken apart").
 #
 # ## One $W$, readable
 #
@@ -517,17 +531,13 @@ per_layer = tracked_run("per-layer", mc.method_config("compacter", shared_phm_ru
                                                       **OPTIONS), start_A=A0)
 A_pl = per_layer["A"]                                                     # (steps + 1, 24, n, n, n)
 norm_pl = np.linalg.norm(A_pl.reshape(steps + 1, A_pl.shape[1], -1), axis=2)   # (steps + 1, 24)
-ATs = A_pl[-1].reshape(A_pl.shape[1], -1)
-unit = ATs / np.linalg.norm(ATs, axis=1, keepdims=True)
-pair_cos = (unit @ unit.T)[np.triu_indices(len(unit), 1)]
-to_shared = unit @ (AT.ravel() / np.linalg.norm(AT))
 
-fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.1))
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for r, label, style in ((shared, "shared A", "-"), (per_layer, "one A per layer", "--")):
     w = max(1, len(r["loss"]) // 20)
     axes[0].plot(np.convolve(r["loss"], np.ones(w) / w, mode="valid"), style, label=label)
 axes[0].set_yscale("log"); axes[0].set_xlabel("update")
-axes[0].set_ylabel("training loss (moving average)"); axes[0].legend()
+axes[0].set_ylabel("training loss (moving average)"); axes[0].legend(fontsize=9)
 axes[1].plot(np.linalg.norm(A_flat, axis=1), label="shared $A$")
 axes[1].plot(np.median(norm_pl, axis=1), "--", label="per-layer $A$, median of 24")
 axes[1].fill_between(range(steps + 1), norm_pl.min(1), norm_pl.max(1), alpha=0.25,
@@ -544,38 +554,113 @@ print(f"final training loss, mean of the last 20 updates: shared {shared['loss']
       f"per layer {per_layer['loss'][-20:].mean():.4f}")
 print(f"|A| at the end: shared {np.linalg.norm(AT):.2f}; per layer median "
       f"{np.median(norm_pl[-1]):.2f} (range {norm_pl[-1].min():.2f} to {norm_pl[-1].max():.2f})")
-print(f"cosine between two layers' learned A: median {np.median(pair_cos):+.2f} "
-      f"(range {pair_cos.min():+.2f} to {pair_cos.max():+.2f}); "
-      f"with the shared run's A: median {np.median(to_shared):+.2f}")
-random_unit = np.random.default_rng(4).standard_normal(ATs.shape)
-random_unit /= np.linalg.norm(random_unit, axis=1, keepdims=True)
-random_cos = (random_unit @ random_unit.T)[np.triu_indices(len(unit), 1)]
-print(f"for comparison, {len(unit)} random directions in {ATs.shape[1]} dimensions: cosines "
-      f"{random_cos.min():+.2f} to {random_cos.max():+.2f}")
 if not SMALL:
     assert min(shared["test_accuracy"], per_layer["test_accuracy"]) >= 0.998
-    assert 0.5 < per_layer["test_loss"] / shared["test_loss"] < 1
-    assert per_layer["loss"][-20:].mean() < shared["loss"][-20:].mean()
-    assert abs(np.median(pair_cos)) < 0.1 and np.abs(pair_cos).max() < 0.5
-    assert np.abs(to_shared).max() < 0.5
     assert norm_pl[-1].min() < 0.5 * np.linalg.norm(AT) < norm_pl[-1].max()
 
 # %% [markdown]
 # *Figure: left, the training loss of the two runs (moving averages; solid: shared $A$,
 # dashed: one $A$ per layer); right, the norm of the shared $A$ and of the 24 per-layer $A$s
-# (median and range).* The two runs follow each other closely: they start from the same
-# model, and for the first few dozen updates the two curves are hard to tell apart. One $A$
-# per layer ends slightly lower (training and test loss, printed) with 1,472 more numbers;
-# both classify the test set essentially perfectly. On this task sharing costs little.
+# (median and range).* The two runs start from the same model, and for the first few dozen
+# updates their curves are hard to tell apart; later they cross. Both
+# classify the test set essentially perfectly, and their losses differ by little (printed).
+# This is one seed, on a task both runs solve: which of the two ends lower is a question
+# for several seeds, below. The 24 free $A$s do not stay alike: their norms spread (range
+# printed, on both sides of half the shared $A$'s norm).
 #
-# What the 24 free $A$s learn bears on the reading that the shared $A$ captures what is
-# useful to every layer. They all started as the same $A_0$, yet after training any two of them are as
-# unrelated as random directions (cosines around 0, in the range that 24 random 64-vectors
-# give, printed), and none resembles the shared run's $A$. Left free, the layers do not
-# converge to a common $A$; their norms also spread (0.1 to 0.8 against the shared 0.6). The
-# shared $A$ is therefore not the common part the layers would find on their own: it is one
-# tensor that all 24 projections' fast factors adapt to, which here works about as well.
+# ### Over three seeds, and comparing what is invariant
+#
+# Does a free $A$ end up where the shared one does? Comparing two $A$ tensors entry by
+# entry (a cosine between them as 64-vectors) would answer a different question, because
+# $W = \sum_i A_i \otimes s_i t_i^\top$ does not change when the $n$ terms are permuted
+# (the $A_i$ with their $s_i, t_i$), nor when one $A_i$ is scaled by any $c \neq 0$, sign
+# included, and $s_i t_i^\top$ by $1/c$. Two layers can build the same $W$ from $A$s whose
+# cosine is 0. Two comparisons are immune to that:
+#
+# - **$A$, aligned**: for two $A$s, the cosine of every pair $(A_i, A'_j)$ as 16-vectors in
+#   absolute value (blind to scale and sign), then the permutation of $j$ that maximises
+#   the mean over $i$; the mean is 1 for $A$s equal up to those symmetries. The same number
+#   for pairs of random Gaussian $A$s is the reference: what alignment alone gives.
+# - **$W$**: the cosine between the $W$ a projection builds in the shared run and the one
+#   it builds in the per-layer run (both start from the same $W$). The reference: the same
+#   projection's trained $s, t$ with a random $A$ of the same norm.
+#
+# The record below (`records/sharing.json`) repeats the two runs for seeds 0, 1 and 2 at
+# this notebook's full size, the per-layer run starting from its seed's $A_0$ as above; it
+# keeps the trained $A$s, the $W$ cosines and the losses.
 
+# %%
+from itertools import permutations
+
+sharing = json.loads((Path("records") / "sharing.json").read_text())
+made = sharing["made_by"]
+print(f"made by: {made['command']} ({made['date']}, {made['cpu']}, {made['cores']} cores); "
+      f"{sharing['task']}, {sharing['train_size']} examples, {sharing['epochs']} epochs")
+PERMS = [list(q) for q in permutations(range(n))]
+
+
+def aligned(X, Y):
+    """Mean |cos(X_i, Y_pi(i))| over i, for the permutation pi that maximises it."""
+    U = X.reshape(n, -1) / np.linalg.norm(X.reshape(n, -1), axis=1, keepdims=True)
+    V = Y.reshape(n, -1) / np.linalg.norm(Y.reshape(n, -1), axis=1, keepdims=True)
+    C = np.abs(U @ V.T)                                                    # (n, n)
+    return max(C[range(n), q].mean() for q in PERMS)
+
+
+noise = np.random.default_rng(5).standard_normal((400, 2, n, n, n))
+reference = np.array([aligned(a, b) for a, b in noise])
+print(f"\nreference, pairs of random A: aligned similarity median {np.median(reference):.2f}, "
+      f"95th percentile {np.quantile(reference, 0.95):.2f}")
+ref95 = np.quantile(reference, 0.95)
+print(f"{'':>4} {'test accuracy':>15} {'test loss':>17} {'last-20 train loss':>19} "
+      f"{'A aligned (medians)':>21} {'W cosine':>21} {'random A':>9}")
+print(f"{'seed':>4} {'shared / per layer':>15} {'shared / per layer':>17} {'shared / per layer':>19} "
+      f"{'layer pairs, to shared':>21} {'median, range':>21} {'|cos| 95%':>9}")
+summary = []
+for run in sharing["runs"]:
+    per = np.array(run["A_per_layer"]).reshape(-1, n, n, n)                # (24, n, n, n)
+    sh = np.array(run["A_shared"]).reshape(n, n, n)
+    pairs = [aligned(per[a], per[b]) for a in range(len(per)) for b in range(a + 1, len(per))]
+    to_sh = [aligned(a, sh) for a in per]
+    W_cos, W_null = np.array(run["W_cosine"]), np.array(run["W_cosine_random_A"])
+    t, tl = run["test"], run["train_loss_last20"]
+    summary.append({"pairs": np.median(pairs), "to_shared": np.median(to_sh), "W": W_cos,
+                    "W_null": W_null, "test_loss": (t["shared"][0], t["per_layer"][0]),
+                    "train_loss": (tl["shared"], tl["per_layer"]),
+                    "acc": (t["shared"][1], t["per_layer"][1]), "same_start": run["same_start"]})
+    print(f"{run['seed']:>4} {t['shared'][1]:>7.3f} / {t['per_layer'][1]:<5.3f} "
+          f"{t['shared'][0]:>8.4f} / {t['per_layer'][0]:<6.4f} {tl['shared']:>9.4f} / {tl['per_layer']:<7.4f} "
+          f"{np.median(pairs):>11.2f}, {np.median(to_sh):<8.2f} "
+          f"{np.median(W_cos):>+7.2f}, {W_cos.min():+.2f} to {W_cos.max():+.2f} "
+          f"{np.quantile(np.abs(W_null), 0.95):>9.2f}")
+per_lower = sum(r["test_loss"][1] < r["test_loss"][0] for r in summary)
+print(f"\nseeds where one A per layer ends with the lower test loss: {per_lower} of {len(summary)}; "
+      f"the lower last-20 training loss: "
+      f"{sum(r['train_loss'][1] < r['train_loss'][0] for r in summary)} of {len(summary)}")
+assert all(r["same_start"] for r in summary)                  # both runs of a seed start alike
+assert all(min(r["acc"]) >= 0.99 for r in summary)
+# what the text below says, seed by seed: as unrelated as the references, after alignment
+assert all(r["pairs"] < ref95 and r["to_shared"] < ref95 for r in summary)
+assert all(abs(np.median(r["W"])) < np.quantile(np.abs(r["W_null"]), 0.95) for r in summary)
+assert all(np.abs(r["W"]).max() < 0.5 for r in summary)
+assert per_lower == len(summary)
+
+# %% [markdown]
+# Over the three seeds the answer is the same, and it holds for the comparisons that the
+# symmetries cannot fool. Two layers' free $A$s, aligned for permutation, scale and sign,
+# are about as similar as two random $A$s (medians printed, below the reference's 95th
+# percentile under every seed), and so is each free $A$ to the shared run's. The $W$ each
+# projection builds with its own $A$ is unrelated to the $W$ the same projection builds in
+# the shared run, although both runs started from the same $W$: their cosines scatter
+# around 0, never above 0.5 in absolute value, like the cosines with a $W$ built from a
+# random $A$ (last column). Left free, the layers do not converge to a common $A$, nor to
+# the weights the shared $A$ gives them. So the shared $A$ is not the common part that the
+# layers would find on their own; it is one tensor that all 24 projections' fast factors
+# adapt to, and on this task that works as well: both runs classify the test set
+# (almost) perfectly under every seed. One $A$ per layer ends with the lower test loss and
+# the lower training loss under all three seeds, with 1,472 more numbers; the losses are
+# small in both (printed), so this is a difference in confidence on an easy task, not in
+# decisions.
 # %% [markdown]
 # ## How to initialise the slow weights
 #
