@@ -28,7 +28,8 @@
 # quaternion product is such a sum with fixed $A_i$, and the PHM layer learns them); counts
 # what the sum saves; shows $W$'s block structure; writes Compacter's low-rank
 # $B_i = s_i t_i^\top$ as minicompacter stores it; computes the layer in its two ways
-# (building $W$, or the factored product that never builds it); and checks the gradients live.
+# (building $W$, or the factored product that never builds it); checks the gradients live;
+# and last, builds a Compacter layer yourself, in NumPy, checked against minicompacter's.
 
 # %%
 import os
