@@ -9,6 +9,7 @@ this file, with the command, the machine and the library versions in it.
     python notebooks/records/measure.py rates        # 05: learning rates chosen on validation
     python notebooks/records/measure.py step         # 04: where a training step's time goes
     python notebooks/records/measure.py memory       # 04: RESULTS.md's efficiency runs, this code
+    python notebooks/records/measure.py memory-compare   # 04: the same, started by `compare`
 
 Run from the checkout's root, one at a time (each takes the machine's cores). SST-2 runs
 need GLUE_DIR. The notebooks never run this script; they read the records.
@@ -269,6 +270,27 @@ def memory(args):
     write("efficiency_now", {"task": "sst2", "train_size": 2000, "epochs": 1, "runs": rows})
 
 
+def memory_compare(args):
+    """The same runs as `memory`, but started as notebook 04 starts its own: `python -m
+    minicompacter compare`, in a temporary directory; with --train-size and --epochs, the
+    study's data (2,000 x 1) or notebook 04's (1,000 x 4)."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "compare"
+        subprocess.run([sys.executable, "-m", "minicompacter", "compare", "--task", "sst2",
+                        "--methods", ",".join(args.methods), "--model", "minilm",
+                        "--train-size", str(args.train_size), f"--epochs={args.epochs}",
+                        "--no-progress", "--data-dir", os.environ["GLUE_DIR"], "--out", str(out)],
+                       check=True)
+        rows = [{k: r[k] for k in ("method", "train_seconds", "peak_memory_mb", "trainable_params",
+                                   "epochs")} for r in json.loads((out / "compare.json").read_text())]
+    for r in rows:
+        print(json.dumps(r), flush=True)
+    write(args.name, {"task": "sst2", "train_size": args.train_size, "epochs": args.epochs,
+                      "via": "python -m minicompacter compare", "runs": rows})
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -287,13 +309,18 @@ def main(argv=None):
     q.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3])
     q = sub.add_parser("memory")
     q.add_argument("--methods", nargs="+", default=["full", "compacter", "compacter++", "bitfit"])
+    q = sub.add_parser("memory-compare")
+    q.add_argument("--methods", nargs="+", default=["full", "compacter++"])
+    q.add_argument("--train-size", type=int, default=2000)
+    q.add_argument("--epochs", type=int, default=1)
+    q.add_argument("--name", default="efficiency_compare")
     q = sub.add_parser("step")
     q.add_argument("--batch", type=int, default=32)
     q.add_argument("--length", type=int, default=16)
     q.add_argument("--repeats", type=int, default=10)
     args = p.parse_args(argv)
     {"sharing": sharing, "frozen": frozen, "rates": rates, "step": step,
-     "memory": memory}[args.what](args)
+     "memory": memory, "memory-compare": memory_compare}[args.what](args)
 
 
 if __name__ == "__main__":
