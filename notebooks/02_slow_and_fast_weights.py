@@ -30,6 +30,7 @@
 
 # %%
 import importlib.util
+import json
 import os
 import pickle
 import warnings
@@ -40,7 +41,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")   # no widgets 
 import matplotlib.pyplot as plt
 import numpy as np
 
-plt.rcParams["figure.dpi"] = 64                  # keeps the notebook's figures small on disk
+plt.rcParams["figure.dpi"] = 100                 # figures at 100 dpi (tests/test_figures.py)
 
 import minicompacter as mc
 from minicompacter.core.phm import low_rank_B
@@ -116,8 +117,8 @@ for r in (1, 2, 4):
 # ## Training, with every update recorded
 #
 # `mc.finetune` runs the harness's loop (`prepare`, then `train` on a `RunState`, in
-# `minicompacter/harness/training/train.py`) and hands `on_step` the run's state after every
-# update. To look at the weights after every update, the cell below calls the same
+# `minicompacter/harness/training/train.py`) and hands `on_step` only the run's state, not the
+# weights. To look at the weights after every update, the cell below calls the same
 # functions itself and records, after each update, the shared $A$ (64 numbers) and how far
 # all the layers' $s$ and $t$ have moved. The updates are exactly `mc.finetune`'s: the same
 # data, order, dropout and learning-rate schedule (AdamW, peak 3e-3, 6% warm-up, linear
@@ -152,11 +153,11 @@ def rms(v):
 def test_scores(run, tree):
     """Mean cross-entropy and accuracy of a trainable tree on the test split (its first
     TEST_ROWS rows in a small run)."""
-    split = run.splits["test"]
-    lengths = split.lengths[:TEST_ROWS]
+    enc = run.splits["test"]
+    lengths = enc.lengths[:TEST_ROWS]
     losses, right = [], 0
     for idx in batch_order(lengths, 64):
-        batch = split.batch(idx)
+        batch = enc.batch(idx)
         logits = np.asarray(mc.predict(tree, run.frozen, batch, run.model), np.float64)
         top = logits.max(1, keepdims=True)
         logp = logits - top - np.log(np.exp(logits - top).sum(1, keepdims=True))
@@ -228,19 +229,25 @@ A_flat = shared["A"].reshape(steps + 1, -1)
 A_moved = np.linalg.norm(A_flat - A_flat[0], axis=1) / np.linalg.norm(A_flat[0])
 A_step = np.sqrt(np.mean(np.diff(A_flat, axis=0) ** 2, axis=1))
 k = np.arange(steps + 1)
-fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.2))
-axes[0].plot(k, A_moved, label="shared $A$")
-axes[0].plot(k, shared["s_moved"], "--", label="all $s$")
-axes[0].plot(k, shared["t_moved"], ":", label="all $t$")
-axes[0].set_yscale("symlog", linthresh=1e-3)
+# s and t move alike (their curves lie on one another): t is drawn as open markers on s's line
+every = max(1, steps // 12)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+axes[0].plot(k[1:], A_moved[1:], color="C0", label="shared $A$")
+axes[0].plot(k[1:], shared["s_moved"][1:], color="C1", lw=2.5, label="all $s$")
+axes[0].plot(k[1:], shared["t_moved"][1:], "o", color="C2", mfc="none", markevery=every,
+             label="all $t$ (on $s$)")
+axes[0].set_yscale("log")                    # from update 1: at update 0 every change is 0
 axes[0].set_xlabel("update"); axes[0].set_ylabel(r"$\Vert X_k - X_0\Vert / \Vert X_0\Vert$")
-axes[0].legend()
-axes[1].plot(k[1:], A_step, label="shared $A$")
-axes[1].plot(k[1:], shared["s_step"], "--", label="all $s$")
-axes[1].plot(k[1:], shared["t_step"], ":", label="all $t$")
-axes[1].plot(k[1:], shared["lr"], color="grey", lw=0.8, label="learning rate")
+axes[0].legend(fontsize=9)
+axes[1].plot(k[1:], A_step, color="C0", label="shared $A$")
+axes[1].plot(k[1:], shared["s_step"], color="C1", lw=2.5, label="all $s$")
+axes[1].plot(k[1:], shared["t_step"], "o", color="C2", mfc="none", markevery=every,
+             label="all $t$ (on $s$)")
+axes[1].plot(k[1:], shared["lr"], color="grey", ls="--", lw=1, label="learning rate")
 axes[1].set_yscale("log"); axes[1].set_xlabel("update")
-axes[1].set_ylabel("RMS of one update"); axes[1].legend(fontsize=8)
+axes[1].set_ylabel("RMS of one update"); axes[1].legend(fontsize=9)
+for ax in axes:
+    ax.grid(True, which="major", alpha=0.3)
 plt.tight_layout(); plt.show()
 
 g = shared["grad_rms_at_init"]
@@ -262,7 +269,8 @@ if not SMALL:
 
 # %% [markdown]
 # *Figure: left, how far the shared $A$ and the fast factors have moved from where they
-# started (symmetric log scale); right, the size of each update, with the learning rate.*
+# started, from the first update on (log scale); right, the size of each update, with the
+# learning rate. The $s$ and $t$ curves coincide ($t$: open markers on $s$'s line).*
 # $A$ ends hundreds of times larger than it started while $s$ and $t$ move by about a fifth
 # of their size (printed). The right panel says why. AdamW divides each gradient by a
 # running estimate of its own size, so every entry moves by at most about the learning rate
@@ -280,18 +288,18 @@ if not SMALL:
 
 # %%
 norms = np.linalg.norm(shared["A"][:, 0], axis=(2, 3))                 # (steps + 1, n)
-fig, axes = plt.subplots(1, n + 1, figsize=(11.5, 2.6),
+fig, axes = plt.subplots(1, n + 1, figsize=(12.5, 3),
                          gridspec_kw={"width_ratios": [1] * n + [1.6]})
 lim = np.abs(AT).max()
 for i in range(n):
     im = axes[i].imshow(AT[i], cmap="RdBu", vmin=-lim, vmax=lim, interpolation="nearest")
-    axes[i].set_title(f"$A_{i + 1}$ after training", fontsize=9)
+    axes[i].set_title(f"$A_{i + 1}$ after training", fontsize=10)
     axes[i].set_xticks(range(n)); axes[i].set_yticks(range(n))
 fig.colorbar(im, ax=list(axes[:n]), shrink=0.85)
 for i in range(n):
     axes[n].plot(norms[:, i], label=f"$A_{i + 1}$", ls=["-", "--", ":", "-."][i])
 axes[n].set_yscale("log"); axes[n].set_xlabel("update")
-axes[n].set_title(r"$\Vert A_i\Vert_F$", fontsize=9); axes[n].legend(fontsize=8)
+axes[n].set_title(r"$\Vert A_i\Vert_F$", fontsize=10); axes[n].legend(fontsize=9)
 plt.show()
 
 print(f"{'':>4} {'|A_i| start':>12} {'|A_i| end':>10} {'growth':>7}   singular values at the end"
@@ -312,6 +320,7 @@ if not SMALL:
     assert abs(cos) < 0.2 and (norms[-1] / norms[0] > 300).all()
     assert norms[-1].max() < 2 * norms[-1].min()
     assert sum(x > np.median(random_share) for x in share) >= 3
+    assert sum(x > np.quantile(random_share, 0.9) for x in share) >= 3
     assert max(share) > np.quantile(random_share, 0.9) + 0.1 and max(share) < 0.99
 
 # %% [markdown]
@@ -320,10 +329,11 @@ if not SMALL:
 # and end with norms within a factor of two of one another (table). They are dense
 # $4 \times 4$ matrices, nothing like the signed permutations $E_i$ of the quaternion product
 # (notebook 01). Their singular values fall off. The share of the squared norm carried by
-# the largest singular value (last column) is above a random matrix's median in three of
-# the four, and well beyond its 90th percentile in one: the learned rules lean towards low
-# rank (one combination of input blocks feeding one combination of output blocks) without
-# being rank one. The cosine between $A$
+# the largest singular value (last column) is above a random Gaussian matrix's median in
+# three of the four, above its 90th percentile in three (two of them barely; printed), and
+# far above it in one: in this run (one seed) the learned rules lean towards low rank (one
+# combination of input blocks feeding one combination of output blocks) without being rank
+# one. The cosine between $A$
 # before and after is close to zero: training did not scale up the random initial $A$; what
 # $A$ is after training was written by the updates.
 #
@@ -357,17 +367,21 @@ for i, key, proj in projections(final):
                  rel(W_of(AT, init, i, key, proj), WT), rel(W_of(c * A0, final, i, key, proj), WT)))
 rows = np.array(rows)
 names = [f"{i}{'a' if key.startswith('att') else 'f'}{proj[0]}" for i, key, proj in projections(final)]
-fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.1))
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 axes[0].plot(rows[:, 0], "o", label=r"$\Vert W_T\Vert_F / \Vert W_0\Vert_F$")
 axes[0].plot(rows[:, 1], "x", label=r"$\max|W_T| / \max|W_0|$")
 axes[0].axhline(c, color="grey", ls="--", label=r"$\Vert A_T\Vert / \Vert A_0\Vert$")
-axes[0].set_ylabel("growth"); axes[0].legend(fontsize=8)
+axes[0].set_ylabel("growth"); axes[0].legend(fontsize=9)
 axes[1].plot(rows[:, 2], "o", label="trained $A$, initial $s, t$")
 axes[1].plot(rows[:, 3], "x", label="$c A_0$, trained $s, t$")
-axes[1].set_ylabel(r"$\Vert W' - W_T\Vert_F / \Vert W_T\Vert_F$"); axes[1].legend(fontsize=8)
+axes[1].set_ylabel(r"$\Vert W' - W_T\Vert_F / \Vert W_T\Vert_F$"); axes[1].legend(fontsize=9)
+per_block = len(names) // len(final["layers"])                 # 4: two slots, down and up
 for ax in axes:
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
-    ax.set_xlabel("projection: block, a(ttention) / f(fn) slot, d(own) / u(p)")
+    ax.set_xticks([per_block * b + (per_block - 1) / 2 for b in range(len(final["layers"]))],
+                  [f"block {b}" for b in range(len(final["layers"]))])
+    for b in range(1, len(final["layers"])):
+        ax.axvline(per_block * b - 0.5, color="grey", lw=0.5)
+    ax.set_xlabel("projection (in each block: attention down, up; FFN down, up)")
 plt.tight_layout(); plt.show()
 print(f"A grew {c:.0f}x; W grew {rows[:, 0].min():.0f}x to {rows[:, 0].max():.0f}x (Frobenius), "
       f"its largest entry {rows[:, 1].min():.0f}x to {rows[:, 1].max():.0f}x")
@@ -428,6 +442,15 @@ if not SMALL:
     assert scores["A = 0 and adapter biases 0"][0] > 10 * trained_loss
     assert min(acc for label, (_, acc) in scores.items() if "biases" not in label
                and not label.startswith("initial")) >= 0.998
+# Not an ablation but runs of their own: the layer norms and the head trained with no
+# adapter at all, the same task and settings, three seeds (notebook 04 reads the record too).
+alone = json.loads((Path("records") / "frozen_backbone.json").read_text())["runs"]
+for method in ("layer-norms+head", "head"):
+    got = [r for r in alone if r["task"] == TASK and r["method"] == method]
+    print(f"trained alone, {method}: test accuracy {min(r['test'] for r in got):.3f} to "
+          f"{max(r['test'] for r in got):.3f} ({len(got)} seeds, {got[0]['train_size']} examples, "
+          f"{got[0]['epochs']} epochs)")
+assert min(r["test"] for r in alone if r["task"] == TASK and r["method"] == "layer-norms+head") >= 0.99
 
 # %% [markdown]
 # The gain reading fails on this run. Giving $A$ its trained norm with the initial or a random
@@ -439,8 +462,12 @@ if not SMALL:
 # too. Two more facts keep this in proportion. Every variant that keeps the adapter biases
 # classifies the test set almost perfectly (accuracy 0.998 or more), so the differences
 # between them are in the confidence (the loss), not in the decisions. And zeroing the adapters' biases as well costs far more than
-# zeroing $A$: on this easy task, the adapter biases, the layer norms and the head do most
-# of the work, and the Kronecker weights refine it.
+# zeroing $A$: inside this trained model the adapter biases carry much of what the adapters
+# add. That is an ablation of one trained model; the last two lines printed are runs of
+# their own, with no adapter at all: trained alone on this task, the layer norms and the
+# head reach 0.994 or more (three seeds), the head alone about 0.69. On this easy task the
+# layer norms and the head can do the work by themselves (notebook 04 finds the same on
+# SST-2, "The 0.047% headline, taken apart").
 #
 # ## One $W$, readable
 #
@@ -450,31 +477,45 @@ if not SMALL:
 
 # %%
 key = "ffn_adapter"
-fig, axes = plt.subplots(1, 2, figsize=(6.5, 3.8))
-for ax, (label, A, tree) in zip(axes, (("before", A0, init), ("after", AT, final))):
-    crop = W_of(A, tree, 0, key, "down")[:24]                                  # (24, 12)
-    lim = np.abs(crop).max()
-    print(f"{label}: largest entry {lim:.1e}, rank of the crop {np.linalg.matrix_rank(crop)}, "
-          f"rank of the whole {d} x {config.bottleneck_size(d)} W "
-          f"{np.linalg.matrix_rank(W_of(A, tree, 0, key, 'down'))}")
-    assert np.linalg.matrix_rank(crop) <= n
-    im = ax.imshow(crop, cmap="RdBu", vmin=-lim, vmax=lim, interpolation="nearest")
-    ax.set_title(f"$W$ {label}, rows 0-23", fontsize=9)
-    ax.set_xticks(np.arange(-0.5, 12, 3), []); ax.grid(axis="x", color="k", lw=0.8)
-    ax.set_xlabel("12 outputs (grid: the 4 output blocks)"); ax.set_ylabel("input feature")
-    fig.colorbar(im, ax=ax, shrink=0.8, format="%.0e")
+j = np.arange(1, config.bottleneck_size(d) + 1)
+fig, ax = plt.subplots(figsize=(7.5, 3.8))
+largest = {}
+for (label, A, tree), color in zip((("before", A0, init), ("after", AT, final)), ("C0", "C3")):
+    W = W_of(A, tree, 0, key, "down")                              # (384, 12), float32
+    crop = W[:24]                                          # (24, 12): rows of input block 0
+    for M, what, style, mfc in ((W, f"whole W, {d} rows", "-", color), (crop, "rows 0-23", "--", "none")):
+        sv = np.linalg.svd(M.astype(np.float64), compute_uv=False)
+        ax.plot(j, sv / sv[0], style, marker="o", color=color, mfc=mfc, label=f"{label}: {what}")
+    largest[label] = np.abs(crop).max()
+    print(f"{label}: largest entry of the crop {largest[label]:.1e}, rank of the crop "
+          f"{np.linalg.matrix_rank(crop)}, rank of the whole {d} x {config.bottleneck_size(d)} W "
+          f"{np.linalg.matrix_rank(W)}")
+    assert np.linalg.matrix_rank(crop) <= n and np.linalg.matrix_rank(W) == min(n * n, len(j))
+ax.set_yscale("log"); ax.set_xticks(j)
+ax.set_xlabel("singular value index"); ax.set_ylabel(r"$\sigma_j / \sigma_1$")
+ax.set_title("block 0, FFN down-projection", fontsize=10)
+ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1)); ax.grid(True, alpha=0.3)
 plt.tight_layout(); plt.show()
+crop_growth = largest["after"] / largest["before"]
+print(f"the crop's largest entry grew {crop_growth:.0f}x; A grew {c:.0f}x")
+if not SMALL:
+    assert crop_growth > c
 
 # %% [markdown]
-# *Figure: a crop of one $W$ before and after training, each on its own colour scale (the
-# largest entries, printed, differ by about as much as $A$ grew).* The structure of the
-# Kronecker sum is visible in the crop's rank. Inside input block 0, column $v$ of output
+# *Figure: the singular values of one $W$ (block 0's FFN down-projection, $384 \times 12$;
+# filled markers) and of its first 24 rows (input block 0; open markers), before and after
+# training, each divided by its largest.* A picture of the entries themselves looks like
+# noise; the singular values show the structure of the Kronecker sum. The crop has four
+# singular values and then only float rounding (below $10^{-6}$ of the largest), before
+# training and after; the whole $W$ has all 12. Inside input block 0, column $v$ of output
 # block $c$ is $\sum_i A_i[0, c]\, t_i[v]\, s_i$ (here $t_i[v]$ is entry $v$ of $t_i$, $r = 1$): all 12
 # columns are combinations of the same four vectors $s_1, \dots, s_4$, so the crop has rank at
 # most $n = 4$, before training and after. The whole $W$ still has rank 12: every input block
 # $a$ uses the same four $s_i$, but weighted by its own entries $A_i[a, c]$, so the columns of
 # $W$ lie in the span of the 16 vectors $A_i[:, c] \otimes s_i$, which allows rank
-# $\min(16, 12) = 12$.
+# $\min(16, 12) = 12$. (The crop's largest entry, a single number, grew more than $A$ did,
+# printed; the largest entry of each whole $W$ grew within a factor 1.5 of $A$'s growth, in
+# the section above.)
 #
 # ## A shared $A$ against one $A$ per layer
 #
@@ -490,23 +531,19 @@ per_layer = tracked_run("per-layer", mc.method_config("compacter", shared_phm_ru
                                                       **OPTIONS), start_A=A0)
 A_pl = per_layer["A"]                                                     # (steps + 1, 24, n, n, n)
 norm_pl = np.linalg.norm(A_pl.reshape(steps + 1, A_pl.shape[1], -1), axis=2)   # (steps + 1, 24)
-ATs = A_pl[-1].reshape(A_pl.shape[1], -1)
-unit = ATs / np.linalg.norm(ATs, axis=1, keepdims=True)
-pair_cos = (unit @ unit.T)[np.triu_indices(len(unit), 1)]
-to_shared = unit @ (AT.ravel() / np.linalg.norm(AT))
 
-fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.1))
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for r, label, style in ((shared, "shared A", "-"), (per_layer, "one A per layer", "--")):
     w = max(1, len(r["loss"]) // 20)
     axes[0].plot(np.convolve(r["loss"], np.ones(w) / w, mode="valid"), style, label=label)
 axes[0].set_yscale("log"); axes[0].set_xlabel("update")
-axes[0].set_ylabel("training loss (moving average)"); axes[0].legend()
+axes[0].set_ylabel("training loss (moving average)"); axes[0].legend(fontsize=9)
 axes[1].plot(np.linalg.norm(A_flat, axis=1), label="shared $A$")
 axes[1].plot(np.median(norm_pl, axis=1), "--", label="per-layer $A$, median of 24")
 axes[1].fill_between(range(steps + 1), norm_pl.min(1), norm_pl.max(1), alpha=0.25,
                      color="C1", label="per-layer $A$, range")
 axes[1].set_yscale("log"); axes[1].set_xlabel("update"); axes[1].set_ylabel(r"$\Vert A\Vert_F$")
-axes[1].legend(fontsize=8)
+axes[1].legend(fontsize=9)
 plt.tight_layout(); plt.show()
 
 print(f"{'':<18} {'test accuracy':>14} {'test loss':>10} {'A numbers':>10}")
@@ -517,38 +554,113 @@ print(f"final training loss, mean of the last 20 updates: shared {shared['loss']
       f"per layer {per_layer['loss'][-20:].mean():.4f}")
 print(f"|A| at the end: shared {np.linalg.norm(AT):.2f}; per layer median "
       f"{np.median(norm_pl[-1]):.2f} (range {norm_pl[-1].min():.2f} to {norm_pl[-1].max():.2f})")
-print(f"cosine between two layers' learned A: median {np.median(pair_cos):+.2f} "
-      f"(range {pair_cos.min():+.2f} to {pair_cos.max():+.2f}); "
-      f"with the shared run's A: median {np.median(to_shared):+.2f}")
-random_unit = np.random.default_rng(4).standard_normal(ATs.shape)
-random_unit /= np.linalg.norm(random_unit, axis=1, keepdims=True)
-random_cos = (random_unit @ random_unit.T)[np.triu_indices(len(unit), 1)]
-print(f"for comparison, {len(unit)} random directions in {ATs.shape[1]} dimensions: cosines "
-      f"{random_cos.min():+.2f} to {random_cos.max():+.2f}")
 if not SMALL:
     assert min(shared["test_accuracy"], per_layer["test_accuracy"]) >= 0.998
-    assert 0.5 < per_layer["test_loss"] / shared["test_loss"] < 1
-    assert per_layer["loss"][-20:].mean() < shared["loss"][-20:].mean()
-    assert abs(np.median(pair_cos)) < 0.1 and np.abs(pair_cos).max() < 0.5
-    assert np.abs(to_shared).max() < 0.5
     assert norm_pl[-1].min() < 0.5 * np.linalg.norm(AT) < norm_pl[-1].max()
 
 # %% [markdown]
 # *Figure: left, the training loss of the two runs (moving averages; solid: shared $A$,
 # dashed: one $A$ per layer); right, the norm of the shared $A$ and of the 24 per-layer $A$s
-# (median and range).* The two runs follow each other closely: they start from the same
-# model, and for the first few dozen updates the two curves are hard to tell apart. One $A$
-# per layer ends slightly lower (training and test loss, printed) with 1,472 more numbers;
-# both classify the test set essentially perfectly. On this task sharing costs little.
+# (median and range).* The two runs start from the same model, and for the first few dozen
+# updates their curves are hard to tell apart; later they cross. Both
+# classify the test set essentially perfectly, and their losses differ by little (printed).
+# This is one seed, on a task both runs solve: which of the two ends lower is a question
+# for several seeds, below. The 24 free $A$s do not stay alike: their norms spread (range
+# printed, on both sides of half the shared $A$'s norm).
 #
-# What the 24 free $A$s learn bears on the reading that the shared $A$ captures what is
-# useful to every layer. They all started as the same $A_0$, yet after training any two of them are as
-# unrelated as random directions (cosines around 0, in the range that 24 random 64-vectors
-# give, printed), and none resembles the shared run's $A$. Left free, the layers do not
-# converge to a common $A$; their norms also spread (0.1 to 0.8 against the shared 0.6). The
-# shared $A$ is therefore not the common part the layers would find on their own: it is one
-# tensor that all 24 projections' fast factors adapt to, which here works about as well.
+# ### Over three seeds, and comparing what is invariant
+#
+# Does a free $A$ end up where the shared one does? Comparing two $A$ tensors entry by
+# entry (a cosine between them as 64-vectors) would answer a different question, because
+# $W = \sum_i A_i \otimes s_i t_i^\top$ does not change when the $n$ terms are permuted
+# (the $A_i$ with their $s_i, t_i$), nor when one $A_i$ is scaled by any $c \neq 0$, sign
+# included, and $s_i t_i^\top$ by $1/c$. Two layers can build the same $W$ from $A$s whose
+# cosine is 0. Two comparisons are immune to that:
+#
+# - **$A$, aligned**: for two $A$s, the cosine of every pair $(A_i, A'_j)$ as 16-vectors in
+#   absolute value (blind to scale and sign), then the permutation of $j$ that maximises
+#   the mean over $i$; the mean is 1 for $A$s equal up to those symmetries. The same number
+#   for pairs of random Gaussian $A$s is the reference: what alignment alone gives.
+# - **$W$**: the cosine between the $W$ a projection builds in the shared run and the one
+#   it builds in the per-layer run (both start from the same $W$). The reference: the same
+#   projection's trained $s, t$ with a random $A$ of the same norm.
+#
+# The record below (`records/sharing.json`) repeats the two runs for seeds 0, 1 and 2 at
+# this notebook's full size, the per-layer run starting from its seed's $A_0$ as above; it
+# keeps the trained $A$s, the $W$ cosines and the losses.
 
+# %%
+from itertools import permutations
+
+sharing = json.loads((Path("records") / "sharing.json").read_text())
+made = sharing["made_by"]
+print(f"made by: {made['command']} ({made['date']}, {made['cpu']}, {made['cores']} cores); "
+      f"{sharing['task']}, {sharing['train_size']} examples, {sharing['epochs']} epochs")
+PERMS = [list(q) for q in permutations(range(n))]
+
+
+def aligned(X, Y):
+    """Mean |cos(X_i, Y_pi(i))| over i, for the permutation pi that maximises it."""
+    U = X.reshape(n, -1) / np.linalg.norm(X.reshape(n, -1), axis=1, keepdims=True)
+    V = Y.reshape(n, -1) / np.linalg.norm(Y.reshape(n, -1), axis=1, keepdims=True)
+    C = np.abs(U @ V.T)                                                    # (n, n)
+    return max(C[range(n), q].mean() for q in PERMS)
+
+
+noise = np.random.default_rng(5).standard_normal((400, 2, n, n, n))
+reference = np.array([aligned(a, b) for a, b in noise])
+print(f"\nreference, pairs of random A: aligned similarity median {np.median(reference):.2f}, "
+      f"95th percentile {np.quantile(reference, 0.95):.2f}")
+ref95 = np.quantile(reference, 0.95)
+print(f"{'':>4} {'test accuracy':>15} {'test loss':>17} {'last-20 train loss':>19} "
+      f"{'A aligned (medians)':>21} {'W cosine':>21} {'random A':>9}")
+print(f"{'seed':>4} {'shared / per layer':>15} {'shared / per layer':>17} {'shared / per layer':>19} "
+      f"{'layer pairs, to shared':>21} {'median, range':>21} {'|cos| 95%':>9}")
+summary = []
+for run in sharing["runs"]:
+    per = np.array(run["A_per_layer"]).reshape(-1, n, n, n)                # (24, n, n, n)
+    sh = np.array(run["A_shared"]).reshape(n, n, n)
+    pairs = [aligned(per[a], per[b]) for a in range(len(per)) for b in range(a + 1, len(per))]
+    to_sh = [aligned(a, sh) for a in per]
+    W_cos, W_null = np.array(run["W_cosine"]), np.array(run["W_cosine_random_A"])
+    t, tl = run["test"], run["train_loss_last20"]
+    summary.append({"pairs": np.median(pairs), "to_shared": np.median(to_sh), "W": W_cos,
+                    "W_null": W_null, "test_loss": (t["shared"][0], t["per_layer"][0]),
+                    "train_loss": (tl["shared"], tl["per_layer"]),
+                    "acc": (t["shared"][1], t["per_layer"][1]), "same_start": run["same_start"]})
+    print(f"{run['seed']:>4} {t['shared'][1]:>7.3f} / {t['per_layer'][1]:<5.3f} "
+          f"{t['shared'][0]:>8.4f} / {t['per_layer'][0]:<6.4f} {tl['shared']:>9.4f} / {tl['per_layer']:<7.4f} "
+          f"{np.median(pairs):>11.2f}, {np.median(to_sh):<8.2f} "
+          f"{np.median(W_cos):>+7.2f}, {W_cos.min():+.2f} to {W_cos.max():+.2f} "
+          f"{np.quantile(np.abs(W_null), 0.95):>9.2f}")
+per_lower = sum(r["test_loss"][1] < r["test_loss"][0] for r in summary)
+print(f"\nseeds where one A per layer ends with the lower test loss: {per_lower} of {len(summary)}; "
+      f"the lower last-20 training loss: "
+      f"{sum(r['train_loss'][1] < r['train_loss'][0] for r in summary)} of {len(summary)}")
+assert all(r["same_start"] for r in summary)                  # both runs of a seed start alike
+assert all(min(r["acc"]) >= 0.99 for r in summary)
+# what the text below says, seed by seed: as unrelated as the references, after alignment
+assert all(r["pairs"] < ref95 and r["to_shared"] < ref95 for r in summary)
+assert all(abs(np.median(r["W"])) < np.quantile(np.abs(r["W_null"]), 0.95) for r in summary)
+assert all(np.abs(r["W"]).max() < 0.5 for r in summary)
+assert per_lower == len(summary)
+
+# %% [markdown]
+# Over the three seeds the answer is the same, and it holds for the comparisons that the
+# symmetries cannot fool. Two layers' free $A$s, aligned for permutation, scale and sign,
+# are about as similar as two random $A$s (medians printed, below the reference's 95th
+# percentile under every seed), and so is each free $A$ to the shared run's. The $W$ each
+# projection builds with its own $A$ is unrelated to the $W$ the same projection builds in
+# the shared run, although both runs started from the same $W$: their cosines scatter
+# around 0, never above 0.5 in absolute value, like the cosines with a $W$ built from a
+# random $A$ (last column). Left free, the layers do not converge to a common $A$, nor to
+# the weights the shared $A$ gives them. So the shared $A$ is not the common part that the
+# layers would find on their own; it is one tensor that all 24 projections' fast factors
+# adapt to, and on this task that works as well: both runs classify the test set
+# (almost) perfectly under every seed. One $A$ per layer ends with the lower test loss and
+# the lower training loss under all three seeds, with 1,472 more numbers; the losses are
+# small in both (printed), so this is a difference in confidence on an easy task, not in
+# decisions.
 # %% [markdown]
 # ## How to initialise the slow weights
 #
@@ -588,7 +700,7 @@ for label, (_, r) in runs.items():
     w = max(1, len(r["loss"]) // 20)
     axes[0].plot(np.convolve(r["loss"], np.ones(w) / w, mode="valid"), label=label, **styles[label])
 axes[0].set_xlabel("update"); axes[0].set_ylabel("training loss (moving average)")
-axes[0].legend(fontsize=8)
+axes[0].legend(fontsize=9)
 gap = runs["normal 1e-2"][1]["loss"] - runs["normal 1e-4 (paper)"][1]["loss"]
 axes[1].plot(gap, color="C1")
 axes[1].axhline(0, color="grey", lw=0.5)
@@ -601,7 +713,7 @@ if not SMALL:
     assert m4 < 1e-5 and 3e-4 < m2 < 3e-3 and mu > 1
     assert min(r4["test_accuracy"], r2["test_accuracy"]) >= 0.998
     assert ru["test_accuracy"] < 0.6 and ru["loss"][-20:].mean() > 0.6
-    assert np.abs(gap).max() < 0.1 and np.abs(gap[:50]).max() < 0.01 and steps == 189
+    assert np.abs(gap).max() < 0.1 and np.abs(gap[:50]).max() < 0.005 and steps == 189
     assert abs(np.linalg.norm(ru["A"][-1]) / np.linalg.norm(ru["A"][0]) - 1) < 0.05
 
 # %% [markdown]
@@ -610,9 +722,9 @@ if not SMALL:
 # right, the per-update difference of the 1e-2 and 1e-4 losses.* With the reference's 1e-4 the
 # adapters start as the identity and the pretrained model is untouched at step 0 (the change
 # printed is float rounding); 1e-2 moves it by about 1e-3 and trains almost the same way: the
-# per-update losses agree to within 0.01 for the first 50 updates and to within 0.06 after
-# (right, printed), and both runs classify the test set essentially perfectly (test losses
-# printed). The uniform
+# per-update losses differ by a few thousandths at most over the first 50 updates and by
+# less than 0.1 after (right; both maxima printed), and both runs classify the test set
+# essentially perfectly (test losses printed). One seed each. The uniform
 # $U(-1, 1)$ moves the encoder's states by more than their own size before any training. Its
 # loss stays at chance (about 0.69) and its test accuracy at about 0.5; its $A$ hardly
 # changes, since 189 steps of about the learning rate (3e-3 at most) cannot undo entries of

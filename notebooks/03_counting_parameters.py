@@ -30,6 +30,8 @@ import importlib.util
 import matplotlib.pyplot as plt
 import numpy as np
 
+plt.rcParams["figure.dpi"] = 100                 # figures at 100 dpi (tests/test_figures.py)
+
 import minicompacter as mc
 from minicompacter.core.counting import (BERT_BASE, T5_BASE, base_breakdown, base_total,
                                          count_analytic, count_measured, shapes_from_config,
@@ -290,18 +292,27 @@ for m in show:
     per_depth = [count(m, dataclasses.replace(BERT_BASE, encoder_layers=depth))["trainable"]
                  - 768 * 2 - 2 for depth in depths]
     no_head[m] = (per_width, per_depth)
+# Compacter's and BitFit's counts lie within 10% of each other at every size (printed below),
+# so on a log axis their lines overlap: BitFit gets open markers and a thicker, paler line.
+looks = {m: dict(markersize=5) for m in show}
+looks["bitfit"] = dict(markersize=8, mfc="none", lw=3, alpha=0.5)
 fig, (ax_w, ax_l) = plt.subplots(1, 2, figsize=(11, 4))
 for m in show:
-    ax_w.plot(widths, no_head[m][0], styles[m], label=m, markersize=5)
-    ax_l.plot(depths, no_head[m][1], styles[m], label=m, markersize=5)
-ax_w.set_xscale("log", base=2); ax_w.set_yscale("log")
+    ax_w.plot(widths, no_head[m][0], styles[m], label=m, **looks[m])
+    ax_l.plot(depths, no_head[m][1], styles[m], label=m, **looks[m])
 ax_w.set_xlabel("width d (12 layers, FFN 4d, k = d/32)"); ax_w.set_ylabel("trainable parameters (no head)")
-ax_l.set_xscale("log", base=2); ax_l.set_yscale("log")
 ax_l.set_xlabel("layers L (width 768)")
-ax_w.legend(fontsize=8)
-for ax in (ax_w, ax_l):
+for ax, ticks in ((ax_w, widths), (ax_l, depths)):
+    ax.set_xscale("log"); ax.set_yscale("log")
+    ax.set_xticks(ticks, [str(t) for t in ticks], rotation=45 if ticks is widths else 0)
+    ax.minorticks_off()                               # ticks at the sizes counted, nowhere else
     ax.grid(True, which="both", alpha=0.3)
-plt.show()
+    ax.legend(fontsize=9)
+plt.tight_layout(); plt.show()
+ratio = [b / c for b, c in zip(no_head["bitfit"][0] + no_head["bitfit"][1],
+                               no_head["compacter"][0] + no_head["compacter"][1])]
+print(f"bitfit / compacter, over every width and depth: {min(ratio):.3f} to {max(ratio):.3f}")
+assert all(1 < r < 1.1 for r in ratio)
 print("slope in the width, log-log, between the widths:")
 print(f"{'method':<13}" + "".join(f"{f'{a}-{b}':>11}" for a, b in zip(widths, widths[1:])))
 slopes = {}
@@ -316,15 +327,33 @@ assert min(slopes["adapter"]) > 1.9
 assert slopes["phm-adapter"][0] < 1.0 < 1.8 < slopes["phm-adapter"][-1]     # the A's n^3 at first
 assert all(abs(s - 1) < 0.05 for m in ("compacter", "compacter++", "lora", "bitfit")
            for s in slopes[m])
+# What does not grow with depth: the count's value at L = 0 on the straight line through
+# the depths (every per-depth count is linear in L, asserted).
+intercept = {}
+for m in show:
+    y = no_head[m][1]
+    per_layer = (y[1] - y[0]) // (depths[1] - depths[0])
+    assert all(y[j] == y[0] + per_layer * (depths[j] - depths[0]) for j in range(len(depths)))
+    intercept[m] = y[0] - per_layer * depths[0]
+print("the part of each count that does not grow with depth:", intercept)
+d768, n3 = 768, mc.method_config("compacter").phm_dim ** 3
+assert intercept["compacter"] == intercept["compacter++"] == 2 * d768 + n3   # embeddings' LN + A
+assert intercept["adapter"] == intercept["phm-adapter"] == 2 * d768          # embeddings' LN
+assert intercept["bitfit"] == d768 and intercept["lora"] == 0                # its bias; nothing
 
 # %% [markdown]
 # *Figure: trainable parameters against width (left) and depth (right), log-log, head left
-# out; each method has its own marker and line style.* The dense adapter grows with slope
+# out; each method has its own marker and line style (BitFit's markers open), ticks at the
+# sizes counted.* The dense adapter grows with slope
 # above 1.9 in the width from the start ($O(Lkd) = O(Ld^2/32)$; the biases and layer norms
 # are the linear rest). The PHM-Adapter's $B$s, $kd/n = d^2/384$ per projection, are
 # quadratic too, but at small widths its two $A$s per adapter, $2n^3 = 3{,}456$ numbers,
 # outweigh them (768 numbers of $B$ at $d = 384$), so its slope starts below 1 and rises
 # towards 2 (the slopes are printed above). LoRA, whose rank stays 8, Compacter, Compacter++
-# and BitFit grow with slope 1 ($O(Lrd)$, $O(L(k + d))$ plus the layer norms, all biases). In
-# depth every method grows linearly; Compacter's shared $A$ is the only term that does not
-# grow at all.
+# and BitFit grow with slope 1 ($O(Lrd)$, $O(L(k + d))$ plus the layer norms, all biases);
+# Compacter's and BitFit's counts stay within 10% of each other (printed), which is why
+# their lines overlap. In depth every method grows linearly, and each count has a part that
+# does not grow at all (printed under the slopes, asserted): the embeddings' layer norm,
+# $2d = 1{,}536$ numbers, which every adapter method trains (BitFit trains its bias, 768),
+# plus, for Compacter and Compacter++, the shared $A$, $n^3 = 64$. LoRA's count has no such
+# part.

@@ -33,6 +33,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import FancyBboxPatch
 
+plt.rcParams["figure.dpi"] = 100                 # figures at 100 dpi (tests/test_figures.py)
+
 import minicompacter as mc
 from minicompacter.core import methods, paths
 from minicompacter.core.methods import PRESETS
@@ -116,7 +118,7 @@ def wrapped(names, per_line=3):
     return ",\n".join(", ".join(names[j:j + per_line]) for j in range(0, len(names), per_line))
 
 
-fig, (ax_b, ax_t) = plt.subplots(1, 2, figsize=(12, 7.5), dpi=85,
+fig, (ax_b, ax_t) = plt.subplots(1, 2, figsize=(12, 7.5),
                                  gridspec_kw={"width_ratios": [1.55, 1]})
 for ax in (ax_b, ax_t):
     ax.set_xlim(0, 1); ax.set_ylim(0.0, 1); ax.axis("off")

@@ -93,6 +93,21 @@ def test_default_path_choice_follows_the_size_rule():
         phm._phm_factored = original
 
 
+def test_the_size_rule_bounds_the_factored_share_of_the_work_as_documented():
+    """phm_linear's docstring: where the rule picks the factored path, its multiply-adds per
+    row, n r (d_in + n^2 + d_out), are at most 0.2 + n / (100 r) of the built path's d_in d_out
+    (not a tenth), and a square layer at the threshold reaches that bound."""
+    from minicompacter.core.phm import prefers_factored
+    for n in (2, 4, 8, 12):
+        for r in (1, 2, 4):
+            bound, worst = 0.2 + n / (100 * r), 0.0
+            for d_in in range(n, 64 * n * r, n):
+                for d_out in (d_in, 2 * d_in, 10 * n * r, 16 * n * r):
+                    if prefers_factored(n, d_in, d_out, r):
+                        worst = max(worst, n * r * (d_in + n * n + d_out) / (d_in * d_out))
+            assert worst == pytest.approx(bound) and worst > 0.1, (n, r, worst)
+
+
 # --- gradient checks (float64) ------------------------------------------------------------
 
 @pytest.mark.parametrize("factored", [False, True])

@@ -66,10 +66,15 @@ def low_rank_B(s, t):
 
 # --- the layer -------------------------------------------------------------------------
 
-# When the factored product pays, as bench/bench_phm.py measured (docs/performance.md): once it
-# does at most a tenth of the built path's multiply-adds, n r (d_in + n^2 + d_out) <=
-# d_in d_out / 10, or simply min(d_in, d_out) >= 10 n r. Narrow adapter bottlenecks with a
-# large n lose (up to 4x at 384 -> 12, n = 12); square layers win (up to 9x at 4096).
+# When the factored product pays, as bench/bench_phm.py measured (docs/performance.md): of
+# the rules it scored, two never picked a path more than 15% slower than the better one,
+# "at most a tenth of the built path's multiply-adds", n r (d_in + n^2 + d_out) <=
+# d_in d_out / 10, and the simpler min(d_in, d_out) >= 10 n r used here. They differ: the
+# factored path's share of the work is
+#     n r / d_in + n r / d_out + n^3 r / (d_in d_out),
+# which the simple rule bounds by 0.2 + n / (100 r) (0.24 for a square layer at the
+# threshold with n = 4, r = 1), not by a tenth. Narrow adapter bottlenecks with a large n
+# lose (up to 4x at 384 -> 12, n = 12); square layers win (up to 9x at 4096).
 FACTORED_MIN_RATIO = 10
 
 
@@ -87,9 +92,11 @@ def phm_linear(params, x, *, shared_A=None, build_W=None):
     x: (..., d_in)  ->  y: (..., d_out)
     build_W: True builds W, then x @ W; False computes the factored product, which never
             builds W (low-rank factors only); None picks by size: the factored product for
-            low-rank layers with min(d_in, d_out) >= 10 n r (`prefers_factored`), where it
-            does a tenth of the work or less. (Not AdapterHub's factorized_phm_W, which says
-            whether B_i = s_i t_i^T.)"""
+            low-rank layers with min(d_in, d_out) >= 10 n r (`prefers_factored`, the rule
+            bench/bench_phm.py measured), where its share of the built path's
+            multiply-adds, n r / d_in + n r / d_out + n^3 r / (d_in d_out), is at most
+            0.2 + n / (100 r): 0.24 for n = 4, r = 1 at the threshold, far less on wide
+            layers. (Not AdapterHub's factorized_phm_W, which says whether B_i = s_i t_i^T.)"""
     A = params["A"] if shared_A is None else shared_A
     if "s" in params:
         n, p, r = params["s"].shape
