@@ -252,3 +252,13 @@ def test_two_dimensional_inputs_raise():
     with pytest.raises(ValueError, match="1-D"):
         pearson(onp.zeros((3, 1)), onp.zeros(3))
     assert metrics._pair([1, 2], (3, 4))[0].dtype == onp.float64
+
+
+def test_wilson_interval_against_the_formula_and_its_edges():
+    # Wilson (1927): 8 of 10 at z = 1.96 is [0.4902, 0.9433] (worked by hand from the formula)
+    low, high = metrics.wilson_interval(0.8, 10)
+    assert abs(low - 0.4902) < 1e-4 and abs(high - 0.9433) < 1e-4
+    low, high = metrics.wilson_interval(1.0, 500)
+    assert high == 1.0 and abs(low - 0.99239) < 1e-4     # not empty at p = 1
+    with pytest.raises(ValueError, match="at least one example"):
+        metrics.wilson_interval(0.5, 0)

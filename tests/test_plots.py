@@ -28,11 +28,29 @@ def test_efficiency_places_each_method_at_its_ratios_with_the_paper_beside(tmp_p
     assert (tmp_path / "e.png").stat().st_size > 0
 
 
+def marker_points(ax):
+    """The (x, y) of every marker drawn as a line of markers alone (errorbar's points)."""
+    return [(float(x), float(y)) for line in ax.get_lines()
+            if line.get_linestyle() == "None" and line.get_marker() != "_"
+            for x, y in zip(line.get_xdata(), line.get_ydata())]
+
+
 def test_params_vs_score_skips_a_missing_score_and_uses_a_log_axis():
     fig = plots.params_vs_score([{"method": "a", "percent": 0.1, "score": 0.8},
                                  {"method": "b", "percent": 100.0, "score": float("nan")}])
     ax = fig.axes[0]
-    assert points(ax) == [(0.1, 0.8)] and ax.get_xscale() == "log"
+    assert marker_points(ax) == [(0.1, 0.8)] and ax.get_xscale() == "log"
+
+
+def test_params_vs_score_never_zooms_past_the_intervals():
+    # 500 of 500 and 499 of 500 right: their 95% intervals overlap, and the axis shows both
+    # whole, so one sentence does not look like a ranking
+    rows = [{"method": "a", "percent": 0.1, "score": 1.0, "n": 500},
+            {"method": "b", "percent": 1.0, "score": 0.998, "n": 500}]
+    ax = plots.params_vs_score(rows).axes[0]
+    low, high = ax.get_ylim()
+    assert low < 0.989 and high >= 1.0                  # [0.989, 1] is 0.998's interval
+    assert ax.get_ylabel().endswith("(bars: 95% Wilson interval)")
 
 
 def test_low_resource_draws_means_bands_and_single_runs():

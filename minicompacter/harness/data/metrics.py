@@ -17,6 +17,8 @@ Matthews (1975) and Gorodkin (2004) for the multi-class MCC; Mahabadi et al.,
 huggingface/evaluate, `metrics/glue/glue.py` (the key names).
 """
 
+import math
+
 import numpy as onp
 
 METRIC_KINDS = ("matthews", "accuracy", "accuracy_f1", "pearson_spearman")
@@ -124,6 +126,20 @@ def glue_metrics(kind, predictions, references):
         return {"accuracy": acc, "f1": f, "score": (acc + f) / 2}
     r, rho = pearson(predictions, references), spearmanr(predictions, references)
     return {"pearson": r, "spearmanr": rho, "score": (r + rho) / 2}
+
+
+def wilson_interval(p, n, z=1.96):
+    """The Wilson score interval of a proportion p observed on n examples (95% for z =
+    1.96): (centre -+ half) / (1 + z^2/n) with centre = p + z^2/(2n) and half =
+    z sqrt(p (1 - p) / n + z^2 / (4 n^2)). Unlike p -+ z sqrt(p (1 - p) / n) it is not empty
+    at p = 1: 500 of 500 right gives [0.992, 1]."""
+    if n < 1:
+        raise ValueError(f"an interval needs at least one example, got n = {n}.")
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    scale = 1 + z * z / n
+    # it always holds p; min and max only keep float rounding (at p = 0 or 1) from moving it
+    return max(0.0, min(p, (centre - half) / scale)), min(1.0, max(p, (centre + half) / scale))
 
 
 def majority_baseline(kind, train_labels, references):

@@ -2,6 +2,8 @@
 
 import math
 
+from ..data.metrics import wilson_interval
+
 
 def _pyplot(path):
     """matplotlib.pyplot; the file-only Agg backend when the figure goes to a file (and no
@@ -49,19 +51,33 @@ def _label(ax, xlabel, ylabel, title=None, *, legend_loc="best", legend_size=8):
 def params_vs_score(rows, path=None, *, title=None):
     """The Compacter paper's Figure 1 in small: trainable parameters (% of the base model,
     log axis) against the task score, one point per method.
-    rows: dicts with "method", "percent" and "score". Returns the figure; saved to path if given."""
+    rows: dicts with "method", "percent" and "score", and "n" where the score is a
+    proportion of n scored examples (accuracy): that point then carries its 95% Wilson
+    interval, and the score axis is never narrower than the intervals, so that points a
+    few examples apart do not look ranked. Returns the figure; saved to path if given."""
     plt = _pyplot(path)
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    spans = []
     for i, r in enumerate(rows):
         if r.get("score") is None or not math.isfinite(r["score"]):
             continue
         color, marker = _style(r["method"], i)
-        ax.scatter(r["percent"], r["score"], s=50, color=color, marker=marker,
-                   label=f"{r['method']} ({r['percent']:.3g}%, {r['score']:.3f})")
+        ax.plot([r["percent"]], [r["score"]], marker, ms=7, color=color,
+                label=f"{r['method']} ({r['percent']:.3g}%, {r['score']:.3f})")
+        spans.append(r["score"])
+        if r.get("n"):
+            low, high = wilson_interval(r["score"], r["n"])
+            spans += [low, high]
+            ax.errorbar(r["percent"], r["score"], yerr=[[r["score"] - low], [high - r["score"]]],
+                        fmt="none", color=color, capsize=3)
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.12)
-    _label(ax, "trainable parameters (% of the base model, log scale)", "score", title)
+    if spans:
+        pad = 0.1 * max(max(spans) - min(spans), 0.01)
+        ax.set_ylim(min(spans) - pad, max(spans) + pad)
+    ylabel = "score" + (" (bars: 95% Wilson interval)" if any(r.get("n") for r in rows) else "")
+    _label(ax, "trainable parameters (% of the base model, log scale)", ylabel, title)
     return _finish(fig, path)
 
 

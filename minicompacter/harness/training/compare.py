@@ -99,7 +99,8 @@ def print_comparison(rows, task, out):
               f"{r['test']['score']:.4f} | {r['best_epoch']}/{r['epochs']} | "
               f"{r['train_seconds']:.0f} | {r['peak_memory_mb']:.0f} |")
     plot = Path(out) / "params_vs_score.png"
-    params_vs_score([{"method": r["method"], "percent": r["percent"], "score": r["test"]["score"]}
+    params_vs_score([{"method": r["method"], "percent": r["percent"], "score": r["test"]["score"],
+                      "n": r.get("test_examples") if is_accuracy(r["test"]) else None}
                      for r in rows], plot, title=f"{task}: test score against trainable parameters")
     atomic_write(Path(out) / "compare.json", json.dumps(rows, indent=2))
     print(f"\nscore: the test split's, at the best epoch on validation (a method whose best "
@@ -119,3 +120,8 @@ def demo_settings(model, progress=True):
     if model == "tiny":
         return TrainConfig(epochs=10, max_length=64, progress=progress), {"reduction_factor": 8}, 500
     return TrainConfig(epochs=5, max_length=64, progress=progress), {}, 1000
+
+
+def is_accuracy(scores):
+    """Whether a metrics dict's score is a proportion of examples (accuracy alone)."""
+    return set(scores) == {"accuracy", "score"}

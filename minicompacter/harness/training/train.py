@@ -349,6 +349,7 @@ def final_metrics(run, state, pretrained):
             "trainable_params": trainable_params, "total_params": total,
             "percent": round(100.0 * trainable_params / total, 4),
             "validation": results["validation"], "test": results["test"],
+            "test_examples": len(run.splits["test"]),
             "best_epoch": state.best["epoch"], "epochs": run.cfg.epochs,
             "train_seconds": round(state.train_seconds, 2),
             "peak_memory_mb": round(peak_memory_mb(), 1), "config": run.settings}
