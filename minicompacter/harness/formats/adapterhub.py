@@ -248,9 +248,9 @@ def label_order(label2id, num_labels, source):
     to num_labels - 1 ([] when there is none)."""
     if not label2id:
         return []
-    ids = sorted(label2id.values(), key=lambda v: (not isinstance(v, int), str(v)))
-    if any(not isinstance(v, int) or isinstance(v, bool) for v in ids) or \
-            sorted(ids) != list(range(num_labels)):
+    ids = list(label2id.values())
+    if len(ids) != num_labels or any(not isinstance(v, int) or isinstance(v, bool) for v in ids) \
+            or sorted(ids) != list(range(num_labels)):
         raise FormatError(f"{source}: label2id {json.dumps(label2id)[:60]} does not give each of "
                           f"the {num_labels} labels one id from 0 to {num_labels - 1}; {FIX}")
     return [n for n, _ in sorted(label2id.items(), key=lambda item: item[1])]

@@ -55,7 +55,7 @@ from ...core.tree import flatten, merge, split, unflatten
 from ..data.tasks import get_task
 from ..pretrained import BUILTIN, HUB_IDS, base_identity, load_pretrained, weights_digest
 from . import adapterhub, families, native, peft
-from .files import CheckpointError, LoadError, json_file
+from .files import CheckpointError, LoadError, json_file, read_json_object
 from .head import HEAD_INFO, HEAD_WEIGHTS, read_head, write_head
 from .transformers import write_directory
 
@@ -107,9 +107,7 @@ def load_adapter(directory, pretrained=None):
     directory = Path(directory)
     kind = checkpoint_format(directory)
     if kind is None:
-        raise native.CheckpointError(
-            f"{directory / native.CONFIG} does not exist; give the directory finetune --out "
-            f"wrote, or an AdapterHub or peft adapter directory.")
+        unknown_checkpoint(directory)
     if pretrained is None:
         pretrained = checkpoint_base(directory)
     else:
@@ -118,6 +116,20 @@ def load_adapter(directory, pretrained=None):
         return read_head(directory, *FOREIGN[kind].read(directory, pretrained,
                                                        family_of(pretrained)))
     return native.read(directory, pretrained)
+
+
+def unknown_checkpoint(directory):
+    """The error for a directory that holds no checkpoint of a format load_adapter reads:
+    what is wrong with its adapter_config.json, if it has one."""
+    config = directory / adapterhub.CONFIG
+    if config.is_file():
+        value = read_json_object(config, error=CheckpointError,
+                                 fix="the file is damaged: save the adapter again.")
+        raise CheckpointError(f"{config} is neither AdapterHub's (its BnConfig under \"config\", "
+                              f"its model_class and version) nor peft's (its peft_type): keys "
+                              f"{sorted(value)[:8]}. Give the directory the library saved.")
+    raise CheckpointError(f"{directory / native.CONFIG} does not exist; give the directory "
+                          f"finetune --out wrote, or an AdapterHub or peft adapter directory.")
 
 
 def read_manifest(directory):
@@ -162,6 +174,8 @@ def checkpoint_base(directory):
         if (base / "config.json").exists():                 # written beside it by export
             return load_pretrained(base)
         return load_base(foreign_identity(directory, kind), source=str(directory))
+    if kind is None:
+        unknown_checkpoint(directory)
     base, _, _ = native.parts(directory, native.read_config(directory))
     return load_base(base, source=str(directory))
 
@@ -244,9 +258,6 @@ def claim_export_dir(out, protected, replace):
     model the export reads (or inside or around them: `protected`, {what: path}), a directory
     holding files no export of minicompacter wrote (named), or an earlier export without
     `replace`. Reads only."""
-    if not str(out).strip():
-        raise ExportError("--out is empty; give the directory the export writes, such as "
-                          "--out runs/sst2-adapterhub.")
     for what, path in protected.items():
         how = path and overlaps(out, path)
         if how:
@@ -333,6 +344,9 @@ def export_adapter(checkpoint_dir, to, out, *, pretrained=None, name=None, repla
         raise ExportError(f"--name {name!r}: AdapterHub names an adapter's modules after it, so "
                           f"it must be letters, digits and underscores, not starting with a "
                           f"digit (no '.' or '-').")
+    if not str(out).strip():
+        raise ExportError("--out is empty; give the directory the export writes, such as "
+                          "--out runs/sst2-adapterhub.")
     out = Path(out)
     pretrained = pretrained or checkpoint_base(checkpoint_dir)
     claim_export_dir(out, {"the checkpoint": str(checkpoint_dir), "the base model":
