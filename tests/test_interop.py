@@ -361,6 +361,7 @@ def test_predict_and_export_on_the_command_line(tiny, tmp_path):
     done = run_cli("export", "--checkpoint", str(native), "--to", "adapters", "--out", str(tmp_path / "ah"))
     assert done.returncode == 0, done.stderr
     assert "carried: the trained layer norms" in done.stdout
+    assert f"needs: {tmp_path / 'ah' / 'base'}: load the adapter on it" in done.stdout
     assert (tmp_path / "ah" / adapterhub.WEIGHTS).exists()
     done = run_cli("export", "--checkpoint", str(native), "--to", "peft", "--out", str(tmp_path / "p"))
     assert done.returncode == 2 and "--to adapters" in done.stderr and "Traceback" not in done.stderr

@@ -544,10 +544,10 @@ def main(argv=None):
     tune_malloc()                   # a command's process is ours to tune (training/process.py)
     with handled():                 # SIGTERM as Ctrl-C, for the command's duration
         code = run_command(args)
-        if code in (130, 143):      # interrupted: the process is ending, and a further
-            for s in (signal.SIGINT, signal.SIGTERM):   # Ctrl-C must not raise on the way out
-                signal.signal(s, signal.SIG_IGN)
-        return code
+    if code in (130, 143):          # interrupted: the process is ending, and the rest of a
+        for s in (signal.SIGINT, signal.SIGTERM):    # burst of Ctrl-C must not kill it on
+            signal.signal(s, signal.SIG_IGN)         # the way out
+    return code
 
 
 def run_command(args):

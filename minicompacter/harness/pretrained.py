@@ -203,7 +203,7 @@ def encode_texts(pretrained, texts, pairs=None, *, max_length=None, batch_size=E
         max_length = min(MAX_LENGTH, cfg.max_length)
     checks.max_length_fits(max_length, cfg)
     batch = tokenize(pretrained.tokenizer, texts, pairs, max_length=max_length)
-    with parallel():
+    with parallel(), onp.errstate(all="ignore"):    # an overflow is refused below, not printed
         chunks = [encoder(pretrained.params, {k: v[i:i + batch_size] for k, v in batch.items()},
                           cfg) for i in range(0, len(batch["input_ids"]), batch_size)]
     hidden = onp.concatenate(chunks, axis=0)                     # (B, T, d)

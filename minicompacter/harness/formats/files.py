@@ -141,7 +141,8 @@ def tensor_bytes(tensors, metadata=None, *, dtype=onp.float32):
     tensor: an export never writes nan or inf."""
     out = {}
     for name, value in tensors.items():
-        array = onp.ascontiguousarray(value, dtype=dtype)
+        with onp.errstate(over="ignore"):                 # beyond dtype's range: inf, refused
+            array = onp.ascontiguousarray(value, dtype=dtype)
         if not onp.isfinite(array).all():
             raise NonFiniteError(non_finite_tensor(name, "the export", dtype))
         out[name] = array
@@ -284,7 +285,8 @@ def read_tensors(path, *, dtype=onp.float32, skip=None, error=CheckpointError, f
                 raise error(f"{path}: {name!r} is stored as {e.dtype!r}; minicompacter reads "
                             f"floating-point weights only ({', '.join(FLOATS)}): {fix}")
             f.seek(e.begin)
-            value = onp.asarray(to_float(f.read(e.end - e.begin), e.dtype, e.shape), dtype=dtype)
+            with onp.errstate(over="ignore"):             # beyond dtype's range: inf, refused below
+                value = onp.asarray(to_float(f.read(e.end - e.begin), e.dtype, e.shape), dtype=dtype)
             if not onp.isfinite(value).all():
                 raise error(non_finite_tensor(name, str(path), dtype))
             tensors[name] = value
@@ -343,7 +345,8 @@ def check_tree(expected, tensors, source):
             raise CheckpointError(f"{source}: {name} has shape {tensors[name].shape}, the model "
                                   f"needs {leaf.shape}. Was it saved with other method options "
                                   f"(phm_dim, reduction_factor) or another base model?")
-        out[name] = onp.asarray(tensors[name], leaf.dtype)
+        with onp.errstate(over="ignore"):                 # beyond the dtype's range: inf, refused
+            out[name] = onp.asarray(tensors[name], leaf.dtype)
         if not onp.isfinite(out[name]).all():
             raise CheckpointError(non_finite_tensor(name, str(source), leaf.dtype))
     return unflatten(out)

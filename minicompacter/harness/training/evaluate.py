@@ -41,8 +41,9 @@ def predictions(trainable, frozen, encoded, model, batch_size=EVAL_BATCH_SIZE):
     Raises NonFiniteError if any row's logits (or score) are not finite: the argmax of nan
     is a label like any other, and would be scored as one."""
     logits = onp.zeros((len(encoded), max(model.num_labels, 1)), onp.float64)
-    for idx in batch_order(encoded.lengths, batch_size):
-        logits[idx] = predict(trainable, frozen, encoded.batch(idx), model)   # (B, C)
+    with onp.errstate(all="ignore"):             # an overflow is refused below, not printed
+        for idx in batch_order(encoded.lengths, batch_size):
+            logits[idx] = predict(trainable, frozen, encoded.batch(idx), model)   # (B, C)
     finite_outputs(logits)
     return logits[:, 0] if model.num_labels == 1 else onp.argmax(logits, axis=1).astype(onp.float64)
 
@@ -137,7 +138,7 @@ def predict_texts(directory, texts, pairs=None, *, pretrained=None, batch_size=E
         names = [f"LABEL_{i}" for i in range(model.num_labels)]
     max_length = max_length_of(config, pretrained)
     logits = []
-    with parallel():
+    with parallel(), onp.errstate(all="ignore"):    # an overflow is refused below, not printed
         for i in range(0, len(texts), batch_size):
             batch = tokenize(pretrained.tokenizer, texts[i:i + batch_size],
                              None if pairs is None else pairs[i:i + batch_size],
