@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as onp
 
+from ..formats.files import read_bytes
 from .synthetic import SYNTHETIC_TASKS, load_synthetic
 
 SPLIT_SEED = 42           # fixes the validation / test split of every task
@@ -137,7 +138,7 @@ def read_rows(path):
     """The rows of a tab-separated file, read as UTF-8 (a byte-order mark is dropped);
     blank lines at the end are dropped. A file that is not UTF-8 is an error naming the
     line and the byte."""
-    raw = Path(path).read_bytes()
+    raw = read_bytes(path)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:

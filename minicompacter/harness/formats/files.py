@@ -34,6 +34,8 @@ write of a file named NAME stops halfway for up to 60 s, after printing a line t
 so that a test can signal the process in the middle of a checkpoint write. The pause ends
 early once training/interrupts.py holds a signal; it asks that module through
 sys.modules, so that this module stays free of imports from the rest of the harness.
+MINICOMPACTER_PAUSE_READ=NAME does the same before a data file named NAME is read
+(`read_bytes`), so that a test can interrupt the data load.
 """
 
 import json
@@ -72,7 +74,7 @@ class NonFiniteError(ValueError):
 
 # --- writing ------------------------------------------------------------------------------
 
-PAUSE_WRITE = "MINICOMPACTER_PAUSE_WRITE"
+PAUSE_WRITE, PAUSE_READ = "MINICOMPACTER_PAUSE_WRITE", "MINICOMPACTER_PAUSE_READ"
 _writes = Counter()                      # writes per file name, for PAUSE_WRITE
 
 
@@ -123,6 +125,18 @@ def _write(f, data, path):
     while time.monotonic() < end and not _interrupt_held():
         time.sleep(0.02)
     f.write(data[len(data) // 2:])
+
+
+def read_bytes(path):
+    """The bytes of a file, pausing first for up to 60 s when PAUSE_READ names it (module
+    docstring: for tests only)."""
+    path = Path(path)
+    if os.environ.get(PAUSE_READ) == path.name:
+        print(f"minicompacter: paused reading {path} ({PAUSE_READ})", file=sys.stderr, flush=True)
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not _interrupt_held():
+            time.sleep(0.02)
+    return path.read_bytes()
 
 
 def _interrupt_held():
