@@ -28,7 +28,7 @@ import numpy as np
 
 from _common import append_section, machine, start
 import minicompacter                                      # noqa: E402
-from minicompacter.harness.data.batches import Encoded, batch_order, encode  # noqa: E402
+from minicompacter.harness.data.batches import Encoded, batch_order, encode, pad_token  # noqa: E402
 from minicompacter.harness.data.tasks import get_task, load_task  # noqa: E402
 from minicompacter.core.model import init_model                # noqa: E402
 from minicompacter.core.optim import init_adamw                # noqa: E402
@@ -88,7 +88,7 @@ def main(argv=None):
     pre = minicompacter.load_pretrained("minilm")
     task = get_task("sst2")
     train = load_task("sst2", data_dir=args.data_dir)["train"]
-    enc = Encoded(encode(train, pre.tokenizer, task, max_length=128), pre.tokenizer.token_to_id("[PAD]"))
+    enc = Encoded(encode(train, pre.tokenizer, task, max_length=128), pad_token(pre.tokenizer)[1])
     order = batch_order(enc.lengths, 32, seed=[0, 0])
     n = len(order)
     tokens = [int(enc.lengths[b].max()) for b in order]
@@ -114,7 +114,7 @@ def main(argv=None):
     cfg = TrainConfig(epochs=1, progress=False)
     m = finetune(pre, "sst2", args.method, cfg, data_dir=args.data_dir, train_size=args.finetune_size)
     sub = load_task("sst2", data_dir=args.data_dir, train_size=args.finetune_size)["train"]
-    sub_enc = Encoded(encode(sub, pre.tokenizer, task, max_length=128), pre.tokenizer.token_to_id("[PAD]"))
+    sub_enc = Encoded(encode(sub, pre.tokenizer, task, max_length=128), pad_token(pre.tokenizer)[1])
     model, trainable, frozen = init_model(np.random.default_rng(0), pre, args.method, pooling=cfg.pooling)
     t0 = time.perf_counter()
     predictions(trainable, frozen, sub_enc, model, 64)

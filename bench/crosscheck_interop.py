@@ -14,7 +14,10 @@ its tests):
 
 Every run: MiniLM, synthetic-sentiment, 64 training examples, 1 epoch, max length 32, the
 head on [CLS] (AdapterHub's heads read [CLS]); the comparison is on six sentences and two
-pairs, tokenized by minicompacter and fed to both sides as the same ids.
+pairs, tokenized by minicompacter and fed to both sides as the same ids. Then the same for
+each encoder family (RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA: the small random models of
+tests/fixtures/families/), one run per target with the family's own classes
+(RobertaAdapterModel, RobertaModel + PeftModel, ...), the head mean-pooled (beside the export).
 """
 
 import argparse
@@ -39,21 +42,38 @@ CASES = [("compacter", {}, "adapters"), ("compacter++", {}, "adapters"),
          ("pfeiffer", {"original_ln_before": True}, "adapters"),
          ("lora", {}, "peft"), ("lora", {}, "transformers"), ("full", {}, "transformers"),
          ("bitfit", {}, "transformers")]
+FAMILY_DIRS = {"roberta": "roberta", "xlm-roberta": "xlm_roberta", "distilbert": "distilbert",
+               "electra": "electra"}
+# (method, options, target) run on each family
+FAMILY_CASES = [("compacter++", {"reduction_factor": 8}, "adapters"), ("lora", {}, "peft"),
+                ("bitfit", {}, "transformers")]
 
 
-def minicompacter_side(checkpoint, batch):
+def minicompacter_side(checkpoint, batch, pretrained):
     import minicompacter as mc
     from minicompacter.core.model import hidden_states, predict
 
-    model, trainable, frozen, _ = mc.load_adapter(checkpoint)
+    model, trainable, frozen, _ = mc.load_adapter(checkpoint, pretrained)
     return (np.asarray(hidden_states(trainable, frozen, batch, model)),
             np.asarray(predict(trainable, frozen, batch, model)))
 
 
-def torch_inputs(batch):
+def torch_inputs(batch, family="bert"):
+    """The batch as torch tensors, with token_type_ids only where the family's model takes
+    them (DistilBERT's does not)."""
     import torch
-    return {k: torch.from_numpy(np.asarray(batch[k])) for k in ("input_ids", "token_type_ids",
-                                                              "attention_mask")}
+    keys = ("input_ids", "attention_mask") + (("token_type_ids",) if family != "distilbert" else ())
+    return {k: torch.from_numpy(np.asarray(batch[k])) for k in keys}
+
+
+def classes(family):
+    """The family's AdapterHub model class and bare transformers model class."""
+    import adapters
+    import transformers
+    from minicompacter.harness.formats.families import FAMILIES
+
+    f = FAMILIES[family]
+    return getattr(adapters, f.adapterhub.model_class), getattr(transformers, f.peft.base_class)
 
 
 def head_beside(out, hidden, mask):
@@ -72,67 +92,72 @@ def head_beside(out, hidden, mask):
     return pooled @ w["weight"].T + w["bias"]
 
 
-def adapterhub_side(out, batch, model_dir):
-    import adapters
+def adapterhub_side(out, batch, model_dir, family="bert"):
     import torch
 
     base = out / "base" if (out / "base" / "config.json").exists() else model_dir
-    model = adapters.BertAdapterModel.from_pretrained(str(base), attn_implementation="eager")
+    model = classes(family)[0].from_pretrained(str(base), attn_implementation="eager")
     name = model.load_adapter(str(out), use_safetensors=True)
     model.set_active_adapters(name)
     model.eval()
     with torch.no_grad():
-        result = model(**torch_inputs(batch), output_hidden_states=True)
-    return result.hidden_states[-1].numpy(), result.logits.numpy()
+        result = model(**torch_inputs(batch, family), output_hidden_states=True)
+    hidden = result.hidden_states[-1].numpy()
+    if (out / "minicompacter_head.json").exists():          # a mean-pooled head, beside
+        return hidden, head_beside(out, hidden, batch["attention_mask"])
+    return hidden, result.logits.numpy()
 
 
-def peft_side(out, batch, model_dir):
+def bare_model(model_dir, family):
+    """The family's bare transformers model (no pooler where it has one)."""
+    cls = classes(family)[1]
+    extra = {"add_pooling_layer": False} if family in ("bert", "roberta", "xlm-roberta") else {}
+    return cls.from_pretrained(str(model_dir), attn_implementation="eager", **extra)
+
+
+def peft_side(out, batch, model_dir, family="bert"):
     import torch
     from peft import PeftModel
-    from transformers import BertModel
 
-    base = BertModel.from_pretrained(str(model_dir), add_pooling_layer=False,
-                                     attn_implementation="eager")
-    model = PeftModel.from_pretrained(base, str(out)).eval()
+    model = PeftModel.from_pretrained(bare_model(model_dir, family), str(out)).eval()
     with torch.no_grad():
-        hidden = model(**torch_inputs(batch)).last_hidden_state.numpy()
-        merged = model.merge_and_unload()(**torch_inputs(batch)).last_hidden_state.numpy()
+        hidden = model(**torch_inputs(batch, family)).last_hidden_state.numpy()
+        merged = model.merge_and_unload()(**torch_inputs(batch, family)).last_hidden_state.numpy()
     return hidden, head_beside(out, hidden, batch["attention_mask"]), merged
 
 
-def transformers_side(out, batch):
+def transformers_side(out, batch, family="bert"):
     import torch
-    from transformers import BertModel
 
-    model = BertModel.from_pretrained(str(out), add_pooling_layer=False,
-                                      attn_implementation="eager").eval()
+    model = bare_model(out, family).eval()
     with torch.no_grad():
-        hidden = model(**torch_inputs(batch)).last_hidden_state.numpy()
+        hidden = model(**torch_inputs(batch, family)).last_hidden_state.numpy()
     return hidden, head_beside(out, hidden, batch["attention_mask"])
 
 
-def run_case(i, method, options, target, args, pretrained, model_dir):
+def run_case(i, method, options, target, args, pretrained, model_dir, family="bert",
+             pooling="cls"):
     import minicompacter as mc
     from minicompacter.harness.formats.dispatch import export_adapter
 
-    run = Path(args.out) / f"{i:02d}_{method}_{target}"
-    cfg = mc.TrainConfig(epochs=1, max_length=32, pooling="cls", progress=False)
+    run = Path(args.out) / f"{i:02d}_{family}_{method}_{target}"
+    cfg = mc.TrainConfig(epochs=1, max_length=32, pooling=pooling, progress=False)
     small = {"reduction_factor": 8} if method in ("adapter", "pfeiffer") else {}
-    mc.finetune(pretrained, "synthetic-sentiment", mc.method_config(method, **small, **options),
-                cfg, train_size=64, out=run / "native", model_name="minilm")
+    mc.finetune(pretrained, "synthetic-sentiment", mc.method_config(method, **{**small, **options}),
+                cfg, train_size=64, out=run / "native", model_name=str(model_dir))
     export_adapter(run / "native", target, run / target)
     rows = []
     for group, (a, b) in {"single": (SENTENCES, None),
                           "pair": ([p[0] for p in PAIRS], [p[1] for p in PAIRS])}.items():
         batch = mc.tokenize(pretrained.tokenizer, a, b, max_length=32)
-        ours_hidden, ours_logits = minicompacter_side(run / "native", batch)
+        ours_hidden, ours_logits = minicompacter_side(run / "native", batch, pretrained)
         merged = None
         if target == "adapters":
-            hidden, logits = adapterhub_side(run / target, batch, model_dir)
+            hidden, logits = adapterhub_side(run / target, batch, model_dir, family)
         elif target == "peft":
-            hidden, logits, merged = peft_side(run / target, batch, model_dir)
+            hidden, logits, merged = peft_side(run / target, batch, model_dir, family)
         else:
-            hidden, logits = transformers_side(run / target, batch)
+            hidden, logits = transformers_side(run / target, batch, family)
         real = batch["attention_mask"].astype(bool)
         base = np.asarray(mc.encoder(pretrained.params, batch, pretrained.config))
         rows.append((np.abs(hidden - ours_hidden)[real].max(), np.abs(logits - ours_logits).max(),
@@ -146,6 +171,8 @@ def run_case(i, method, options, target, args, pretrained, model_dir):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/crosscheck", help="where the runs go (default %(default)s)")
+    p.add_argument("--families-only", action="store_true",
+                   help="only the encoder families' runs (not MiniLM's)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import adapters
@@ -165,12 +192,29 @@ def main(argv=None):
     loader = {"adapters": f"adapters {adapters.__version__} BertAdapterModel.load_adapter",
               "peft": f"peft {peft.__version__} PeftModel.from_pretrained",
               "transformers": f"transformers {transformers.__version__} BertModel.from_pretrained"}
-    for i, (method, options, target) in enumerate(CASES):
+    for i, (method, options, target) in enumerate(CASES if not args.families_only else []):
         label, target, (dh, dl, dm, moved) = run_case(i, method, options, target, args,
                                                        pretrained, model_dir)
         lines.append(f"| {label} | {target} | {loader[target]} | {dh:.1e} | {dl:.1e} | "
                      + (f"{dm:.1e} |" if dm is not None else "|") + f" {moved:.1e} |")
         print(lines[-1], flush=True)
+    family_lines = ["| family | method | exported to | loaded by | max abs diff, hidden states | "
+                    "max abs diff, logits | peft merge_and_unload, hidden | what training "
+                    "changed (hidden) |", "|---|---|---|---|---|---|---|---|"]
+    for family, folder in FAMILY_DIRS.items():
+        model_dir = ROOT / "tests" / "fixtures" / "families" / folder
+        base = mc.load_pretrained(model_dir)
+        ah, bare = classes(family)
+        names = {"adapters": f"{ah.__name__}.load_adapter",
+                 "peft": f"{bare.__name__} + PeftModel.from_pretrained",
+                 "transformers": f"{bare.__name__}.from_pretrained"}
+        for i, (method, options, target) in enumerate(FAMILY_CASES):
+            label, target, (dh, dl, dm, moved) = run_case(
+                100 + i, method, options, target, args, base, model_dir, family, pooling="mean")
+            family_lines.append(f"| {family} | {label} | {target} | {names[target]} | {dh:.1e} | "
+                                f"{dl:.1e} | " + (f"{dm:.1e} |" if dm is not None else "|")
+                                + f" {moved:.1e} |")
+            print(family_lines[-1], flush=True)
     print(f"\ntorch {torch.__version__}; six sentences and two pairs, max length 32, eval mode "
           f"(no dropout), eager attention; logits from the library's head (AdapterHub) or from "
           f"minicompacter_head.safetensors applied to the library's hidden states (peft, "
@@ -178,6 +222,7 @@ def main(argv=None):
           f"model's, what the trained method changes (so that a difference far below it means "
           f"the library applied the method)\n")
     print("\n".join(lines))
+    print("\n".join([""] + family_lines))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ def main():
     regression = task.num_labels == 1
     tok = tokenizers.Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
     splits = load_task(args.task, data_dir=args.data_dir, train_size=args.train_size, seed=cfg.seed)
-    pad = tok.token_to_id("[PAD]")
+    pad = tok.token_to_id("[PAD]")                 # MiniLM is a BERT: it pads with [PAD]
+    tok.enable_padding(pad_id=pad, pad_token="[PAD]")
     enc = {k: Encoded(encode(splits[k], tok, task, max_length=cfg.max_length), pad, regression)
            for k in ("train", "validation")}
     if args.order == "grouped":

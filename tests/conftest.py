@@ -68,12 +68,12 @@ def write_checkpoint(directory, pretrained, *, prefix="", old_layer_norm_names=F
     from safetensors.numpy import save_file
 
     from minicompacter.core.tree import dotted, flatten
-    from minicompacter.harness.formats.transformers import hf_names
+    from minicompacter.harness.formats.families import FAMILIES, tensor_names
 
     cfg, params = pretrained.config, pretrained.params
     flat = flatten(params)
     tensors = {}
-    for path, (name, transpose, _) in hf_names(cfg).items():
+    for path, (name, transpose, _) in tensor_names(FAMILIES["bert"], cfg).items():
         if old_layer_norm_names:
             name = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
         t = flat[dotted(path)]

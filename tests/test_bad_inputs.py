@@ -33,7 +33,7 @@ from safetensors.numpy import load_file, save_file
 import minicompacter as mc
 from minicompacter.core.encoder import init_encoder
 from minicompacter.harness.formats.dispatch import load_adapter
-from minicompacter.harness.formats.files import PAUSE_WRITE
+from minicompacter.harness.formats.files import PAUSE_READ, PAUSE_WRITE
 from minicompacter.harness.formats.native import CONFIG, LAST, WEIGHTS
 from minicompacter.harness.training.rundir import HISTORY, LOCK, METRICS
 from minicompacter.harness.training.train import TrainConfig
@@ -296,8 +296,8 @@ CASES = [
          with_model(lambda d: (d / "config.json").write_text("[1, 2]"))),
     Case("model-config-lacks-hidden-size", FT + OUT + ("--model", "{ws}/model"), "has no 'hidden_size'",
          with_model(json_edit("config.json", without("hidden_size")))),
-    Case("model-type-roberta", FT + OUT + ("--model", "{ws}/model"), "model_type 'roberta' is not supported",
-         with_model(json_edit("config.json", lambda c: {**c, "model_type": "roberta"}))),
+    Case("model-type-gpt2", FT + OUT + ("--model", "{ws}/model"), "model_type 'gpt2' is not supported",
+         with_model(json_edit("config.json", lambda c: {**c, "model_type": "gpt2"}))),
     Case("model-no-weights", FT + OUT + ("--model", "{ws}/model"), "has no model.safetensors",
          with_model(lambda d: (d / "model.safetensors").unlink())),
     Case("model-pickle-only", FT + OUT + ("--model", "{ws}/model"), "pytorch_model.bin, a pickle file",
@@ -335,7 +335,7 @@ CASES = [
          with_run(edit=json_edit(CONFIG, without("num_labels")))),
     Case("checkpoint-config-not-json", EVAL, f"{CONFIG} is not valid JSON",
          with_run(edit=lambda d: (d / CONFIG).write_text('{"method": '))),
-    Case("checkpoint-config-wrong-type", EVAL, "'num_labels' is \"two\", not int",
+    Case("checkpoint-config-wrong-type", EVAL, "'num_labels' is \"two\", not an integer",
          with_run(edit=json_edit(CONFIG, lambda c: {**c, "num_labels": "two"}))),
     Case("checkpoint-weights-corrupt", EVAL, "cannot be read as safetensors",
          with_run(edit=lambda d: (d / WEIGHTS).write_bytes(b"\x00\x01garbage"))),
@@ -523,30 +523,18 @@ def test_killed_in_the_first_write_of_last_there_is_nothing_to_resume_and_a_new_
     assert_resumes_as_the_uninterrupted_run(out, world, tmp_path, resume=False)
 
 
-def open_fifo_for_writing(path, proc, timeout=120):
-    """Open a FIFO once the process has opened it to read (it then blocks reading)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("the process never opened the data file")
-
-
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_while_the_data_load_nothing_is_claimed(tmp_path, sig, code):
+    """The data load held by the test hook (MINICOMPACTER_PAUSE_READ) while the signal
+    arrives: a FIFO would do it too, but a data file must be a regular file."""
     with_glue()(tmp_path, None)
-    train = tmp_path / "data" / "RTE" / "train.tsv"
-    train.unlink()
-    os.mkfifo(train)
-    proc = start([a.format(ws=tmp_path) for a in GLUE_RUN + RTE], tmp_path)
-    fd = open_fifo_for_writing(train, proc)
-    try:
-        got, err = interrupt(proc, sig)
-    finally:
-        os.close(fd)
+    proc = subprocess.Popen(command([a.format(ws=tmp_path) for a in GLUE_RUN + RTE]), cwd=tmp_path,
+                            env=dict(os.environ, **{PAUSE_READ: "train.tsv"}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "paused reading" in line:
+            break
+    got, err = interrupt(proc, sig)
     assert got == code and "Traceback" not in err, err
     assert "interrupted before a run was saved" in err and "nothing to resume" in err, err
     assert not (tmp_path / "out").exists()

@@ -199,13 +199,17 @@ def test_with_and_without_the_prefix_read_the_same():
         onp.testing.assert_array_equal(a, b)
 
 
-def test_bert_family_names_and_config_equal_the_bert_loaders(tiny):
-    from minicompacter.harness.formats.transformers import config_from_hf, hf_names
-    hf = {"model_type": "bert", "vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2,
-          "num_attention_heads": 4, "intermediate_size": 37, "max_position_embeddings": 20,
-          "layer_norm_eps": 1e-7, "hidden_act": "gelu_new"}
-    assert families.encoder_config(hf) == config_from_hf(hf)
-    assert families.tensor_names(FAMILIES["bert"], tiny.config) == hf_names(tiny.config)
+def test_the_bert_family_reads_what_the_bert_loader_wrote(tiny, tmp_path):
+    """A BERT directory written by export (transformers.write_directory) reads back, through
+    the BERT family, as the same config and tree."""
+    from minicompacter.harness.formats.transformers import write_directory
+    write_directory(tmp_path, tiny.params, tiny)
+    hf = read_json(tmp_path / "config.json")
+    assert families.family_of(hf) is FAMILIES["bert"] and families.encoder_config(hf) == tiny.config
+    again = mc.load_pretrained(tmp_path)
+    for (p1, a), (p2, b) in zip(leaves(tiny.params), leaves(again.params)):
+        assert p1 == p2
+        onp.testing.assert_array_equal(a, b)
 
 
 def test_minilm_reads_the_same_through_the_bert_family(minilm):

@@ -22,6 +22,7 @@ from minicompacter.core.paths import is_layer_norm
 from minicompacter.core.tree import flatten, merge, split, tree_map
 from minicompacter.harness.formats import adapterhub
 from minicompacter.harness.formats import peft as peft_lora
+from minicompacter.harness.formats.families import FAMILIES
 from minicompacter.harness.formats.files import FormatError
 from minicompacter.harness.formats.dispatch import checkpoint_format
 from minicompacter.harness.formats.files import CheckpointError
@@ -38,6 +39,7 @@ ADAPTERHUB = ["adapterhub_compacter", "adapterhub_compacterpp_equivalent", "adap
               "adapterhub_phm_adapter", "adapterhub_houlsby", "adapterhub_pfeiffer",
               "adapterhub_pfeiffer_equivalent"]
 PEFT = ["peft_lora", "peft_lora_key"]
+BERT = FAMILIES["bert"]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,7 @@ def same_tensors(ours, theirs):
 @pytest.mark.parametrize("fixture", [f for f in ADAPTERHUB if not f.endswith("equivalent")])
 def test_exporting_imported_weights_writes_adapterhubs_own_files(minilm, tmp_path, fixture):
     model, trainable, _, info = mc.load_adapter(FIXTURES / fixture, minilm)
-    written = adapterhub.write(tmp_path, trainable, model, name=info["adapter_name"],
+    written = adapterhub.write(tmp_path, trainable, model, family=BERT, name=info["adapter_name"],
                                model_name=info["base_model"]["name"], label_names=info["label_names"])
     assert sorted(written) == sorted(p.name for p in (FIXTURES / fixture).iterdir())
     for name in written:
@@ -119,7 +121,8 @@ def test_exporting_imported_weights_writes_adapterhubs_own_files(minilm, tmp_pat
 @pytest.mark.parametrize("fixture", PEFT)
 def test_exporting_imported_weights_writes_pefts_own_files(minilm, tmp_path, fixture):
     model, trainable, _, info = mc.load_adapter(FIXTURES / fixture, minilm)
-    peft_lora.write(tmp_path, trainable, model, base_model_name_or_path=info["base_model"]["name"])
+    peft_lora.write(tmp_path, trainable, model, family=BERT,
+                    base_model_name_or_path=info["base_model"]["name"])
     same_tensors(tmp_path / peft_lora.WEIGHTS, FIXTURES / fixture / peft_lora.WEIGHTS)
     ours = json.loads((tmp_path / peft_lora.CONFIG).read_text())
     theirs = json.loads((FIXTURES / fixture / peft_lora.CONFIG).read_text())
@@ -256,7 +259,7 @@ def test_an_unknown_field_left_at_nothing_is_accepted():
 def test_a_peft_field_minicompacter_cannot_honour_is_named(tmp_path, change, message):
     config = json.loads((FIXTURES / "peft_lora" / peft_lora.CONFIG).read_text())
     with pytest.raises(FormatError, match=message):
-        peft_lora.method_config(dict(config, **change), tmp_path)
+        peft_lora.method_config(dict(config, **change), tmp_path, BERT)
 
 
 def test_heads_minicompacter_does_not_compute_are_refused():
@@ -358,6 +361,7 @@ def test_predict_and_export_on_the_command_line(tiny, tmp_path):
     done = run_cli("export", "--checkpoint", str(native), "--to", "adapters", "--out", str(tmp_path / "ah"))
     assert done.returncode == 0, done.stderr
     assert "carried: the trained layer norms" in done.stdout
+    assert f"needs: {tmp_path / 'ah' / 'base'}: load the adapter on it" in done.stdout
     assert (tmp_path / "ah" / adapterhub.WEIGHTS).exists()
     done = run_cli("export", "--checkpoint", str(native), "--to", "peft", "--out", str(tmp_path / "p"))
     assert done.returncode == 2 and "--to adapters" in done.stderr and "Traceback" not in done.stderr

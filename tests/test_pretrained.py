@@ -205,9 +205,10 @@ def test_pickle_files_are_refused(ckpt):
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"position_embedding_type": "relative_key"}, "position_embedding_type 'relative_key' is not supported"),
-    ({"hidden_act": "quick_gelu"}, "hidden_act 'quick_gelu' is not supported"),
-    ({"model_type": "roberta"}, "model_type 'roberta' is not supported"),
+    ({"position_embedding_type": "relative_key"}, "position_embedding_type = 'relative_key' is not supported"),
+    ({"hidden_act": "quick_gelu"}, "hidden_act = 'quick_gelu' is not valid"),
+    ({"model_type": "gpt2"}, "model_type 'gpt2' is not supported"),
+    ({"model_type": "roberta"}, "not as <s> A </s></s> B </s>, the roberta template"),   # BERT's tokenizer
     ({"num_attention_heads": 5}, "not a multiple of num_heads"),
 ])
 def test_unsupported_config_features(ckpt, change, message):
@@ -235,7 +236,7 @@ def test_missing_tensor_and_unknown_tensor(ckpt):
     with pytest.raises(LoadError, match="no tensor 'encoder.layer.2"):
         mc.load_pretrained(ckpt)
     edit_config(ckpt, num_hidden_layers=1)
-    with pytest.raises(LoadError, match="does not know: \\['encoder.layer.1"):
+    with pytest.raises(LoadError, match="does not have: \\['encoder.layer.1"):
         mc.load_pretrained(ckpt)
 
 

@@ -204,12 +204,34 @@ def test_sigterm_is_ctrl_c_while_handled_held_while_deferred_and_restored_after(
                 os.kill(os.getpid(), signal.SIGTERM)
                 done = "the deferred block ran to its end"
         assert done and interrupts.exit_code(caught.value) == 143
+    with interrupts.handled():
         with pytest.raises(KeyboardInterrupt) as caught:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(5)                                      # the handler raises first
         assert not isinstance(caught.value, interrupts.Terminated)
         assert interrupts.exit_code(caught.value) == 130 and not interrupts.pending()
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_once_an_interrupt_is_raised_the_next_ones_are_held_not_raised():
+    """A burst of Ctrl-C: the first raises, the rest arrive while the process is on its way
+    out (saving last/, printing what is on disk) and are held, never raised inside that
+    work; the next handled() block raises again."""
+    with interrupts.handled():
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        for _ in range(3):                                     # the rest of the burst
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        with interrupts.deferred():
+            pass                                               # held, and not raised here either
+        assert interrupts.pending()
+    with interrupts.handled():
+        assert not interrupts.pending()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
 
 
 def test_a_failed_write_is_one_clear_line_and_the_checkpoint_stays(tmp_path, monkeypatch, capsys):

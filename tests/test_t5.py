@@ -477,7 +477,7 @@ def write_safetensors(path, tensors):
 
 
 def test_bfloat16_and_float16_tensors_convert_exactly(tmp_path):
-    from minicompacter.harness.formats.t5 import read_safetensors_file
+    from minicompacter.harness.formats.files import read_tensors
 
     values = onp.array([1.0, -2.5, 3.140625, 1e-30, -65280.0, 0.0, 2.0 ** -130], onp.float32)
     bf16 = (values.view(onp.uint32) & 0xFFFF0000).view(onp.float32)      # exactly bfloat16
@@ -485,7 +485,7 @@ def test_bfloat16_and_float16_tensors_convert_exactly(tmp_path):
     halves = onp.array([1.0, -2.5, 0.0009765625, 65504.0], onp.float16)
     write_safetensors(tmp_path / "x.safetensors", {
         "bf": ("BF16", (7,), top.tobytes()), "f16": ("F16", (2, 2), halves.tobytes())})
-    read = read_safetensors_file(tmp_path / "x.safetensors")
+    read = read_tensors(tmp_path / "x.safetensors")
     assert read["bf"].dtype == onp.float32 and onp.array_equal(read["bf"], bf16)
     assert onp.array_equal(read["f16"], halves.astype(onp.float32).reshape(2, 2))
 
@@ -586,8 +586,8 @@ def test_damaged_files_and_pickles_are_refused_before_any_tensor_is_read(tmp_pat
     with pytest.raises(LoadError, match="header length is wrong"):
         load_t5_directory(directory)
     write_safetensors(weights, {"shared.weight": ("I64", (2,), bytes(16))})
-    with pytest.raises(LoadError, match="'shared.weight' is stored as 'I64'; T5 weights are "
-                                        "floating point"):
+    with pytest.raises(LoadError, match="'shared.weight' is stored as 'I64'; minicompacter reads "
+                                        "floating-point weights only"):
         load_t5_directory(directory)
     weights.unlink()
     (directory / "pytorch_model.bin").write_bytes(b"not read")

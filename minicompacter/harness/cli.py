@@ -20,16 +20,20 @@ defaults and descriptions: `COMMANDS` below says which command takes which, and
 `build_parser` makes the parser from it.
 
 `main` runs a command with SIGTERM handled as Ctrl-C (interrupts.handled) and turns what
-a user can cause into one line on stderr and an exit code: 2 for bad input (refused
-before any work), 1 for a run that had to stop or a file that could not be written, 130
-for Ctrl-C and 143 for SIGTERM (DIR/last/ saved, and the message says what is on disk).
+a user can cause into one line on stderr and an exit code: 2 for bad input, named (refused
+before any work); 1 for a run that had to stop, or the environment failing (a full disk, a
+permission, a read-only file system: the path and the cause named, and the advice to free
+space only for a full disk); 130 for Ctrl-C and 143 for SIGTERM (DIR/last/ saved, and the
+message says what is on disk).
 """
 
 import argparse
 import dataclasses
+import errno
 import importlib.util
 import json
 import os
+import signal
 import sys
 import time
 import typing
@@ -44,8 +48,8 @@ from ..core.encoder import pool
 from ..core.methods import METHODS, AdapterConfig, method_config
 from ..core.model import init_model
 from .data.tasks import tasks
-from .formats.dispatch import export_adapter
-from .formats.files import LoadError
+from .formats.dispatch import MANIFEST, export_adapter
+from .formats.files import LoadError, json_file
 from .formats.native import CONFIG, WEIGHTS
 from .pretrained import encode_texts, load_pretrained
 from .study.results import run_study
@@ -95,12 +99,15 @@ def cmd_encode(args):
 
 
 def count_one(name, shapes, pretrained, args):
-    """The analytic count (and the measured one when a tree exists) for one method."""
+    """The analytic count (and the measured one when a tree exists) for one method. The
+    tree is built only when it fits in the memory available (checks.memory_fits)."""
     config = method_from_args(name, args)
     result = summary(count_analytic(config, shapes, args.num_labels), base_total(shapes))
     result = {"model": shapes.name, "method": name, **result, "measured": None,
               "config": {k: v for k, v in vars(config).items()}}
     if pretrained is not None:
+        checks.memory_fits(4 * result["trainable"], f"the measured count of {name} with "
+                           f"--num-labels {args.num_labels:,} builds its trainable tree, which")
         _, trainable, _ = init_model(onp.random.default_rng(0), pretrained, config,
                                      num_labels=args.num_labels)
         result["measured"] = sum(count_measured(trainable, config).values())
@@ -108,6 +115,9 @@ def count_one(name, shapes, pretrained, args):
 
 
 def cmd_count(args):
+    if args.num_labels < 1:
+        raise ValueError(f"--num-labels must be at least 1 (1 for regression), got "
+                         f"{args.num_labels}.")
     known = {"t5-base": T5_BASE, "bert-base-uncased": BERT_BASE}
     pretrained = None
     if args.model in known:
@@ -230,7 +240,21 @@ def _base(args):
     return load_pretrained(args.model)
 
 
+def unfinished_notice(checkpoint):
+    """A notice on stderr when the checkpoint is the best so far of a run that has not
+    finished (its last/ is there, its metrics.json not)."""
+    try:
+        kind, _, where = rundir.existing_run(checkpoint)
+    except ValueError:
+        return
+    if kind == "unfinished":
+        print(f"notice: {checkpoint} holds an unfinished run ({where}); its checkpoint is the "
+              f"best validation so far, not the run's result (finetune --resume finishes it).",
+              file=sys.stderr)
+
+
 def cmd_evaluate(args):
+    unfinished_notice(args.checkpoint)
     print(json.dumps(evaluate_checkpoint(args.checkpoint, args.task, data_dir=args.data_dir,
                                          pretrained=_base(args))))
     return 0
@@ -260,6 +284,7 @@ def read_inputs(args):
 
 def cmd_predict(args):
     texts, pairs = read_inputs(args)
+    unfinished_notice(args.checkpoint)
     results = predict_texts(args.checkpoint, texts, pairs, pretrained=_base(args))
     for i, (text, r) in enumerate(zip(texts, results)):
         shown = text if pairs is None else f"{text} | {pairs[i]}"
@@ -274,14 +299,30 @@ def cmd_predict(args):
 
 
 def cmd_export(args):
+    unfinished_notice(args.checkpoint)
     summary = export_adapter(args.checkpoint, args.to, args.out, pretrained=_base(args),
-                             name=args.name)
+                             name=args.name, replace=args.replace)
     print(f"exported {args.checkpoint} for {args.to} to {args.out}:")
     for path in summary["written"]:
         print(f"  {path}")
     for note in summary["notes"]:
         print(f"carried: {note}")
+    if summary["needs_base"]:
+        print(f"needs: {Path(args.out) / 'base'}: load the adapter on it, not on the original "
+              f"base model (the trained layer norms are there; {Path(args.out) / 'README.md'} "
+              f"says how)")
     return 0
+
+
+def export_interrupted(args):
+    """What an interrupted export leaves in --out, read from disk."""
+    manifest = json_file(Path(args.out) / MANIFEST)
+    done = isinstance(manifest, dict) and manifest.get("to") == args.to and \
+        manifest.get("checkpoint") == str(Path(args.checkpoint).resolve())
+    if done:
+        return f"interrupted once the export had finished: {args.out} holds it whole."
+    return (f"interrupted. {args.out} is as it was: an export is written beside it and renamed "
+            f"into place whole, never half.")
 
 
 def cmd_compare(args):
@@ -417,7 +458,11 @@ COMMANDS = {
          (("--out",), {"required": True, "help": "the directory to write"}),
          (("--name",), {"default": None, "help": "the adapter's name in AdapterHub's files "
                                                  "(default: the task)"}),
-         BASE_MODEL)),
+         (("--replace",), {"action": "store_true",
+                           "help": "replace the earlier export --out holds (only the files it "
+                                   "wrote)"}),
+         BASE_MODEL),
+        export_interrupted),
     "compare": Command(
         cmd_compare, "compare methods on one task",
         "Fine-tune several methods on one task, each in its own process (so peak memory is per "
@@ -498,7 +543,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     tune_malloc()                   # a command's process is ours to tune (training/process.py)
     with handled():                 # SIGTERM as Ctrl-C, for the command's duration
-        return run_command(args)
+        code = run_command(args)
+    if code in (130, 143):          # interrupted: the process is ending, and the rest of a
+        for s in (signal.SIGINT, signal.SIGTERM):    # burst of Ctrl-C must not kill it on
+            signal.signal(s, signal.SIG_IGN)         # the way out
+    return code
 
 
 def run_command(args):
@@ -514,13 +563,27 @@ def run_command(args):
     except (TrainingError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:            # a disk that filled up, a file-size limit, ...
-        print(f"error: {e.filename or 'a file'}: {e.strerror or e}. The files written before "
-              f"are as they were (checkpoints and metrics are written under a temporary name, "
-              f"then renamed); free the space or raise the limit, then run the command again "
-              f"(with --resume if the run saved its last/).",
-              file=sys.stderr)
+    except OSError as e:            # the environment: a full disk, a permission, ...
+        print(f"error: {environment_message(e)}", file=sys.stderr)
         return 1
+
+
+# errors of the environment that free space or a higher limit cure
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def environment_message(e):
+    """One line for an OSError: the path, the cause and, for a full disk or a file-size
+    limit only, what to do."""
+    path = " -> ".join(str(p) for p in (e.filename, e.filename2) if p) or "a file"
+    line = f"{path}: {e.strerror or e}."
+    if e.errno in FULL:
+        line += (" The files written before are as they were (every file is written under a "
+                 "temporary name, then renamed); free the space or raise the limit, then run "
+                 "the command again (with --resume if a run saved its last/).")
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        line += " Check that you may write (or read) there, or choose another place."
+    return line
 
 
 if __name__ == "__main__":

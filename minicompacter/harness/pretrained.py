@@ -5,7 +5,8 @@
   - "tiny": a small randomly initialised encoder with its own small WordPiece tokenizer,
     made on the spot with no download (for tests and quick experiments);
   - a directory holding config.json, model.safetensors (or a sharded
-    model.safetensors.index.json) and tokenizer.json (or vocab.txt), read by
+    model.safetensors.index.json) and tokenizer.json (or vocab.txt) of any encoder family
+    formats/families.py knows (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA), read by
     formats/transformers.py;
   - a Hugging Face hub id ("prajjwal1/bert-tiny"), fetched with huggingface_hub when
     the hub can be reached.
@@ -30,8 +31,8 @@ from ..core.threads import parallel
 from ..core.tree import flatten
 from .data.batches import EVAL_BATCH_SIZE, MAX_LENGTH, tokenize
 from .data.synthetic import vocabulary
-from .formats.files import LoadError
-from .formats.transformers import PICKLE_SUFFIXES, read_directory
+from .formats.files import PICKLE_SUFFIXES, LoadError, finite_outputs
+from .formats.transformers import read_directory
 from .training import checks
 
 BUILTIN = {
@@ -46,9 +47,11 @@ class Pretrained(NamedTuple):
     config: EncoderConfig     # the encoder's shapes and settings
     params: dict              # the parameter tree (encoder.py), float32 by default
     tokenizer: object         # a `tokenizers.Tokenizer`, padding to the longest in a batch
+                              # with the family's pad token (what `tokenize` pads with)
     name: str = ""            # where it came from: a built-in name, a hub id or a path
     path: Optional[str] = None    # the absolute directory it was read from (None: made here)
     hub_id: Optional[str] = None  # its Hugging Face hub id, where one is known
+    family: str = "bert"      # its encoder family, a key of formats/families.FAMILIES
 
 
 # The hub ids of the built-in models that have one: exports name the base model by it, and
@@ -86,6 +89,7 @@ def tiny_tokenizer(corpus=None, vocab_size=1000):
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")      # to the longest in a batch
     return tok
 
 
@@ -129,8 +133,9 @@ def minilm_dir():
 def load_directory(directory, *, dtype=onp.float32, name=None, hub_id=None):
     """A Pretrained from a transformers checkpoint directory (formats/transformers.py)."""
     directory = Path(directory)
-    cfg, params, tok = read_directory(directory, dtype=dtype)
-    return Pretrained(cfg, params, tok, name or str(directory), str(directory.resolve()), hub_id)
+    cfg, params, tok, family = read_directory(directory, dtype=dtype)
+    return Pretrained(cfg, params, tok, name or str(directory), str(directory.resolve()), hub_id,
+                      family)
 
 
 def load_tiny(*, dtype=onp.float32, seed=0):
@@ -145,7 +150,8 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def load_pretrained(name_or_path, *, dtype=onp.float32):
-    """Config, parameters and tokenizer of a pretrained BERT-style encoder.
+    """Config, parameters and tokenizer of a pretrained encoder (BERT, RoBERTa, XLM-RoBERTa,
+    DistilBERT or ELECTRA).
 
     name_or_path: "minilm", "tiny", a checkpoint directory, or a Hugging Face hub id.
     dtype: of the floating-point parameters (float32; float64 for gradient checks)."""
@@ -188,18 +194,22 @@ def encode_texts(pretrained, texts, pairs=None, *, max_length=None, batch_size=E
     """Hidden states of texts (or text pairs) under a pretrained encoder, no dropout.
 
     max_length: tokens per row after truncation (default: data.batches.MAX_LENGTH, the
-    paper's, or the model's number of positions if smaller).
+    paper's, or the tokens the model's positions hold if fewer: cfg.max_length).
     Returns (hidden (B, T, d), mask (B, T)): every row padded to the longest text, the
-    mask 1 on real tokens. Runs in chunks of batch_size rows to bound memory."""
+    mask 1 on real tokens. Runs in chunks of batch_size rows to bound memory. States that
+    are not finite raise files.NonFiniteError (the message predict and evaluate give)."""
     cfg = pretrained.config
     if max_length is None:
-        max_length = min(MAX_LENGTH, cfg.max_positions)
+        max_length = min(MAX_LENGTH, cfg.max_length)
     checks.max_length_fits(max_length, cfg)
     batch = tokenize(pretrained.tokenizer, texts, pairs, max_length=max_length)
-    with parallel():
+    with parallel(), onp.errstate(all="ignore"):    # an overflow is refused below, not printed
         chunks = [encoder(pretrained.params, {k: v[i:i + batch_size] for k, v in batch.items()},
                           cfg) for i in range(0, len(batch["input_ids"]), batch_size)]
-    return onp.concatenate(chunks, axis=0), batch["attention_mask"]
+    hidden = onp.concatenate(chunks, axis=0)                     # (B, T, d)
+    mask = batch["attention_mask"].astype(bool)
+    finite_outputs(onp.where(mask[:, :, None], hidden, 0.0), "texts")   # padding is not output
+    return hidden, batch["attention_mask"]
 
 
 # --- which base model a checkpoint was trained on -------------------------------------------

@@ -1,8 +1,9 @@
 """Texts to batches: tokenising, a split held as token ids, and length-bucketed batches.
 
     tokenize(tokenizer, texts, pairs)   padded (B, T) arrays for the encoder
+    pad_token(tokenizer)                the (token, id) it pads with: the model family's
     encode(dataset, tokenizer, task)    a split's rows as unpadded token ids, once
-    Encoded(columns).batch(index)       rows padded to the longest of them, with the labels
+    Encoded(columns, pad_id).batch(index)       rows padded to the longest of them, with the labels
     batch_order(lengths, batch_size)    rows grouped into batches of similar length
 
 The lengths every run and tool defaults to are defined here, once.
@@ -15,12 +16,24 @@ MIN_LENGTH = 8            # the shortest max_length accepted: the special tokens
 EVAL_BATCH_SIZE = 64      # rows per batch when evaluating or predicting
 
 
+def pad_token(tokenizer):
+    """(token, id) a tokenizer pads with: the padding `load_pretrained` set on it, the
+    model family's pad token ([PAD] for BERT, <pad> for RoBERTa, ...)."""
+    padding = tokenizer.padding
+    if padding is None:
+        raise ValueError("The tokenizer has no pad token set; use the tokenizer of a model "
+                         "that load_pretrained returned (it pads with the model family's pad "
+                         "token), or call tokenizer.enable_padding(pad_id=..., pad_token=...).")
+    return padding["pad_token"], padding["pad_id"]
+
+
 def tokenize(tokenizer, texts, pairs=None, *, max_length=MAX_LENGTH, padding=True):
-    """Tokenise single texts or (text, pair) pairs with a `tokenizers.Tokenizer`.
+    """Tokenise single texts or (text, pair) pairs with a `tokenizers.Tokenizer` (as
+    `load_pretrained` returns it: padding with its family's pad token, `pad_token`).
 
     Returns {"input_ids", "token_type_ids", "attention_mask"}: with padding, (B, T) int64
     arrays, T the longest row after truncation to max_length (a pair is truncated
-    longest-first); without, lists of lists."""
+    longest-first), padded on the right; without, lists of lists."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if pairs is not None:
         pairs = [pairs] if isinstance(pairs, str) else list(pairs)
@@ -33,21 +46,20 @@ def tokenize(tokenizer, texts, pairs=None, *, max_length=MAX_LENGTH, padding=Tru
     if max_length < MIN_LENGTH:
         raise ValueError(f"max_length {max_length} leaves too little room for the text besides "
                          f"the special tokens (2 or 3 of a row); use at least {MIN_LENGTH}.")
-    pad_id = tokenizer.token_to_id("[PAD]")
-    if pad_id is None:
-        raise ValueError("The tokenizer has no [PAD] token; minicompacter expects a BERT-style "
-                         "WordPiece tokenizer.")
+    token, pad_id = pad_token(tokenizer)
     tokenizer.enable_truncation(max_length)
     if padding:
-        tokenizer.enable_padding(pad_id=pad_id, pad_token="[PAD]")   # to the longest in the batch
+        tokenizer.enable_padding(pad_id=pad_id, pad_token=token)   # to the longest, on the right
     else:
         tokenizer.no_padding()
-    encodings = tokenizer.encode_batch(texts if pairs is None else list(zip(texts, pairs)))
+    try:
+        encodings = tokenizer.encode_batch(texts if pairs is None else list(zip(texts, pairs)))
+    finally:                                     # as load_pretrained left it
+        tokenizer.enable_padding(pad_id=pad_id, pad_token=token)
     out = {"input_ids": [e.ids for e in encodings], "token_type_ids": [e.type_ids for e in encodings],
            "attention_mask": [e.attention_mask for e in encodings]}
     if padding:
         out = {k: onp.array(v, dtype=onp.int64) for k, v in out.items()}
-    tokenizer.no_padding()
     return out
 
 
@@ -69,9 +81,10 @@ def encode(dataset, tokenizer, task, *, max_length=MAX_LENGTH, chunk=1000):
 
 class Encoded:
     """A tokenised split held as NumPy arrays, ready to be cut into padded batches.
-    columns: what `encode` returns (input_ids, token_type_ids, label)."""
+    columns: what `encode` returns (input_ids, token_type_ids, label); pad_id: the id rows
+    are padded with (the tokenizer's, `pad_token`: 0 for BERT's [PAD], 1 for RoBERTa's)."""
 
-    def __init__(self, columns, pad_id=0, regression=False):
+    def __init__(self, columns, pad_id, regression=False):
         self.ids = [onp.asarray(x, onp.int64) for x in columns["input_ids"]]
         self.types = [onp.asarray(x, onp.int64) for x in columns["token_type_ids"]]
         self.labels = onp.asarray(columns["label"], onp.float32 if regression else onp.int64)

@@ -14,22 +14,26 @@ A local GLUE directory holds one folder per task (CoLA, SST-2, MRPC, QQP, STS-B,
 QNLI, RTE, WNLI) with train.tsv and dev.tsv (MNLI: dev_matched.tsv): UTF-8 (a byte-order
 mark is allowed), tab-separated, one header row, no quoting, columns `sentence, label` or
 `sentence1, sentence2, label`, integer labels as in the Hugging Face `glue` dataset, float
-scores in [0, 5] for STS-B. Blank lines at the end of a file are ignored.
+scores in [0, 5] for STS-B, written in ASCII digits ("1", "3.8", "4e-1"; not "0_5" or
+"१"). Blank lines at the end of a file are ignored. A field may be of any length (csv's
+131,072-character limit does not apply: lines are split on tabs here). A data file must be
+a regular file: a directory or a FIFO is refused by name, never read or waited on.
 
 Labels are checked where they enter, whatever the source (a file, the hub, the synthetic
 suite): a class id in range, or a finite score in SCORE_RANGE.
 """
 
-import csv
 import dataclasses
-import io
 import math
 import os
+import re
+import stat
 import warnings
 from pathlib import Path
 
 import numpy as onp
 
+from ..formats.files import read_bytes
 from .synthetic import SYNTHETIC_TASKS, load_synthetic
 
 SPLIT_SEED = 42           # fixes the validation / test split of every task
@@ -97,10 +101,14 @@ class DataError(ValueError):
 def read_tsv(path, task):
     """{column: list} from one normalised GLUE TSV file, every row checked."""
     path = Path(path)
+    needs = (f"A GLUE directory needs {task.folder}/train.tsv and {task.folder}/{task.dev_file} "
+             f"(tab-separated, a header row with {', '.join(task.columns + ('label',))}).")
     if not path.exists():
-        raise DataError(f"{path} does not exist. A GLUE directory needs {task.folder}/train.tsv "
-                        f"and {task.folder}/{task.dev_file} (tab-separated, a header row with "
-                        f"{', '.join(task.columns + ('label',))}).")
+        raise DataError(f"{path} does not exist. {needs}")
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a FIFO or a device)"
+        raise DataError(f"{path} is {kind}; it must be a file. {needs}")
     rows = read_rows(path)
     if not rows:
         raise DataError(f"{path} is empty; expected a header row and examples.")
@@ -130,18 +138,24 @@ def read_rows(path):
     """The rows of a tab-separated file, read as UTF-8 (a byte-order mark is dropped);
     blank lines at the end are dropped. A file that is not UTF-8 is an error naming the
     line and the byte."""
-    raw = Path(path).read_bytes()
+    raw = read_bytes(path)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise DataError(f"{path}, line {line}: byte 0x{raw[e.start]:02x} is not UTF-8; the file "
                         f"must be UTF-8 (convert it, e.g. iconv -f latin1 -t utf-8).") from None
-    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t",
-                           quoting=csv.QUOTE_NONE))
+    rows = [line.split("\t") if line else [] for line in LINE_END.split(text)]
     while rows and not rows[-1]:
         rows.pop()
     return rows
+
+
+LINE_END = re.compile(r"\r\n|\r|\n")      # the line ends csv's reader knows, and only they
+# labels as the GLUE files write them: ASCII digits only (int() and float() also take "0_5",
+# "١" and " 1 ")
+CLASS_ID = re.compile(r"-?[0-9]+", re.ASCII)
+SCORE = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", re.ASCII)
 
 
 def expected_labels(task):
@@ -163,10 +177,10 @@ def valid_label(value, task):
 
 def parse_label(text, task, where):
     """The label in a file's field `text`; a DataError naming `where` if it is not one."""
-    try:
+    pattern = SCORE if task.is_regression else CLASS_ID
+    value = None
+    if pattern.fullmatch(text):
         value = float(text) if task.is_regression else int(text)
-    except ValueError:
-        value = None
     if value is None or not valid_label(value, task):
         raise DataError(f"{where}: unknown label {text!r} for {task.name}; expected "
                         f"{expected_labels(task)}.")
@@ -194,7 +208,8 @@ def load_raw(task, data_dir=None):
     root = glue_dir(data_dir)
     if root is not None:
         if not root.is_dir():
-            raise DataError(f"GLUE directory {root} does not exist; give --data-dir (or set "
+            what = "is a file, not a directory" if root.exists() else "does not exist"
+            raise DataError(f"GLUE directory {root} {what}; give --data-dir (or set "
                             f"GLUE_DIR) to a folder holding {task.folder}/train.tsv.")
         columns = {"train": read_tsv(root / task.folder / "train.tsv", task),
                    "dev": read_tsv(root / task.folder / task.dev_file, task)}

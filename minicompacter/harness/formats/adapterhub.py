@@ -1,19 +1,21 @@
 """AdapterHub's adapter files (the `adapters` library, 1.x): read into a minicompacter
-model, and a minicompacter adapter written as AdapterHub saves one.
+model, and a minicompacter adapter written as AdapterHub saves one, for every encoder family
+(families.py: BERT, RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA).
 
-`BertAdapterModel.save_adapter(DIR, NAME, with_head=True)` writes, for a bottleneck adapter:
+`{Family}AdapterModel.save_adapter(DIR, NAME, with_head=True)` writes, for a bottleneck adapter:
 
     adapter_config.json     {"config": {BnConfig's fields}, "hidden_size", "model_class":
-                            "BertAdapterModel", "model_name" (the base model's hub id),
-                            "model_type": "bert", "name": NAME, "version"}
-    adapter.safetensors     per block i and slot (LOCATIONS: attention.output for the attention
-                            slot, output for the FFN slot), under
-                            bert.encoder.layer.{i}.{location}.adapters.{NAME}.:
+                            "BertAdapterModel" (RobertaAdapterModel, ...), "model_name" (the
+                            base model's hub id), "model_type": "bert", "name": NAME, "version"}
+    adapter.safetensors     per block i and slot, under the family's name for it
+                            (families.adapterhub_prefix: bert.encoder.layer.{i}.attention.output
+                            .adapters.{NAME}. for the attention slot, ...output.adapters... for
+                            the FFN slot; DistilBERT's attention_adapters / output_adapters):
                               dense: adapter_down.0.weight (k, d), .bias; adapter_up.weight (d, k), .bias
                               PHM:   adapter_down.0.W_left (n, d/n, r), .W_right (n, r, k/n) (or .W
                                      (n, d/n, k/n)), .b, .phm_rule (n, n, n) unless shared; the same
                                      under adapter_up (without the ".0")
-                            and, with a shared rule, bert.shared_parameters.{NAME}.phm_rule (n, n, n)
+                            and, with a shared rule, {prefix}shared_parameters.{NAME}.phm_rule (n, n, n)
     head_config.json        {"config": {"head_type": "classification", "num_labels", "layers",
                             "activation_function", "use_pooler", "bias", "label2id", ...}, ...}
     model_head.safetensors  heads.{NAME}.1.weight (labels, d), .bias (one layer on [CLS]); with
@@ -29,7 +31,10 @@ What AdapterHub computes in a BERT block, with x the sublayer's input and f its 
     original_ln_before True, residual_before_ln True (SeqBnConfig, CompacterPlusPlusConfig):
         LN(x + f + A(LN(x + f))), which AdapterConfig(original_ln_before=True) computes.
 Every other field must have the value that gives one of these two blocks; a field with
-any other value is refused by name, never ignored.
+any other value is refused by name, never ignored. Every file is read through files.py's
+checked readers: each JSON field's type and range, the tensors' dtypes and values; and the
+numbers the files hold must be the numbers the config describes before the model is built
+(`check_size`), so a config naming a huge head or bottleneck allocates nothing.
 """
 
 import dataclasses
@@ -37,20 +42,24 @@ import json
 from pathlib import Path
 
 import numpy as onp
-from safetensors.numpy import save
 
+from ...core.counting import count_analytic, shapes_from_config
 from ...core.layers import ACTIVATIONS
 from ...core.methods import AdapterConfig
 from ...core.model import init_model
 from ...core.paths import ATTENTION_ADAPTER, FFN_ADAPTER, HEAD, SHARED
 from ...core.tree import flatten
-from .files import FormatError, atomic_write, check_tree, json_file, read_tensors, refuse_pickle
+from .files import (FLAG, OBJECT, FormatError, atomic_write, check_fields, check_tree, integer,
+                    json_file, nullable, number, read_json_object, read_tensors, refuse_pickle,
+                    tensor_bytes, text)
 
 CONFIG, WEIGHTS, PICKLE = "adapter_config.json", "adapter.safetensors", "pytorch_adapter.bin"
 HEAD_CONFIG, HEAD_WEIGHTS, HEAD_PICKLE = ("head_config.json", "model_head.safetensors",
                                           "pytorch_model_head.bin")
-LOCATIONS = {ATTENTION_ADAPTER: "attention.output", FFN_ADAPTER: "output"}
+SLOTS = (ATTENTION_ADAPTER, FFN_ADAPTER)
 VERSION = "adapters.1.3.0"          # the release whose files these are (and were checked with)
+READS = "adapters.1."               # the releases whose files are read
+FIX = "the files are not an adapter as AdapterHub's adapters 1.x saves one (save_adapter)."
 
 # BnConfig fields that must have exactly these values: with them, a block is one of the two
 # above. (original_ln_before is free, and residual_before_ln must be True when it is set.)
@@ -62,24 +71,56 @@ FIXED = {"original_ln_after": True, "adapter_residual_before_ln": False, "ln_bef
 # fields that describe only how the weights were first drawn, which a trained adapter no
 # longer depends on
 INIT_ONLY = ("init_weights", "init_weights_seed")
-# BnConfig field -> AdapterConfig field, the same value
-SAME = ("mh_adapter", "output_adapter", "reduction_factor", "non_linearity", "original_ln_before",
-        "phm_dim", "phm_rank", "shared_phm_rule", "factorized_phm_W", "phm_c_init",
-        "phm_init_range", "hypercomplex_nonlinearity", "phm_bias")
+# BnConfig field -> AdapterConfig field, the same value; and what each may be
+SAME = {"mh_adapter": FLAG, "output_adapter": FLAG, "reduction_factor": integer(1),
+        "non_linearity": text(), "original_ln_before": FLAG, "phm_dim": integer(1),
+        "phm_rank": integer(1), "shared_phm_rule": FLAG, "factorized_phm_W": FLAG,
+        "phm_c_init": text(), "phm_init_range": number(0), "hypercomplex_nonlinearity": text(),
+        "phm_bias": FLAG}
+# adapter_config.json's own fields
+META = {"config": OBJECT, "name": text(), "version": text(), "model_type": text()}
+META_OPTIONAL = {"hidden_size": integer(1), "model_class": text(), "model_name": nullable(text())}
+# head_config.json's "config"
+HEAD_FIELDS = {"head_type": text(), "num_labels": integer(1), "layers": integer(1)}
+HEAD_OPTIONAL = {"activation_function": nullable(text()), "use_pooler": FLAG, "bias": FLAG,
+                 "label2id": nullable(OBJECT), "dropout_prob": nullable(number(0, 1))}
 
 
 def is_adapterhub(directory):
-    """An AdapterHub adapter directory: adapter_config.json with a BnConfig under "config"."""
+    """An AdapterHub adapter directory: adapter_config.json as save_adapter writes it (its
+    BnConfig under "config", its model_class and version), of any release: a file of another
+    release, or a damaged one, is then refused by `read_meta` with the reason, not taken for
+    another format. (peft's has a peft_type; minicompacter 0.1.0's a method.)"""
     config = json_file(Path(directory) / CONFIG)
-    return isinstance(config, dict) and isinstance(config.get("config"), dict) \
-        and str(config.get("version", "")).startswith("adapters")
+    return isinstance(config, dict) and "peft_type" not in config and "method" not in config \
+        and any(k in config for k in ("config", "model_class", "version"))
+
+
+def read_meta(source, family, width):
+    """adapter_config.json, every field checked: written by adapters 1.x, for this family's
+    model of this width."""
+    meta = read_json_object(source, META, optional=META_OPTIONAL, error=FormatError, fix=FIX)
+    if not meta["version"].startswith(READS):
+        raise FormatError(f"{source}: written by {meta['version']!r}; minicompacter reads the "
+                          f"files of AdapterHub's adapters 1.x (version \"adapters.1.*\"): load the "
+                          f"adapter with adapters 1.x and save it again (save_adapter).")
+    if meta["model_type"] != family.adapterhub.model_type:
+        raise FormatError(f"{source}: an adapter for a {meta['model_type']} model "
+                          f"({meta.get('model_class')}), and the base model is a "
+                          f"{family.model_type} ({family.adapterhub.model_class}); load it on the "
+                          f"model it was trained on (--model).")
+    if meta.get("hidden_size", width) != width:
+        raise FormatError(f"{source}: an adapter for a model of width {meta['hidden_size']}, and "
+                          f"the base model given has width {width}; load it on the model it was "
+                          f"trained on (--model).")
+    return meta
 
 
 # --- the config ---------------------------------------------------------------------------
 
 def method_config(bn, source):
     """The AdapterConfig that computes what a BnConfig (a dict) computes; FormatError naming
-    the first field it cannot honour."""
+    the first field it cannot honour or whose value is of the wrong type."""
     architecture = bn.get("architecture", "bottleneck")
     if architecture != "bottleneck":
         raise FormatError(f"{source}: architecture {architecture!r}; minicompacter reads "
@@ -98,12 +139,17 @@ def method_config(bn, source):
     if bn.get("non_linearity") not in ACTIVATIONS:
         raise FormatError(f"{source}: non_linearity {bn.get('non_linearity')!r} is not one "
                           f"minicompacter computes ({', '.join(sorted(ACTIVATIONS))}).")
-    if not isinstance(bn.get("reduction_factor"), int):
+    if not isinstance(bn.get("reduction_factor"), int) or isinstance(bn["reduction_factor"], bool):
         raise FormatError(f"{source}: reduction_factor {bn.get('reduction_factor')!r}; "
                           f"minicompacter needs one whole number for every layer.")
+    check_fields(bn, optional={**SAME, "phm_layer": FLAG}, source=f"{source}'s config",
+                 error=FormatError, fix=FIX)
     fields = {f: bn[f] for f in SAME if f in bn}
     fields["projection"] = "phm" if bn.get("phm_layer") else "dense"
-    return AdapterConfig(method=preset_name(fields), train_layer_norms=False, **fields)
+    try:
+        return AdapterConfig(method=preset_name(fields), train_layer_norms=False, **fields)
+    except ValueError as e:
+        raise FormatError(f"{source}: {e}") from None
 
 
 def preset_name(fields):
@@ -140,22 +186,22 @@ def _projection_names(prefix, projection, p):
     return names
 
 
-def adapter_names(trainable, cfg, name):
+def adapter_names(trainable, cfg, name, family):
     """{AdapterHub tensor name: (minicompacter dotted path, transpose?)} for every adapter
-    leaf of a trainable tree (and the shared rule)."""
+    leaf of a trainable tree (and the shared rule), under the family's names."""
     dense = cfg.projection == "dense"
     out = {}
     for i, layer in enumerate(trainable["layers"]):
-        for slot, location in LOCATIONS.items():
+        for slot in SLOTS:
             if slot not in layer:
                 continue
-            base = f"bert.encoder.layer.{i}.{location}.adapters.{name}."
+            base = family.adapterhub_prefix(i, slot, name)
             for part, prefix in (("down", "adapter_down.0."), ("up", "adapter_up.")):
                 for theirs, ours in _projection_names(base + prefix, cfg.projection,
                                                       layer[slot][part]).items():
                     out[theirs] = (f"layers.{i}.{slot}.{part}.{ours}", dense and ours == "w")
     if SHARED in trainable:
-        out[f"bert.shared_parameters.{name}.phm_rule"] = (f"{SHARED}.A", False)
+        out[family.adapterhub_shared_rule(name)] = (f"{SHARED}.A", False)
     return out
 
 
@@ -178,12 +224,14 @@ def head_config(num_labels, layers, label_names=()):
 
 
 def read_head_config(config, source):
-    """(num_labels, layers, label names) of a head minicompacter computes exactly; FormatError
-    for any other head."""
+    """(num_labels, layers, label names) of a head minicompacter computes exactly (head_config
+    .json's "config", every field checked); FormatError for any other head."""
+    check_fields(config, HEAD_FIELDS, HEAD_OPTIONAL, source=f"{source}'s config",
+                 error=FormatError, fix=FIX)
     wanted = {"head_type": ("classification",), "use_pooler": (False,), "bias": (True,),
               "layers": (1, 2)}
     for field, allowed in wanted.items():
-        if config.get(field) not in allowed:
+        if config.get(field, allowed[0]) not in allowed:
             raise FormatError(f"{source}: {field} = {config.get(field)!r}; minicompacter computes "
                               f"AdapterHub's classification heads on [CLS] with 1 or 2 layers "
                               f"(and a bias) only. Load the adapter without its head (remove "
@@ -191,9 +239,21 @@ def read_head_config(config, source):
     if config["layers"] == 2 and config.get("activation_function") != "tanh":
         raise FormatError(f"{source}: a two-layer head with activation_function "
                           f"{config.get('activation_function')!r}; minicompacter computes tanh.")
-    labels = config.get("label2id") or {}
-    names = [n for n, _ in sorted(labels.items(), key=lambda item: item[1])]
-    return int(config["num_labels"]), int(config["layers"]), names
+    return config["num_labels"], config["layers"], label_order(config.get("label2id"),
+                                                             config["num_labels"], source)
+
+
+def label_order(label2id, num_labels, source):
+    """The label names of a label2id object, in id order: every id a distinct integer from 0
+    to num_labels - 1 ([] when there is none)."""
+    if not label2id:
+        return []
+    ids = list(label2id.values())
+    if len(ids) != num_labels or any(not isinstance(v, int) or isinstance(v, bool) for v in ids) \
+            or sorted(ids) != list(range(num_labels)):
+        raise FormatError(f"{source}: label2id {json.dumps(label2id)[:60]} does not give each of "
+                          f"the {num_labels} labels one id from 0 to {num_labels - 1}; {FIX}")
+    return [n for n, _ in sorted(label2id.items(), key=lambda item: item[1])]
 
 
 # --- Adapter-LowRank as a PHM layer with n = 1 ---------------------------------------------
@@ -208,7 +268,7 @@ def lowrank_as_phm(cfg, trainable):
         return {"s": p["s"][None], "t": p["t"][None], "b": p["b"],
                 "A": onp.ones((1, 1, 1), p["s"].dtype)}
     layers = [{slot: {part: convert(q) for part, q in adapter.items()}
-               if slot in LOCATIONS else adapter for slot, adapter in layer.items()}
+               if slot in SLOTS else adapter for slot, adapter in layer.items()}
               for layer in trainable["layers"]]
     return phm, dict(trainable, layers=layers)
 
@@ -216,40 +276,66 @@ def lowrank_as_phm(cfg, trainable):
 def phm_as_lowrank(cfg, trainable):
     """The inverse of `lowrank_as_phm`, when every rule is exactly 1 (else None)."""
     projections = [q for layer in trainable["layers"] for slot, adapter in layer.items()
-                   if slot in LOCATIONS for q in adapter.values()]
+                   if slot in SLOTS for q in adapter.values()]
     if cfg.phm_dim != 1 or cfg.shared_phm_rule or not cfg.factorized_phm_W or \
             any(not onp.all(q["A"] == 1) or "b" not in q for q in projections):
         return None
     low = dataclasses.replace(cfg, method="adapter-lowrank", projection="low-rank", phm_dim=4)
     layers = [{slot: {part: {"s": q["s"][0], "t": q["t"][0], "b": q["b"]}
-                      for part, q in adapter.items()} if slot in LOCATIONS else adapter
+                      for part, q in adapter.items()} if slot in SLOTS else adapter
                for slot, adapter in layer.items()} for layer in trainable["layers"]]
     return low, dict(trainable, layers=layers)
 
 
 # --- reading and writing --------------------------------------------------------------------
 
-def read(directory, pretrained):
+def read_head(directory):
+    """(num_labels, layers, label names, {name: array}) of the head saved with an adapter
+    (0, 1, [], {} without one)."""
+    if not (directory / HEAD_CONFIG).exists():
+        return 0, 1, [], {}
+    refuse_pickle(directory, HEAD_PICKLE, HEAD_WEIGHTS)
+    config = read_json_object(directory / HEAD_CONFIG, {"config": OBJECT}, error=FormatError,
+                              fix=FIX)["config"]
+    num_labels, layers, labels = read_head_config(config, directory / HEAD_CONFIG)
+    return num_labels, layers, labels, read_tensors(directory / HEAD_WEIGHTS, error=FormatError,
+                                                    fix=FIX)
+
+
+def check_size(tensors, cfg, pretrained, num_labels, layers, source):
+    """FormatError unless the files hold as many numbers as the adapter and head the configs
+    describe on this model: checked before the model is built, so that a config naming a
+    huge head or bottleneck never allocates it."""
+    d = pretrained.config.hidden_size
+    want = sum(count_analytic(cfg, shapes_from_config(pretrained.config), num_labels).values())
+    want += d * (d + 1) if num_labels and layers == 2 else 0
+    held = sum(t.size for t in tensors.values())
+    if held != want:
+        raise FormatError(f"{source}: the files hold {held:,} numbers, and a {cfg.method} adapter "
+                          f"(reduction_factor {cfg.reduction_factor}, phm_dim {cfg.phm_dim}) with "
+                          f"a head of {num_labels} labels on this model has {want:,}; the configs "
+                          f"and the weights do not belong together.")
+
+
+def read(directory, pretrained, family):
     """(model, trainable, frozen, info) of an AdapterHub adapter directory on a pretrained
-    model. info: what load_adapter returns as the config (format, head, base model)."""
+    model of the family. info: what load_adapter returns as the config (format, head, base
+    model)."""
     directory = Path(directory)
     refuse_pickle(directory, PICKLE, WEIGHTS)
-    meta = json.loads((directory / CONFIG).read_text())
-    source, name = directory / CONFIG, meta.get("name")
-    if meta.get("hidden_size") not in (None, pretrained.config.hidden_size):
-        raise FormatError(f"{source}: an adapter for width {meta['hidden_size']}, the base model "
-                          f"given has width {pretrained.config.hidden_size}.")
-    cfg = method_config(meta["config"], source)
-    tensors = read_tensors(directory / WEIGHTS)
-    num_labels, layers, labels = 0, 1, []
-    if (directory / HEAD_CONFIG).exists():
-        num_labels, layers, labels = read_head_config(
-            json.loads((directory / HEAD_CONFIG).read_text())["config"], directory / HEAD_CONFIG)
-        refuse_pickle(directory, HEAD_PICKLE, HEAD_WEIGHTS)
-        tensors.update(read_tensors(directory / HEAD_WEIGHTS))
+    source = directory / CONFIG
+    meta = read_meta(source, family, pretrained.config.hidden_size)
+    cfg, name = method_config(meta["config"], source), meta["name"]
+    tensors = read_tensors(directory / WEIGHTS, error=FormatError, fix=FIX)
+    num_labels, layers, labels, head = read_head(directory)
+    try:
+        check_size({**tensors, **head}, cfg, pretrained, num_labels, layers, directory)
+    except ValueError as e:                      # the bottleneck does not fit this model
+        raise FormatError(f"{source}: {e}") from None
+    tensors.update(head)
     model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, cfg,
                                          num_labels=num_labels, pooling="cls", head_layers=layers)
-    names = adapter_names(skeleton, cfg, name)
+    names = adapter_names(skeleton, cfg, name, family)
     if num_labels:
         names.update(head_names(skeleton[HEAD], name))
     extra = sorted(set(tensors) - set(names))
@@ -274,25 +360,26 @@ def read(directory, pretrained):
     return model, trainable, frozen, info
 
 
-def write(out, trainable, model, *, name, model_name, label_names=()):
-    """AdapterHub's files for a minicompacter adapter (and its head, which must read [CLS]):
-    adapter_config.json, adapter.safetensors, and head_config.json + model_head.safetensors."""
+def write(out, trainable, model, *, family, name, model_name, label_names=()):
+    """AdapterHub's files for a minicompacter adapter on a model of the family (and its head,
+    which must read [CLS]): adapter_config.json, adapter.safetensors, and head_config.json +
+    model_head.safetensors. Every tensor is written finite or not at all."""
     cfg = model.method.config
     if cfg.projection == "low-rank":
         cfg, trainable = lowrank_as_phm(cfg, trainable)
     flat = flatten(trainable)
-    meta = {"hidden_size": model.encoder_config.hidden_size, "model_class": "BertAdapterModel",
-            "model_name": model_name, "model_type": "bert", "name": name, "version": VERSION}
+    meta = {"hidden_size": model.encoder_config.hidden_size,
+            "model_class": family.adapterhub.model_class, "model_name": model_name,
+            "model_type": family.adapterhub.model_type, "name": name, "version": VERSION}
 
     def tensors(names):
-        return {theirs: onp.ascontiguousarray(flat[ours].T if transpose else flat[ours],
-                                              dtype=onp.float32)
-                for theirs, (ours, transpose) in names.items()}
+        return tensor_bytes({theirs: flat[ours].T if transpose else flat[ours]
+                             for theirs, (ours, transpose) in names.items()})
     out = Path(out)
+    atomic_write(out / WEIGHTS, tensors(adapter_names(trainable, cfg, name, family)))
     atomic_write(out / CONFIG, json.dumps({"config": bn_config(cfg), **meta}, indent=2))
-    atomic_write(out / WEIGHTS, save(tensors(adapter_names(trainable, cfg, name))))
     if HEAD in trainable:
         head = head_config(model.num_labels, model.head_layers, label_names)
+        atomic_write(out / HEAD_WEIGHTS, tensors(head_names(trainable[HEAD], name)))
         atomic_write(out / HEAD_CONFIG, json.dumps({"config": head, **meta}, indent=2))
-        atomic_write(out / HEAD_WEIGHTS, save(tensors(head_names(trainable[HEAD], name))))
     return [CONFIG, WEIGHTS] + ([HEAD_CONFIG, HEAD_WEIGHTS] if HEAD in trainable else [])

@@ -44,13 +44,15 @@ from ...core.encoder import EncoderConfig
 from ...core.layers import ACTIVATIONS
 from ...core.paths import ATTENTION_ADAPTER, ATTENTION_LN, EMBEDDING_LN, FFN_ADAPTER, FFN_LN
 from ...core.tree import dotted, flatten, unflatten
+from .files import LoadError
 
 REQUIRED = object()        # a config.json key without a default: it must be there
 
 
-class FamilyError(ValueError):
+class FamilyError(LoadError):
     """A config, checkpoint or tokenizer of an encoder family that cannot be read as it is;
-    the message names the file, the field or tensor, and the fix."""
+    the message names the file, the field or tensor, and the fix. (A LoadError: the command
+    line answers it with exit code 2.)"""
 
 
 class Field(NamedTuple):
@@ -110,6 +112,20 @@ class Family(NamedTuple):
     tokens: Tokens
     adapterhub: AdapterHub
     peft: Peft
+
+    # the names other libraries give this family's adapters (functions below), as methods so
+    # that a format module handed a Family needs no import of this one's functions
+    def adapterhub_prefix(self, i, slot, name):
+        return adapterhub_prefix(self, i, slot, name)
+
+    def adapterhub_shared_rule(self, name):
+        return adapterhub_shared_rule(self, name)
+
+    def peft_module(self, i, projection, *, task_model=False):
+        return peft_module(self, i, projection, task_model=task_model)
+
+    def peft_target_modules(self, projections):
+        return peft_target_modules(self, projections)
 
 
 # --- the families --------------------------------------------------------------------------
@@ -345,7 +361,7 @@ def module_tensors(ours, theirs, shape):
 
 def tensor_names(family, cfg):
     """Every tensor the encoder needs: {our path: (transformers name without the model prefix,
-    transpose?, our shape)}. The same format as pretrained.hf_names, for every family."""
+    transpose?, our shape)}."""
     names = {}
     for part, theirs in family.embeddings.items():
         if (part == ("token_type",) and not cfg.type_vocab_size) or (
@@ -373,6 +389,16 @@ def strip_prefix(tensors, family, source):
                               f"{family.prefix!r} prefix); it mixes two checkpoints.")
         out[short] = value
     return out
+
+
+def skipped(family):
+    """skip(name) -> True for the tensors of a checkpoint that are left out on purpose (with
+    or without the model prefix): buffers, the pooler, pretraining and task heads. The reader
+    does not read them (files.read_tensors' skip), so an int64 buffer is no error."""
+    def skip(name):
+        short = name[len(family.prefix):] if name.startswith(family.prefix) else name
+        return short.startswith(family.skipped)
+    return skip
 
 
 def params_from_tensors(tensors, family, cfg, *, dtype=onp.float32, source="model.safetensors"):

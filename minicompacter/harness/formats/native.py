@@ -17,8 +17,10 @@ directory holds, and the one `load_adapter` for all of them, is dispatch.py's.)
 
 Every file is written through files.atomic_write, so an interrupted run never leaves a
 half-written file: the checkpoint on disk is always a whole one. Nothing is ever read with
-pickle. DIR/last/ is replaced as a whole (`save_last`). Every tensor read back is checked:
-its name, its shape and that it is finite.
+pickle. DIR/last/ is replaced as a whole (`save_last`). Every file read back goes through
+files.py's checked readers: each JSON field's type and range (state.json's step, epoch,
+best, ...), each tensor's name, shape, dtype and values (finite in the compute dtype), and
+the head's size against its tensors before the model is built.
 """
 
 import dataclasses
@@ -32,9 +34,11 @@ import numpy as onp
 from ...core.encoder import EncoderConfig
 from ...core.methods import method_config
 from ...core.model import init_model
+from ...core.tree import flatten
 from ..pretrained import weights_digest
-from .files import (CheckpointError, atomic_write, check_tree, json_file, read_json_object,
-                    read_tensors, tree_bytes)
+from .files import (OBJECT, CheckpointError, array, as_kind, atomic_write, check_fields, check_tree,
+                    integer, json_file, nullable, number, read_json_object, read_tensors, record,
+                    text, tree_bytes)
 
 WEIGHTS, CONFIG, LAST = "minicompacter_adapter.safetensors", "minicompacter_adapter.json", "last"
 LEGACY_WEIGHTS, LEGACY_CONFIG = "adapter_model.safetensors", "adapter_config.json"   # 0.1.0
@@ -59,8 +63,12 @@ def save_adapter(directory, trainable, model, base, task_name, extra=None):
                                                 indent=2))
 
 
-CONFIG_KEYS = {"method": str, "method_config": dict, "base_model": (str, dict),
-               "base_config": dict, "task": str, "num_labels": int, "pooling": str}
+CONFIG_KEYS = {"method": text(), "method_config": OBJECT, "base_model": as_kind((str, dict)),
+               "base_config": OBJECT, "task": text(), "num_labels": integer(0),
+               "pooling": text("cls", "mean")}
+CONFIG_OPTIONAL = {"head_layers": integer(1, 2), "max_length": integer(1),
+                   "eval_batch_size": integer(1)}
+DAMAGED = "the checkpoint is damaged: train it again (finetune --replace)."
 
 
 def kind(directory):
@@ -83,22 +91,39 @@ def read_config(directory):
         raise CheckpointError(f"{directory / CONFIG} does not exist; give the directory "
                               f"finetune --out wrote.")
     path = directory / (CONFIG if which == "minicompacter" else LEGACY_CONFIG)
-    return read_json_object(path, CONFIG_KEYS, error=CheckpointError,
-                            fix="the checkpoint is damaged: train it again (finetune --replace).")
+    return read_json_object(path, CONFIG_KEYS, optional=CONFIG_OPTIONAL, error=CheckpointError,
+                            fix=DAMAGED)
 
 
-def base_of(config):
+def base_of(config, source="the checkpoint's config"):
     """The base model's identity a native config records: {name, hub_id, path, digest}
-    (0.1.0 recorded the name alone)."""
+    (0.1.0 recorded the name alone), every field checked."""
     base = config["base_model"]
-    return {"name": base} if isinstance(base, str) else base
+    base = {"name": base} if isinstance(base, str) else base
+    return check_fields(base, {"name": nullable(text())}, BASE_IDENTITY,
+                        source=f"{source}: base_model", error=CheckpointError, fix=DAMAGED)
 
 
-def encoder_config(recorded):
-    """The EncoderConfig a checkpoint recorded. Fields this version does not have are
-    ignored (0.1.0 recorded pad_token_id, which the encoder never read)."""
+BASE_IDENTITY = {"hub_id": nullable(text()), "path": nullable(text()), "digest": nullable(text())}
+
+
+# what the recorded base_config's fields that EncoderConfig does not check may be (its sizes
+# and flags it checks itself)
+BASE_CONFIG = {"layer_norm_eps": number(above=0), "hidden_dropout": number(0, 0.999),
+               "attention_dropout": number(0, 0.999), "hidden_act": text(),
+               "initializer_range": number(above=0)}
+
+
+def encoder_config(recorded, source="the checkpoint's config"):
+    """The EncoderConfig a checkpoint recorded, every field checked. Fields this version does
+    not have are ignored (0.1.0 recorded pad_token_id, which the encoder never read)."""
+    check_fields(recorded, optional=BASE_CONFIG, source=f"{source}: base_config",
+                 error=CheckpointError, fix=DAMAGED)
     known = {f.name for f in dataclasses.fields(EncoderConfig)}
-    return EncoderConfig(**{k: v for k, v in recorded.items() if k in known})
+    try:
+        return EncoderConfig(**{k: v for k, v in recorded.items() if k in known})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: base_config is damaged ({e}); {DAMAGED}") from None
 
 
 # fields a method config was once recorded under: old name -> (new name, old value -> new)
@@ -123,7 +148,8 @@ def method_of(directory, config):
 def parts(directory, config):
     """(base identity, method config, EncoderConfig) of a native checkpoint's config."""
     try:
-        return base_of(config), method_of(directory, config), encoder_config(config["base_config"])
+        return (base_of(config, str(directory)), method_of(directory, config),
+                encoder_config(config["base_config"], str(directory)))
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{directory}'s config lacks or garbles {e}; the checkpoint is "
                               f"damaged.") from None
@@ -145,6 +171,21 @@ def check_base(directory, base, base_cfg, pretrained):
                               f"weights. Load it with the base model it was trained on.")
 
 
+def leaf_dtype(params):
+    """The floating-point dtype of a parameter tree (the compute dtype)."""
+    return next(iter(flatten(params).values())).dtype
+
+
+def check_head_size(tensors, num_labels, source):
+    """CheckpointError unless the head's bias has num_labels entries: checked before the model
+    is built, so a config naming a huge head allocates nothing."""
+    bias = tensors.get("head.b")
+    held = 0 if bias is None else bias.shape[0]
+    if held != num_labels:
+        raise CheckpointError(f"{source} holds a head of {held} labels, and its config says "
+                              f"num_labels {num_labels}; {DAMAGED}")
+
+
 def read(directory, pretrained):
     """(model, trainable, frozen, config) of a native checkpoint on its base model (found by
     dispatch.checkpoint_base, or given: it must be the one the checkpoint was trained on)."""
@@ -152,19 +193,23 @@ def read(directory, pretrained):
     config = read_config(directory)
     base, method, base_cfg = parts(directory, config)
     check_base(directory, base, base_cfg, pretrained)
+    weights = directory / (WEIGHTS if kind(directory) == "minicompacter" else LEGACY_WEIGHTS)
+    tensors = read_tensors(weights, dtype=leaf_dtype(pretrained.params))
+    check_head_size(tensors, config["num_labels"], weights)
     model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, method,
                                          num_labels=config["num_labels"],
                                          pooling=config["pooling"],
                                          head_layers=config.get("head_layers", 1))
-    weights = directory / (WEIGHTS if kind(directory) == "minicompacter" else LEGACY_WEIGHTS)
-    trainable = check_tree(skeleton, read_tensors(weights), weights)
-    return model, trainable, frozen, config
+    return model, check_tree(skeleton, tensors, weights), frozen, config
 
 
 # --- what --resume needs ----------------------------------------------------------------------
 
-STATE_KEYS = {"step": int, "epoch": int, "batch_in_epoch": int, "seed": int, "history": list,
-              "best": (dict, type(None)), "train_seconds": (int, float), "opt_step": int}
+STATE_KEYS = {"step": integer(0), "epoch": integer(0), "batch_in_epoch": integer(0),
+              "seed": integer(0), "history": array(OBJECT),
+              "best": nullable(record({"score": number(), "epoch": integer(1), "step": integer(0)})),
+              "train_seconds": number(0), "opt_step": integer(0)}
+STATE_OPTIONAL = {"settings": OBJECT}
 
 
 def _last_dirs(directory):
@@ -219,7 +264,7 @@ def read_state(directory):
     path = last_dir(directory) / "state.json"
     if not path.exists():
         return None
-    return read_json_object(path, STATE_KEYS, error=CheckpointError,
+    return read_json_object(path, STATE_KEYS, optional=STATE_OPTIONAL, error=CheckpointError,
                             fix="the run cannot be resumed: start it again with --replace.")
 
 
@@ -230,8 +275,10 @@ def load_last(directory, trainable_like):
     if state is None:
         raise CheckpointError(f"{last / 'state.json'} does not exist: there is nothing to resume "
                               f"in {directory}. Run without --resume to start.")
-    trainable = check_tree(trainable_like, read_tensors(last / "trainable.safetensors"),
+    dtype = leaf_dtype(trainable_like)
+    trainable = check_tree(trainable_like, read_tensors(last / "trainable.safetensors", dtype=dtype),
                            last / "trainable.safetensors")
     moments = check_tree({"m": trainable_like, "v": trainable_like},
-                         read_tensors(last / "optimizer.safetensors"), last / "optimizer.safetensors")
+                         read_tensors(last / "optimizer.safetensors", dtype=dtype),
+                         last / "optimizer.safetensors")
     return trainable, {"step": state.pop("opt_step"), **moments}, state

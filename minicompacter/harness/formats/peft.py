@@ -1,33 +1,42 @@
 """peft's LoRA files (peft 0.21): read into a minicompacter model, and minicompacter's
-LoRA written as peft saves it.
+LoRA written as peft saves it, for every encoder family (families.py).
 
-`PeftModel.save_pretrained(DIR)` on a transformers BertModel writes
+`PeftModel.save_pretrained(DIR)` on a transformers bare model (BertModel, RobertaModel,
+DistilBertModel, ...) writes
 
     adapter_config.json         {"peft_type": "LORA", "r", "lora_alpha", "target_modules",
                                  "lora_dropout", "bias", "base_model_name_or_path", ...}
-    adapter_model.safetensors   base_model.model.encoder.layer.{i}.attention.self.{query,key,value}
-                                .lora_A.weight (r, d) and .lora_B.weight (d, r) (attention.output.dense
-                                for the output projection); metadata {"format": "pt"}
+    adapter_model.safetensors   base_model.model.{layer}.{module}.lora_A.weight (r, d) and
+                                .lora_B.weight (d, r), the family's names
+                                (families.peft_module: encoder.layer.{i}.attention.self.query on
+                                BERT, transformer.layer.{i}.attention.q_lin on DistilBERT);
+                                metadata {"format": "pt"}
 
 and computes y = x W^T + b + (lora_alpha / r) (x A^T) B^T on each target: minicompacter's
 x A B (alpha / r) with A = lora_A.weight^T (d, r) and B = lora_B.weight^T (r, d).
+
+peft matches each target_modules entry against a module's full name or its last parts
+(name == entry or name ending in "." + entry); an entry that matches anything but the
+attention projections (BERT's "dense" also matches the feed-forward layers) is refused. Every
+field of adapter_config.json is checked for its type and range (r a positive integer,
+lora_alpha a finite number, ...), and r against the tensors before the model is built.
 """
 
 import json
 from pathlib import Path
 
 import numpy as onp
-from safetensors.numpy import save
 
 from ...core.methods import LoRAConfig
 from ...core.model import init_model
 from ...core.paths import LORA
 from ...core.tree import flatten
-from .files import FormatError, atomic_write, check_tree, json_file, read_tensors, refuse_pickle
+from .files import (FormatError, array, atomic_write, check_fields, check_tree, integer,
+                    json_file, nullable, number, read_json_object, read_tensors, refuse_pickle,
+                    tensor_bytes, text)
 
 CONFIG, WEIGHTS, PICKLE = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
-MODULES = {"query": "attention.self.query", "key": "attention.self.key",
-           "value": "attention.self.value", "output": "attention.output.dense"}
+PROJECTIONS = ("query", "key", "value", "output")     # what minicompacter's LoRA adapts
 # peft's fields that must have these values for minicompacter's LoRA to be peft's
 FIXED = {"peft_type": "LORA", "bias": "none", "lora_dropout": 0.0, "fan_in_fan_out": False,
          "use_rslora": False, "use_dora": False, "lora_bias": False, "modules_to_save": None,
@@ -39,6 +48,10 @@ FIXED = {"peft_type": "LORA", "bias": "none", "lora_dropout": 0.0, "fan_in_fan_o
 NEUTRAL = ("base_model_name_or_path", "revision", "task_type", "inference_mode",
            "init_lora_weights", "auto_mapping", "peft_version", "r", "lora_alpha", "target_modules",
            "megatron_core", "qalora_group_size")
+# what the fields read may be
+KINDS = {"r": integer(1), "lora_alpha": number(), "target_modules": array(text()),
+         "task_type": nullable(text()), "base_model_name_or_path": nullable(text())}
+FIX = "the file is not a LoRA adapter config as peft saves one (save_pretrained)."
 
 
 def is_peft(directory):
@@ -47,9 +60,10 @@ def is_peft(directory):
     return isinstance(config, dict) and "peft_type" in config
 
 
-def method_config(config, source):
-    """The LoRAConfig that computes what a peft adapter_config.json computes; FormatError
-    naming the first field it cannot honour."""
+def method_config(config, source, family):
+    """The LoRAConfig that computes what a peft adapter_config.json computes on a model of
+    the family; FormatError naming the first field it cannot honour or whose value is of the
+    wrong type or range."""
     for field, value in FIXED.items():
         if field in config and config[field] != value:
             raise FormatError(f"{source}: {field} = {config[field]!r}; minicompacter's LoRA "
@@ -58,49 +72,77 @@ def method_config(config, source):
         if field not in FIXED and field not in NEUTRAL and value not in (None, False, [], {}, ""):
             raise FormatError(f"{source}: field {field} = {value!r} is unknown to minicompacter, "
                               f"which cannot tell what it computes.")
+    if isinstance(config.get("target_modules"), str):
+        raise FormatError(f"{source}: target_modules {config['target_modules']!r} is a regular "
+                          f"expression (peft matches it against whole module names); "
+                          f"minicompacter reads target_modules given as a list of names.")
+    check_fields(config, {"r": KINDS["r"], "lora_alpha": KINDS["lora_alpha"],
+                          "target_modules": KINDS["target_modules"]}, KINDS, source=source,
+                 error=FormatError, fix=FIX)
     if config.get("task_type") not in (None, "FEATURE_EXTRACTION"):
         raise FormatError(f"{source}: task_type {config['task_type']!r}; minicompacter reads LoRA "
-                          f"adapters of a bare BertModel (task_type null or FEATURE_EXTRACTION).")
-    targets = config.get("target_modules") or []
-    targets = [targets] if isinstance(targets, str) else list(targets)
-    by_module = {v: k for k, v in MODULES.items()}
-    ours = [t if t in MODULES else by_module.get(t) for t in targets]
-    if None in ours:
-        bad = targets[ours.index(None)]
-        raise FormatError(f"{source}: target module {bad!r}; minicompacter's LoRA adapts the "
-                          f"attention projections {', '.join(MODULES)} "
-                          f"({', '.join(MODULES.values())}).")
-    order = [m for m in MODULES if m in ours]            # peft writes them in no fixed order
-    return LoRAConfig(r=int(config["r"]), alpha=float(config["lora_alpha"]),
-                      target_modules=tuple(order))
+                          f"adapters of a bare model ({family.peft.base_class}: task_type null or "
+                          f"FEATURE_EXTRACTION).")
+    ours = {projection for t in config["target_modules"]
+            for projection in targets_of(t, family, source)}
+    return LoRAConfig(r=config["r"], alpha=float(config["lora_alpha"]),
+                      target_modules=tuple(p for p in PROJECTIONS if p in ours))
 
 
-def lora_names(cfg, num_layers):
+def targets_of(entry, family, source):
+    """Our projections a target_modules entry names, as peft matches it: every module of a
+    layer whose name is the entry or ends in "." + entry. FormatError if it matches none, or
+    any module that is not an attention projection."""
+    modules = {name: part for part, name in family.modules.items()}
+    hit = [name for name in modules if name == entry or name.endswith("." + entry)]
+    projections = {name: p for p, name in family.peft.modules.items()}
+    if not hit or any(name not in projections for name in hit):
+        raise FormatError(f"{source}: target module {entry!r}"
+                          + (f" matches {', '.join(hit)}" if hit else " matches no module")
+                          + f"; minicompacter's LoRA adapts the attention projections "
+                          f"{', '.join(PROJECTIONS)} ({', '.join(family.peft.modules.values())}) "
+                          f"of a {family.model_type} model.")
+    return [projections[name] for name in hit]
+
+
+def lora_names(cfg, num_layers, family):
     """{peft tensor name: minicompacter dotted path} (every one transposed)."""
     out = {}
     for i in range(num_layers):
         for target in cfg.target_modules:
-            base = f"base_model.model.encoder.layer.{i}.{MODULES[target]}."
+            base = family.peft_module(i, target) + "."
             out[base + "lora_A.weight"] = f"layers.{i}.{LORA}.{target}.A"
             out[base + "lora_B.weight"] = f"layers.{i}.{LORA}.{target}.B"
     return out
 
 
-def read(directory, pretrained):
-    """(model, trainable, frozen, info) of a peft LoRA directory on a pretrained model (no
-    head: peft's files of a BertModel hold none)."""
+def check_rank(tensors, cfg, d, source):
+    """FormatError unless every lora_A.weight is (r, d) and lora_B.weight (d, r) for the
+    config's r: before the model is built, so a config naming a huge r allocates nothing."""
+    for name, t in tensors.items():
+        want = (cfg.r, d) if name.endswith("lora_A.weight") else (d, cfg.r)
+        if t.shape != want:
+            raise FormatError(f"{source}: {name} has shape {t.shape}, and r = {cfg.r} on a model "
+                              f"of width {d} needs {want}; the config and the weights do not "
+                              f"belong together.")
+
+
+def read(directory, pretrained, family):
+    """(model, trainable, frozen, info) of a peft LoRA directory on a pretrained model of the
+    family (no head: peft's files of a bare model hold none)."""
     directory = Path(directory)
-    config = json.loads((directory / CONFIG).read_text())
-    cfg = method_config(config, directory / CONFIG)
+    config = read_json_object(directory / CONFIG, error=FormatError, fix=FIX)
+    cfg = method_config(config, directory / CONFIG, family)
     refuse_pickle(directory, PICKLE, WEIGHTS)
-    tensors = read_tensors(directory / WEIGHTS)
-    model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, cfg, num_labels=0)
-    names = lora_names(cfg, pretrained.config.num_layers)
+    tensors = read_tensors(directory / WEIGHTS, error=FormatError, fix=FIX)
+    names = lora_names(cfg, pretrained.config.num_layers, family)
     if set(tensors) != set(names):
         odd = sorted(set(tensors) ^ set(names))
         raise FormatError(f"{directory}: tensors {odd[:3]} do not fit LoRA on "
                           f"{list(cfg.target_modules)} of a {pretrained.config.num_layers}-layer "
-                          f"BertModel as {CONFIG} describes it.")
+                          f"{family.peft.base_class} as {CONFIG} describes it.")
+    check_rank(tensors, cfg, pretrained.config.hidden_size, directory)
+    model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, cfg, num_labels=0)
     trainable = check_tree(skeleton, {ours: tensors[theirs].T for theirs, ours in names.items()},
                            directory)
     name = config.get("base_model_name_or_path")
@@ -109,23 +151,26 @@ def read(directory, pretrained):
     return model, trainable, frozen, info
 
 
-def peft_config(cfg, base_model_name_or_path):
-    """adapter_config.json as peft writes it for minicompacter's LoRA."""
-    return {**FIXED, "auto_mapping": {"base_model_class": "BertModel",
-                                      "parent_library": "transformers.models.bert.modeling_bert"},
+def peft_config(cfg, base_model_name_or_path, family):
+    """adapter_config.json as peft writes it for minicompacter's LoRA on the family's bare model."""
+    module = family.model_type.replace("-", "_")
+    return {**FIXED, "auto_mapping": {"base_model_class": family.peft.base_class,
+                                      "parent_library": f"transformers.models.{module}."
+                                                        f"modeling_{module}"},
             "base_model_name_or_path": base_model_name_or_path, "inference_mode": True,
             "init_lora_weights": True, "r": cfg.r, "lora_alpha": cfg.alpha, "revision": None,
-            "target_modules": [MODULES[t] if t == "output" else t for t in cfg.target_modules],
-            "task_type": None}
+            "target_modules": family.peft_target_modules(cfg.target_modules), "task_type": None}
 
 
-def write(out, trainable, model, *, base_model_name_or_path):
-    """peft's files for minicompacter's LoRA (the head, if any, is the caller's business)."""
+def write(out, trainable, model, *, family, base_model_name_or_path):
+    """peft's files for minicompacter's LoRA (the head, if any, is the caller's business);
+    every tensor finite or none written."""
     cfg = model.method.config
     flat = flatten(trainable)
-    tensors = {theirs: onp.ascontiguousarray(flat[ours].T, dtype=onp.float32)
-               for theirs, ours in lora_names(cfg, model.encoder_config.num_layers).items()}
+    tensors = {theirs: flat[ours].T for theirs, ours in
+               lora_names(cfg, model.encoder_config.num_layers, family).items()}
     out = Path(out)
-    atomic_write(out / CONFIG, json.dumps(peft_config(cfg, base_model_name_or_path), indent=2))
-    atomic_write(out / WEIGHTS, save(tensors, metadata={"format": "pt"}))
+    atomic_write(out / WEIGHTS, tensor_bytes(tensors, metadata={"format": "pt"}))
+    atomic_write(out / CONFIG, json.dumps(peft_config(cfg, base_model_name_or_path, family),
+                                          indent=2))
     return [CONFIG, WEIGHTS]

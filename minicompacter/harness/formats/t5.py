@@ -4,9 +4,9 @@
                         the model uses checked for its type and range, options minicompacter
                         does not implement refused by name
     model.safetensors   or the shards that model.safetensors.index.json lists; tensors in
-                        float32, float64, float16 or bfloat16 (read from their bytes here:
-                        NumPy has no bfloat16, and a bfloat16 is the top 16 bits of a float32,
-                        so the conversion is exact)
+                        float32, float64, float16 or bfloat16, read by the one checked reader of
+                        files.py (NumPy has no bfloat16; a bfloat16 is the top 16 bits of a
+                        float32, so the conversion is exact)
     tokenizer.json      read when present; without it the tokenizer is None (ids in, ids out:
                         a sentencepiece spiece.model alone is not read)
 
@@ -35,7 +35,7 @@ from ...core.paths import ATTENTION_LN, CROSS_ATTENTION_LN, FFN_LN, FINAL_LN
 from ...core.t5 import DECODER, EMBEDDINGS, ENCODER, FEED_FORWARD, LM_HEAD, RELATIVE_BIAS
 from ...core.t5 import T5Config
 from ...core.tree import dotted, unflatten
-from .files import PICKLE_SUFFIXES, LoadError, read_json_object, shard_files
+from .files import LoadError, read_json_object, read_model_tensors
 
 
 class T5Pretrained(NamedTuple):
@@ -230,98 +230,14 @@ def params_from_t5(tensors, cfg, *, dtype=onp.float32, source="model.safetensors
 
 # --- safetensors --------------------------------------------------------------------------------
 
-# safetensors dtype -> (NumPy dtype of the stored bytes, bytes per value)
-DTYPES = {"F64": ("<f8", 8), "F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2)}
-MAX_HEADER = 100 << 20           # bytes; safetensors' own limit
-
-
-def read_header(f, path, size):
-    """The header of an open safetensors file, every entry checked against the file's size:
-    {name: (dtype, shape, begin, end)} with offsets from the start of the file."""
-    bad = f"{path} is not a valid safetensors file"
-    raw = f.read(8)
-    n = int.from_bytes(raw, "little") if len(raw) == 8 else -1
-    if not 0 < n <= min(MAX_HEADER, size - 8):
-        raise LoadError(f"{bad} (its header length is wrong); download it again.")
-    try:
-        header = json.loads(f.read(n))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise LoadError(f"{bad} (its header is not JSON); download it again.") from None
-    if not isinstance(header, dict):
-        raise LoadError(f"{bad} (its header is not a JSON object); download it again.")
-    header.pop("__metadata__", None)
-    entries = {}
-    for name, e in header.items():
-        ok = (isinstance(e, dict) and isinstance(e.get("shape"), list)
-              and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in e["shape"])
-              and isinstance(e.get("data_offsets"), list) and len(e["data_offsets"]) == 2
-              and all(isinstance(o, int) and not isinstance(o, bool) for o in e["data_offsets"]))
-        if not ok:
-            raise LoadError(f"{bad} (the entry of {name!r} is malformed); download it again.")
-        if e.get("dtype") not in DTYPES:
-            raise LoadError(f"{path}: {name!r} is stored as {e.get('dtype')!r}; T5 weights are "
-                            f"floating point ({', '.join(DTYPES)}): convert the checkpoint.")
-        begin, end = e["data_offsets"]
-        nbytes = math.prod(e["shape"]) * DTYPES[e["dtype"]][1]
-        if not (0 <= begin <= end <= size - 8 - n and end - begin == nbytes):
-            raise LoadError(f"{bad} (the data of {name!r} lies outside the file or has the "
-                            f"wrong size); download it again.")
-        entries[name] = (e["dtype"], tuple(e["shape"]), 8 + n + begin, 8 + n + end)
-    return entries
-
-
-def to_float(raw, dtype, shape):
-    """A tensor's bytes as float32 (F16, BF16, F32) or float64 (F64). BF16 is the top half of
-    a float32: shifting its 16 bits up gives the float32 exactly."""
-    stored = onp.frombuffer(raw, DTYPES[dtype][0])
-    if dtype == "BF16":
-        return (stored.astype(onp.uint32) << 16).view(onp.float32).reshape(shape)
-    return stored.astype(onp.float64 if dtype == "F64" else onp.float32).reshape(shape)
-
-
-def read_safetensors_file(path):
-    """{name: float32 or float64 array} of one safetensors file."""
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        entries = read_header(f, path, size)
-        tensors = {}
-        for name, (dtype, shape, begin, end) in entries.items():
-            f.seek(begin)
-            tensors[name] = to_float(f.read(end - begin), dtype, shape)
-    return tensors
-
-
-def read_t5_tensors(directory):
-    """{name: array} from model.safetensors or the shards a model.safetensors.index.json lists.
-    Refuses pickle files."""
-    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
-    if single.exists():
-        files = [single]
-    elif index.exists():
-        files = shard_files(directory, index)
-    else:
-        pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise LoadError(
-                f"{directory} holds {pickles[0]}, a pickle file, and no model.safetensors. "
-                f"minicompacter never loads pickle files (unpickling can run arbitrary code). "
-                f"Convert it once where PyTorch is installed: T5ForConditionalGeneration."
-                f"from_pretrained(dir).save_pretrained(dir, safe_serialization=True).")
-        raise LoadError(f"{directory} has no model.safetensors; a T5 checkpoint directory needs "
-                        f"config.json and model.safetensors (or its shards and their index).")
-    tensors = {}
-    for f in files:
-        if not f.exists():
-            raise LoadError(f"{f} is listed in model.safetensors.index.json but missing; "
-                            f"download the checkpoint again.")
-        part = read_safetensors_file(f)
-        twice = sorted(set(part) & set(tensors))
-        if twice:
-            raise LoadError(f"{f} holds {twice[0]!r}, which another shard holds too; download "
-                            f"the checkpoint again.")
-        tensors.update(part)
-    return tensors
+def read_t5_tensors(directory, dtype=onp.float32):
+    """{name: array of dtype} from model.safetensors or the shards a
+    model.safetensors.index.json lists, through the one checked reader (files.py: float32,
+    float64, float16 or bfloat16, converted exactly where the dtype allows). Refuses pickle
+    files."""
+    return read_model_tensors(directory, dtype=dtype, convert=(
+        ": T5ForConditionalGeneration.from_pretrained(dir).save_pretrained(dir, "
+        "safe_serialization=True)"))
 
 
 # --- tokenizer and directory --------------------------------------------------------------------
@@ -361,7 +277,7 @@ def load_t5_directory(directory, *, dtype=onp.float32, name=None):
                                  fix="a T5 config.json is an object with model_type 't5', "
                                      "d_model, ...")
     cfg = config_from_t5(hf, source=str(directory / "config.json"))
-    params = params_from_t5(read_t5_tensors(directory), cfg, dtype=dtype,
+    params = params_from_t5(read_t5_tensors(directory, dtype), cfg, dtype=dtype,
                             source=str(directory / "model.safetensors"))
     return T5Pretrained(cfg, params, read_t5_tokenizer(directory, cfg), name or str(directory),
                         str(directory.resolve()))

@@ -10,7 +10,11 @@ with code 2). What is checked where:
   - the maximum length against the model's positions (`max_length_fits`);
   - a method's options against the model's widths (`method_fits`);
   - the output directory's room for the run's files (`room_for_run`): the largest file
-    a process may write (ulimit -f) and the free space.
+    a process may write (ulimit -f) and the free space;
+  - memory for what is about to be built (`memory_fits`): MemAvailable, where the system
+    reports it;
+  - the learning rate and the weight decay together (`decay_fits`);
+  - a run's last/state.json against the run it is to continue (`resumable`).
 The output directory itself (created, writable, whose run it holds) is `rundir`'s; the
 data files are checked as they are read (data/tasks.py), the model as it is loaded
 (formats/transformers.py), a checkpoint's files as they are read (formats/files.py).
@@ -63,6 +67,35 @@ def train_config(cfg):
             refuse(name, f"one of {list(allowed)}")
 
 
+def decay_fits(lr, weight_decay):
+    """AdamW's decoupled decay multiplies every weight by 1 - lr * weight_decay each step: at
+    1 or more it zeroes or flips them, whatever the gradients say."""
+    if lr * weight_decay >= 1:
+        raise ValueError(f"weight_decay {weight_decay:g} (--weight-decay) with learning rate "
+                         f"{lr:g} multiplies every weight by 1 - lr * weight_decay = "
+                         f"{1 - lr * weight_decay:g} at each step; lr * weight_decay must be "
+                         f"below 1 (such as --weight-decay 0.01).")
+
+
+def resumable(state, opt_step, steps_per_epoch, epochs, source):
+    """ValueError unless last/state.json (read and type-checked: native.read_state) describes
+    a point of this run: an epoch of it, a batch of that epoch, the step they make (and the
+    optimiser's), as many steps in the history, and a best validation already passed."""
+    damaged = f"{source} does not describe a point of this run"
+    fix = "the run cannot be resumed: start it again with --replace."
+    where = state["epoch"] * steps_per_epoch + state["batch_in_epoch"]
+    steps = sum(1 for h in state["history"] if "loss" in h)
+    if not (state["epoch"] <= epochs and state["batch_in_epoch"] < steps_per_epoch
+            and state["step"] == where == opt_step == steps):
+        raise ValueError(f"{damaged}: step {state['step']} (optimiser {opt_step}, history {steps}), "
+                         f"but epoch {state['epoch']} of {epochs} and batch "
+                         f"{state['batch_in_epoch']} of {steps_per_epoch} make step {where}; {fix}")
+    best = state["best"]
+    if best is not None and not (best["step"] <= state["step"] and best["epoch"] <= state["epoch"] + 1):
+        raise ValueError(f"{damaged}: its best validation (epoch {best['epoch']}, step "
+                         f"{best['step']}) lies after step {state['step']}; {fix}")
+
+
 def run_arguments(*, out, resume, replace):
     """The arguments of a run that only make sense together."""
     if resume and out is None:
@@ -73,11 +106,22 @@ def run_arguments(*, out, resume, replace):
 
 
 def max_length_fits(max_length, encoder_config):
-    """A row of max_length tokens needs as many position embeddings."""
-    if max_length > encoder_config.max_positions:
-        raise ValueError(f"max_length {max_length} (--max-length) exceeds the model's "
-                         f"{encoder_config.max_positions} position embeddings; use "
-                         f"--max-length {encoder_config.max_positions} or less.")
+    """A row of max_length tokens needs as many positions: at most cfg.max_length, the tokens
+    the model's position embeddings hold (all of them in BERT; RoBERTa's first padding_idx + 1
+    rows are never used: 512 of 514). A model whose positions hold fewer than MIN_LENGTH
+    tokens cannot be used at all."""
+    most = encoder_config.max_length
+    if most < MIN_LENGTH:
+        raise ValueError(f"the model's {encoder_config.max_positions} position embeddings hold "
+                         f"rows of at most {most} tokens, and minicompacter needs rows of at "
+                         f"least {MIN_LENGTH} (the special tokens take 2 or 3 of a row); this "
+                         f"model cannot be used here.")
+    if max_length > most:
+        held = (f"{encoder_config.max_positions} position embeddings" if most ==
+                encoder_config.max_positions else f"{encoder_config.max_positions} position "
+                f"embeddings, which hold {most} tokens")
+        raise ValueError(f"max_length {max_length} (--max-length) exceeds the model's {held}; "
+                         f"use --max-length {most} or less.")
 
 
 def method_fits(config, encoder_config):
@@ -110,3 +154,26 @@ def room_for_run(out, trainable, total_steps):
         raise ValueError(f"{out} has {free / 2 ** 20:,.1f} MB free and the run's checkpoints "
                          f"need about {needed / 2 ** 20:,.1f} MB; free some space or choose "
                          f"another --out.")
+
+
+def available_memory():
+    """Bytes of memory available for new allocations (Linux's MemAvailable), or None where
+    the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_fits(nbytes, what):
+    """ValueError when `what` (its bytes: nbytes) would take more memory than is available,
+    before anything is allocated (rather than a MemoryError, or the system's OOM killer)."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise ValueError(f"{what} takes {nbytes / 2 ** 30:,.2f} GiB, more than the "
+                         f"{available / 2 ** 30:,.2f} GiB of memory available; choose smaller "
+                         f"sizes.")

@@ -6,26 +6,31 @@ checkpoint's predictions for any texts.
     predict_texts(DIR, texts, pairs)                    labels and probabilities (or scores)
 
 Outputs that are not finite (nan or inf) are never scored or printed as if they were
-numbers: `predictions` raises NonFiniteError, naming how many rows.
+numbers: `predictions` and `predict_texts` raise NonFiniteError, naming how many rows
+(files.finite_outputs: the message `encode` and `export` give too). A checkpoint is scored
+or asked only about inputs of the kind it was trained on: the task it records, or one with
+the same labels and as many texts per input.
 """
 
 import numpy as onp
 
 from ...core.model import predict
 from ...core.threads import parallel
-from ..data.batches import EVAL_BATCH_SIZE, MAX_LENGTH, Encoded, batch_order, encode, tokenize
+from ..data.batches import (EVAL_BATCH_SIZE, MAX_LENGTH, Encoded, batch_order, encode, pad_token,
+                            tokenize)
 from ..data.metrics import glue_metrics
 from ..data.tasks import get_task, load_task
 from ..formats.dispatch import checkpoint_base, label_names, load_adapter
+from ..formats.files import NonFiniteError, finite_outputs
 
-
-class NonFiniteError(ValueError):
-    """A model whose outputs are not finite numbers (nan or inf): nothing to score."""
+__all__ = ["NonFiniteError", "encode_splits", "predictions", "evaluate", "evaluate_checkpoint",
+           "predict_texts"]
 
 
 def encode_splits(splits, pretrained, task, max_length):
-    """{split name: Encoded} of a DatasetDict, tokenised once."""
-    pad = pretrained.tokenizer.token_to_id("[PAD]")
+    """{split name: Encoded} of a DatasetDict, tokenised once, padded with the tokenizer's
+    pad token (its family's)."""
+    pad = pad_token(pretrained.tokenizer)[1]
     return {name: Encoded(encode(ds, pretrained.tokenizer, task, max_length=max_length), pad,
                           task.is_regression)
             for name, ds in splits.items()}
@@ -35,17 +40,12 @@ def predictions(trainable, frozen, encoded, model, batch_size=EVAL_BATCH_SIZE):
     """Predicted labels (argmax) or scores for every row of an Encoded split, in its order.
     Raises NonFiniteError if any row's logits (or score) are not finite: the argmax of nan
     is a label like any other, and would be scored as one."""
-    out = onp.zeros(len(encoded), onp.float64)
-    bad = 0
-    for idx in batch_order(encoded.lengths, batch_size):
-        y = predict(trainable, frozen, encoded.batch(idx), model)            # (B, C)
-        bad += int(onp.sum(~onp.isfinite(y).all(axis=1)))
-        out[idx] = y[:, 0] if model.num_labels == 1 else onp.argmax(y, axis=1)
-    if bad:
-        raise NonFiniteError(f"the model gives non-finite outputs (nan or inf) for {bad} of "
-                             f"{len(encoded)} rows; its weights have diverged (train again with a "
-                             f"smaller --lr) or are damaged.")
-    return out
+    logits = onp.zeros((len(encoded), max(model.num_labels, 1)), onp.float64)
+    with onp.errstate(all="ignore"):             # an overflow is refused below, not printed
+        for idx in batch_order(encoded.lengths, batch_size):
+            logits[idx] = predict(trainable, frozen, encoded.batch(idx), model)   # (B, C)
+    finite_outputs(logits)
+    return logits[:, 0] if model.num_labels == 1 else onp.argmax(logits, axis=1).astype(onp.float64)
 
 
 def evaluate(trainable, frozen, encoded, model, task, batch_size=EVAL_BATCH_SIZE):
@@ -66,19 +66,61 @@ def evaluate_checkpoint(directory, task_name=None, *, data_dir=None, pretrained=
         raise ValueError(f"{directory} holds a {config['format']} adapter, which records no task; "
                          f"name the task to evaluate it on (--task).")
     task = get_task(task_name)
-    if task.num_labels != config["num_labels"]:
-        held = (f"a head with {config['num_labels']} outputs" if config["num_labels"]
-                else "no head")
-        raise ValueError(f"{directory} holds {held}" + (f", trained on {config['task']}"
-                         if config.get("task") else "") + f"; {task_name} needs "
-                         f"{task.num_labels} output{'s' if task.num_labels > 1 else ''}.")
+    task_fits(directory, config, task)
     splits = load_task(task_name, data_dir=data_dir)
     encoded = encode_splits({s: splits[s] for s in ("validation", "test")}, pretrained, task,
-                            config.get("max_length", MAX_LENGTH))
+                            max_length_of(config, pretrained))
     with parallel():
         return {s: evaluate(trainable, frozen, encoded[s], model, task,
                             config.get("eval_batch_size", EVAL_BATCH_SIZE))
                 for s in ("validation", "test")}
+
+
+def task_fits(directory, config, task):
+    """ValueError unless the checkpoint's head can score `task`: as many outputs, and, when the
+    checkpoint records the task it was trained on, that task or one with the same labels and
+    as many texts per input (a CoLA head scores acceptability, not WNLI's entailment)."""
+    held = config.get("task")
+    if task.num_labels != config["num_labels"]:
+        head = (f"a head with {config['num_labels']} outputs" if config["num_labels"]
+                else "no head")
+        raise ValueError(f"{directory} holds {head}" + (f", trained on {held}" if held else "")
+                         + f"; {task.name} needs {task.num_labels} "
+                         f"output{'s' if task.num_labels > 1 else ''}.")
+    trained = get_task(held) if held and held != task.name else None
+    if trained is not None and (trained.label_names, len(trained.columns)) != \
+            (task.label_names, len(task.columns)):
+        raise ValueError(f"{directory} was trained on {held} ({describe(trained)}); {task.name} is "
+                         f"{describe(task)}, so its head would score labels it was not trained "
+                         f"for. Evaluate it on {held} (leave out --task).")
+
+
+def describe(task):
+    """A task's inputs and labels, in a few words."""
+    texts = "sentence pairs" if len(task.columns) == 2 else "single sentences"
+    return f"{texts}, " + ("a score" if task.is_regression else
+                           f"labels {', '.join(task.label_names)}")
+
+
+def inputs_fit(directory, config, pairs):
+    """ValueError when the checkpoint records a single-sentence task and pairs are given,
+    or a sentence-pair task and none are."""
+    if not config.get("task"):
+        return
+    task = get_task(config["task"])
+    if pairs is not None and len(task.columns) == 1:
+        raise ValueError(f"{directory} was trained on {task.name}, a single-sentence task; give "
+                         f"no second text (--pair, or a tab in --file).")
+    if pairs is None and len(task.columns) == 2:
+        raise ValueError(f"{directory} was trained on {task.name}, a sentence-pair task; give a "
+                         f"second text for each (--pair, or two texts separated by a tab in "
+                         f"--file).")
+
+
+def max_length_of(config, pretrained):
+    """The tokens per row a checkpoint was trained with (its config's max_length, else the
+    default), at most what the model's positions hold."""
+    return min(config.get("max_length", MAX_LENGTH), pretrained.config.max_length)
 
 
 def predict_texts(directory, texts, pairs=None, *, pretrained=None, batch_size=EVAL_BATCH_SIZE):
@@ -90,19 +132,20 @@ def predict_texts(directory, texts, pairs=None, *, pretrained=None, batch_size=E
     if not model.num_labels:
         raise ValueError(f"{directory} holds an adapter without a head: it gives hidden states, "
                          f"not predictions. Export or train it with a head to predict.")
+    inputs_fit(directory, config, pairs)
     names = label_names(config)
     if len(names) != model.num_labels:
         names = [f"LABEL_{i}" for i in range(model.num_labels)]
-    max_length = min(config.get("max_length", MAX_LENGTH), pretrained.config.max_positions)
-    out = []
-    with parallel():
+    max_length = max_length_of(config, pretrained)
+    logits = []
+    with parallel(), onp.errstate(all="ignore"):    # an overflow is refused below, not printed
         for i in range(0, len(texts), batch_size):
             batch = tokenize(pretrained.tokenizer, texts[i:i + batch_size],
                              None if pairs is None else pairs[i:i + batch_size],
                              max_length=max_length)
-            logits = onp.asarray(predict(trainable, frozen, batch, model))
-            out += [_prediction(row, names) for row in logits]
-    return out
+            logits.append(onp.asarray(predict(trainable, frozen, batch, model)))   # (B, C)
+    logits = finite_outputs(onp.concatenate(logits), "texts")
+    return [_prediction(row, names) for row in logits]
 
 
 def _prediction(logits, names):

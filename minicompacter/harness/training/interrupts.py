@@ -10,6 +10,11 @@ written) that an interrupt must not cut in two: a signal that arrives inside it 
 and raised when the stretch ends, so the run's state on disk and in memory always
 describes a whole step. Outside `handled()` (another thread, or a caller who installed
 handlers of their own) `deferred()` changes nothing.
+
+Once an interrupt has been raised, the process is on its way out (saving last/, printing
+what is on disk): further signals are held, never raised inside that work (a burst of
+Ctrl-C would otherwise raise KeyboardInterrupt inside an `except` or a `finally`, or while
+the message is printed). The first signal decides the exit code.
 """
 
 import signal
@@ -23,8 +28,9 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C is: the run saves DIR/last/ and stops."""
 
 
-_held = []            # signals that arrived inside deferred()
+_held = []            # signals that arrived inside deferred(), or after one was raised
 _depth = [0]          # how many deferred() blocks are open
+_raised = [False]     # an interrupt was raised in this handled() block: hold the rest
 
 
 def _exception(signum):
@@ -32,9 +38,10 @@ def _exception(signum):
 
 
 def _on_signal(signum, frame):
-    if _depth[0]:
+    if _depth[0] or _raised[0]:
         _held.append(signum)
         return
+    _raised[0] = True
     raise _exception(signum)
 
 
@@ -46,6 +53,10 @@ def handled():
         yield
         return
     before = {s: signal.getsignal(s) for s in EXIT_CODES}
+    outermost = before[signal.SIGINT] is not _on_signal
+    if outermost:
+        _raised[0] = False
+        _held.clear()
     for s in EXIT_CODES:
         signal.signal(s, _on_signal)
     try:
@@ -53,6 +64,9 @@ def handled():
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
+        if outermost:
+            _raised[0] = False
+            _held.clear()
 
 
 @contextmanager
@@ -63,9 +77,10 @@ def deferred():
         yield
     finally:
         _depth[0] -= 1
-        if not _depth[0] and _held:
+        if not _depth[0] and _held and not _raised[0]:
             signum = _held[0]
             _held.clear()
+            _raised[0] = True
             raise _exception(signum)
 
 

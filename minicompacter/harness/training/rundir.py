@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 from ..formats.dispatch import checkpoint_format
-from ..formats.files import CheckpointError, read_json_object
+from ..formats.files import (OBJECT, CheckpointError, Kind, array, integer, read_json,
+                             read_json_object, record)
 from ..formats.native import CONFIG, LAST, WEIGHTS, last_dir, read_state
 
 LOCK = ".lock"
@@ -41,6 +42,11 @@ METRICS, HISTORY = "metrics.json", "history.json"
 # settings that change how a run goes but not what it computes: a run with other values
 # of these is the same run
 NOT_COMPARED = ("train.progress", "train.layer_set", "train.layers")   # train.layers: layer_set before 0.3
+# what metrics.json holds (a split's score may be nan: a constant prediction has no correlation)
+SCORE = Kind(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
+METRICS_FIELDS = {"config": OBJECT, "validation": record({"score": SCORE}),
+                  "test": record({"score": SCORE}), "best_epoch": integer(1), "epochs": integer(1)}
+DAMAGED = "the run's record is damaged: --replace discards it and trains anew."
 
 
 class RunDirError(ValueError):
@@ -140,8 +146,7 @@ def existing_run(path):
     few words on where it stands."""
     path = Path(path)
     if (path / METRICS).exists():
-        metrics = read_json_object(path / METRICS, {"config": dict}, error=RunDirError,
-                                   fix="the run's record is damaged: --replace discards it.")
+        metrics = read_json_object(path / METRICS, METRICS_FIELDS, error=RunDirError, fix=DAMAGED)
         return "finished", metrics["config"], "finished"
     try:
         state = read_state(path)
@@ -224,11 +229,17 @@ def discard(path):
 
 
 def finished_metrics(path):
-    """metrics.json and history.json of a finished run."""
+    """metrics.json and history.json of a finished run, each checked (RunDirError naming the
+    file that is damaged)."""
     path = Path(path)
-    metrics = json.loads((path / METRICS).read_text())
-    history = path / HISTORY
-    return metrics, (json.loads(history.read_text()) if history.exists() else [])
+    metrics = read_json_object(path / METRICS, METRICS_FIELDS, error=RunDirError, fix=DAMAGED)
+    if not (path / HISTORY).exists():
+        return metrics, []
+    history = read_json(path / HISTORY, error=RunDirError, fix=DAMAGED)
+    if not array(OBJECT).valid(history):
+        raise RunDirError(f"{path / HISTORY} is not a list of steps and validations (JSON "
+                          f"objects); {DAMAGED}")
+    return metrics, history
 
 
 # --- after an interruption --------------------------------------------------------------------

@@ -42,7 +42,7 @@ from ..data.batches import EVAL_BATCH_SIZE, MAX_LENGTH, batch_order
 from ..data.tasks import Task, get_task, load_task
 from ..formats.dispatch import load_adapter
 from ..formats.files import atomic_write
-from ..formats.native import load_last, save_adapter, save_last
+from ..formats.native import last_dir, load_last, save_adapter, save_last
 from ..pretrained import base_identity
 from . import checks, rundir
 from .evaluate import NonFiniteError, encode_splits, evaluate
@@ -158,6 +158,7 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
     model_name = model_name or pretrained.name
     settings = run_settings(task_name, method.config, cfg, model_name, train_size=train_size,
                             data_dir=data_dir)
+    checks.decay_fits(settings["lr"], cfg.weight_decay)
     with handled(), rundir.claimed(out, settings, resume=resume, replace=replace) as claim:
         if claim.kind == "finished":
             return finished_run(claim.path, pretrained)
@@ -212,6 +213,8 @@ def resumed(run, trainable_like, pretrained):
     if differ:
         raise ValueError(f"{run.out} was started with other settings ({'; '.join(differ)}); "
                          f"resume it with the same arguments, or --replace to discard it.")
+    checks.resumable(record, opt["step"], run.total_steps // run.cfg.epochs, run.cfg.epochs,
+                     last_dir(run.out) / "state.json")
     state = RunState(trainable, opt, record["step"], record["epoch"], record["batch_in_epoch"],
                      record["history"], record["best"], None, record["train_seconds"])
     if state.best is not None:
@@ -330,8 +333,9 @@ def stopped(run, state, what):
             else f"The best checkpoint (epoch {best['epoch']}, validation score "
                  f"{best['score']:.4f}) is " + (f"intact in {run.out}." if run.out
                                                else "the one returned so far."))
+    decay = f" and --weight-decay {run.cfg.weight_decay:g}" if run.cfg.weight_decay else ""
     return TrainingError(f"{what}; training stopped. {kept} Try a smaller --lr (this run used "
-                         f"{run.lr}).")
+                         f"{run.lr}{decay}).")
 
 
 # --- what a run reports --------------------------------------------------------------------------
