@@ -29,7 +29,7 @@ TASK = "synthetic-sentiment"
 METHOD = mc.method_config("compacter++", reduction_factor=8)
 CFG = TrainConfig(epochs=2, batch_size=16, max_length=32, progress=False)
 METRICS_KEYS = {"task", "method", "model", "seed", "trainable_params", "total_params", "percent",
-                "validation", "test", "best_epoch", "epochs", "train_seconds", "peak_memory_mb",
+                "validation", "test", "test_examples", "best_epoch", "epochs", "train_seconds", "peak_memory_mb",
                 "config"}
 
 
