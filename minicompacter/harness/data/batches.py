@@ -1,6 +1,7 @@
 """Texts to batches: tokenising, a split held as token ids, and length-bucketed batches.
 
     tokenize(tokenizer, texts, pairs)   padded (B, T) arrays for the encoder
+    pad_id(tokenizer)                   the padding token's id, which every batch pads with
     encode(dataset, tokenizer, task)    a split's rows as unpadded token ids, once
     Encoded(columns).batch(index)       rows padded to the longest of them, with the labels
     batch_order(lengths, batch_size)    rows grouped into batches of similar length
@@ -33,13 +34,10 @@ def tokenize(tokenizer, texts, pairs=None, *, max_length=MAX_LENGTH, padding=Tru
     if max_length < MIN_LENGTH:
         raise ValueError(f"max_length {max_length} leaves too little room for the text besides "
                          f"the special tokens (2 or 3 of a row); use at least {MIN_LENGTH}.")
-    pad_id = tokenizer.token_to_id("[PAD]")
-    if pad_id is None:
-        raise ValueError("The tokenizer has no [PAD] token; minicompacter expects a BERT-style "
-                         "WordPiece tokenizer.")
+    pad = pad_id(tokenizer)
     tokenizer.enable_truncation(max_length)
     if padding:
-        tokenizer.enable_padding(pad_id=pad_id, pad_token="[PAD]")   # to the longest in the batch
+        tokenizer.enable_padding(pad_id=pad, pad_token="[PAD]")   # to the longest in the batch
     else:
         tokenizer.no_padding()
     encodings = tokenizer.encode_batch(texts if pairs is None else list(zip(texts, pairs)))
@@ -49,6 +47,15 @@ def tokenize(tokenizer, texts, pairs=None, *, max_length=MAX_LENGTH, padding=Tru
         out = {k: onp.array(v, dtype=onp.int64) for k, v in out.items()}
     tokenizer.no_padding()
     return out
+
+
+def pad_id(tokenizer):
+    """The id of the tokenizer's padding token (every batch is padded with it)."""
+    pad = tokenizer.token_to_id("[PAD]")
+    if pad is None:
+        raise ValueError("The tokenizer has no [PAD] token; minicompacter expects a BERT-style "
+                         "WordPiece tokenizer.")
+    return pad
 
 
 def encode(dataset, tokenizer, task, *, max_length=MAX_LENGTH, chunk=1000):
