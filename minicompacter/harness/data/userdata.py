@@ -278,7 +278,7 @@ def dataset_tables(dataset):
         columns = {}
         for name in ds.column_names:
             feature = ds.features[name]
-            values = ds[name]
+            values = list(ds[name])
             if isinstance(feature, datasets.ClassLabel):
                 values = [None if v is None or v < 0 else feature.names[v] for v in values]
                 order[name] = list(feature.names)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from ...core.methods import METHODS, method_config
-from ..data.userdata import TaskData, as_source, task_name
+from ..data.userdata import TaskData, as_source, resolve, task_name
 from ..formats.files import atomic_write
 from ..pretrained import load_pretrained
 from ..study.plots import params_vs_score
@@ -87,6 +87,8 @@ def run_methods(task, methods, model, options, cfg, out, *, data_dir=None, train
     `task`: a name or the user's data, as finetune takes it."""
     task = as_source(task)
     job = job_task(task)
+    if not isinstance(task, str):             # the user's data, checked before any directory
+        resolve(task, train_size=train_size, seed=cfg.seed)
     pretrained = load_pretrained(model)
     path, _ = rundir.make_out(out)
     with rundir.locked(path):

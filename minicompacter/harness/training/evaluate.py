@@ -26,7 +26,7 @@ from ...core.tree import count
 from ..data.batches import (EVAL_BATCH_SIZE, MAX_LENGTH, Encoded, batch_order, encode, pad_id,
                             tokenize)
 from ..data.metrics import glue_metrics
-from ..data.tasks import Task, get_task
+from ..data.tasks import DataError, Task, get_task
 from ..data.userdata import TaskData, as_source, from_identity, identity, read_texts, resolve
 from ..formats.dispatch import checkpoint_base, checkpoint_format, label_names, load_adapter
 from ..formats.native import read_config
@@ -94,8 +94,13 @@ def checkpoint_data(directory, config, task, data_dir):
     the data the checkpoint records; the task's outputs must be the head's."""
     if task is None and "data" in config:
         task = from_identity(config["data"])
-        changed = [s for s, f in identity(task)["files"].items()
-                   if f["sha256"] != config["data"]["files"][s]["sha256"]]
+        try:
+            now = identity(task)["files"]
+        except DataError as e:
+            raise DataError(f"{directory} was trained on data files it reads again to be "
+                            f"evaluated, and {e} Give the data to evaluate on (--validation-file, "
+                            f"--test-file).") from None
+        changed = [s for s, f in now.items() if f["sha256"] != config["data"]["files"][s]["sha256"]]
         if changed:
             warnings.warn(f"the {', '.join(changed)} data of {directory} changed since it was "
                           f"trained (the files' SHA-256 differ); the scores are the files' now.")

@@ -196,7 +196,7 @@ def finetune(pretrained, task, method, cfg=TrainConfig(), *, data_dir=None, trai
         if metrics["stopped_early"]:
             watch.line(stopped_early_line(run, metrics["stopped_early"]))
         if run.out is not None:
-            watch.curves(run, state)
+            watch.curves(run, state, final=True)
             with deferred():                      # metrics.json last: it marks the run finished
                 atomic_write(run.out / rundir.HISTORY, json.dumps(state.history))
                 atomic_write(run.out / rundir.METRICS, json.dumps(metrics, indent=2))

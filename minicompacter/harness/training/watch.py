@@ -8,7 +8,12 @@ DIR/curves.png (the training loss and the validation score, study/plots.py's
     watch.validated(run, state, scores)   # the validation's line, and DIR/curves.png
 
 train.log is appended to line by line, so it holds everything a run (and each --resume of
-it) printed; curves.png is written whole (atomically) each time.
+it) printed; curves.png is written whole (atomically) each time. Drawing it takes about half
+a second, so after a validation it is drawn only if ten times (1 / DRAW_SHARE) as long as
+the last drawing took has passed since: the figure never takes more than a tenth of a run's
+time. A real run, whose validations are minutes apart, has it drawn after each; the tiny
+model's runs in the tests, which validate every second, every few validations. It is
+always drawn at the end.
 """
 
 import io
@@ -19,6 +24,7 @@ from ..formats.files import atomic_write
 from ..study.plots import loss_and_validation
 
 LOG, CURVES = "train.log", "curves.png"
+DRAW_SHARE = 0.1          # the largest share of a run's time spent drawing curves.png
 
 
 def metrics_text(scores):
@@ -73,6 +79,7 @@ class Watch:
         self.log = log
         self.clock = time.perf_counter() - train_seconds     # seconds of training, resumes too
         self.drawn = None                                     # len(history) when last drawn
+        self.drawn_at, self.draw_seconds = -float("inf"), 0.0  # when, and how long it took
 
     def line(self, text):
         """Print `text` (through log) and append it to DIR/train.log."""
@@ -87,9 +94,13 @@ class Watch:
         self.line(validation_line(run, state, scores, time.perf_counter() - self.clock))
         self.curves(run, state)
 
-    def curves(self, run, state):
-        """DIR/curves.png from the history, unless drawn already from this history."""
-        if self.out is None or self.drawn == len(state.history):
+    def curves(self, run, state, *, final=False):
+        """DIR/curves.png from the history, unless drawn already from this history or (but
+        at the end) too recently for DRAW_SHARE."""
+        start = time.perf_counter()
+        if self.out is None or self.drawn == len(state.history) or (
+                not final and start - self.drawn_at < self.draw_seconds / DRAW_SHARE):
             return
         atomic_write(self.out / CURVES, curves_png(run, state.history))
-        self.drawn = len(state.history)
+        self.drawn, self.drawn_at = len(state.history), time.perf_counter()
+        self.draw_seconds = self.drawn_at - start
