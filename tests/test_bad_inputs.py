@@ -313,7 +313,7 @@ CASES = [
          lambda ws, world: (ws / "d" / "dir.csv").mkdir(parents=True)),
     Case("own-not-utf8", OWN + TRAIN_CSV, "train.csv, line 3: byte 0xe9 is not UTF-8",
          write_bytes("d/train.csv", csv_text(["text", "label"], GOOD[:1] + [["caf\u00e9", "pos"]]).encode("latin-1"))),
-    Case("own-quote-not-closed", OWN + TRAIN_CSV, "train.csv, line 3: the quoted field that opens on this line is never closed",
+    Case("own-quote-not-closed", OWN + TRAIN_CSV, "train.csv, line 3: the row starting on this line opens a quoted field that is never closed",
          write_file("d/train.csv", csv_text(["text", "label"], GOOD[:1] + [['"open', "pos"]] + GOOD[1:]))),
     Case("own-quote-then-text", OWN + TRAIN_CSV, "train.csv, line 2: a quoting error",
          write_file("d/train.csv", csv_text(["text", "label"], [['"a" b', "pos"]] + GOOD))),

@@ -162,6 +162,13 @@ def test_files_from_python(tiny, tmp_path):
     assert set(out[0]["probabilities"]) == {"negative", "positive"}
     plain = mc.finetune(tiny, str(path), "bitfit", CFG)          # a path names the data too
     assert plain["task"] == "reviews" and plain["test"] is None
+    with open(path, "a") as f:                                   # the data change
+        f.write(json.dumps({"text": "one more", "label": "positive"}) + "\n")
+    with pytest.warns(UserWarning, match="the train, test data of .* changed since it was trained"):
+        mc.evaluate_checkpoint(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"other settings \(data.files.test.sha256: .*data.files"
+                                         r".train.sha256: "):
+        mc.finetune(tiny, data, "bitfit", CFG, out=tmp_path / "run")
 
 
 @pytest.mark.slow

@@ -203,6 +203,9 @@ def test_a_saved_datasetdict_is_read_and_identified_by_content(tmp_path):
     task, splits = resolve(str(tmp_path / "saved"))
     assert len(splits["test"]) == 6 and len(splits["validation"]) == 2
     assert identity(dd)["sha256"] == identity(str(tmp_path / "saved"))["sha256"]
+    edited = datasets.DatasetDict({**dd, "test": dd["test"].map(
+        lambda row, i: {"text": row["text"] + "!" if i == 5 else row["text"]}, with_indices=True)})
+    assert identity(edited)["sha256"] != identity(dd)["sha256"]        # the content, not a repr
     with pytest.raises(DataError, match="cannot be read again from its record"):
         from_identity(identity(dd))
 
@@ -218,7 +221,7 @@ def bad(tmp_path, name, content, **data):
 
 
 BAD = [
-    ("quote-not-closed.csv", 'text,label\n"open,1\nb,0\n', {}, "line 2: the quoted field that opens on this line is never closed"),
+    ("quote-not-closed.csv", 'text,label\n"open,1\nb,0\n', {}, "line 2: the row starting on this line opens a quoted field that is never closed"),
     ("quote-then-text.csv", 'text,label\nok,1\n"a"b,0\n', {}, "line 3: a quoting error"),
     ("extra-field.csv", "text,label\na,1\nb,0,x\n", {}, "line 3: 3 fields, the header has 2"),
     ("missing-field.tsv", "text\tlabel\na\t1\nb\n", {}, "line 3: 1 field, the header has 2"),

@@ -46,6 +46,7 @@ class Table(NamedTuple):
     places: list              # each row's line, record or row number
 
     def where(self, i):
+        """Where row i is, for a message: "reviews.csv, line 5"."""
         return f"{self.source}, {self.unit} {self.places[i]}"
 
 
@@ -81,8 +82,8 @@ def decode(path, raw):
     if not text.strip():
         raise DataError(f"{path} is empty; expected a header row and examples.")
     if "\x00" in text:
-        raise DataError(f"{path}, line {text[:text.index(chr(0))].count(chr(10)) + 1}: a NUL byte; "
-                        f"this is not a text file.")
+        line = text[:text.index("\x00")].count("\n") + 1
+        raise DataError(f"{path}, line {line}: a NUL byte; this is not a text file.")
     return text
 
 
@@ -124,8 +125,8 @@ def scan_delimited(path, text, delimiter):
             break
         except csv.Error as e:
             if "end of data" in str(e):
-                raise DataError(f"{path}, line {start}: the quoted field that opens on this line is "
-                                f"never closed; {QUOTING}.") from None
+                raise DataError(f"{path}, line {start}: the row starting on this line opens a quoted "
+                                f"field that is never closed; {QUOTING}.") from None
             raise DataError(f"{path}, line {reader.line_num}: a quoting error ({e}); "
                             f"{QUOTING}.") from None
         if not row:
@@ -133,11 +134,10 @@ def scan_delimited(path, text, delimiter):
         if header is None:
             header = check_header(path, row, delimiter)
         elif len(row) != len(header):
-            kind = "comma" if delimiter == "," else "tab"
+            hint = ("a text holding a comma must be in double quotes" if delimiter == "," else
+                    "a TSV file has no quoting, so a text cannot hold a tab")
             raise DataError(f"{path}, line {start}: {len(row)} field{'s' * (len(row) != 1)}, the "
-                            f"header has {len(header)}; is every {kind} in a text "
-                            + ("inside double quotes?" if delimiter == "," else
-                               "meant? (a TSV file has no quoting: a text cannot hold a tab)"))
+                            f"header has {len(header)}; {hint}.")
         else:
             places.append(start)
     if not places:

@@ -134,7 +134,7 @@ def as_source(task):
         return task
     if isinstance(task, (str, Path)) and str(task) in tasks():
         return str(task)
-    if type(task).__name__ in ("DatasetDict", "Dataset"):
+    if type(task).__name__ in ("DatasetDict", "Dataset"):   # (by name: datasets is slow to import)
         return TaskData(dataset=task)
     path = Path(str(task)).expanduser()
     if isinstance(task, (str, Path)) and (path.suffix.lower() in FORMATS or path.is_file()):
@@ -233,8 +233,8 @@ def dataset_digest(dataset, source):
         names = dataset[split].column_names
         for column in list(source.text_columns or names) + [source.label_column]:
             if column in names:
-                digest.update(json.dumps([split, column, dataset[split][column]],
-                                         default=str).encode())
+                values = list(dataset[split][column])
+                digest.update(json.dumps([split, column, values], default=str).encode())
     return digest.hexdigest()
 
 

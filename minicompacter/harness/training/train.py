@@ -27,6 +27,7 @@ outputs are not finite scores nan and is never the best.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -191,7 +192,7 @@ def finetune(pretrained, task, method, cfg=TrainConfig(), *, data_dir=None, trai
             # the peak memory reported is training's: the model, the encoded splits and what a
             # step needs, not the peak of reading and tokenizing a large training file before
             reset_peak_memory()
-            train(run, state, on_step, on_validation=lambda s, scores: watch.validated(run, s, scores))
+            train(run, state, on_step, functools.partial(watch.validated, run))
             metrics = final_metrics(run, state, pretrained)
         if metrics["stopped_early"]:
             watch.line(stopped_early_line(run, metrics["stopped_early"]))
@@ -333,7 +334,7 @@ def validate(run, state, on_validation=None):
                           run.task, run.cfg.eval_batch_size)
     except NonFiniteError:
         scores = {"score": float("nan"), "non_finite_outputs": True}
-    better = improves(scores["score"], state.best and state.best["score"])
+    better = improves(scores["score"], None if state.best is None else state.best["score"])
     if better and run.out is not None:
         save_adapter(run.out, state.trainable, run.model, run.base, run.task_name,
                      checkpoint_extra(run))
