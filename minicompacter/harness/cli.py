@@ -477,7 +477,11 @@ COMMANDS = {
         'trained on data files reads them again, unless other files are given.',
         (CHECKPOINT,
          (("--task",), {"default": None, "help": "the task (default: the checkpoint's)"}),
-         DATA_DIR, TRAIN_FILE, VALIDATION_FILE, TEST_FILE,
+         DATA_DIR, file_flag("train", "a training file, from which the validation split is held "
+                                      "out as finetune held it out"),
+         file_flag("validation", "validation data to score (default: what the checkpoint was "
+                                 "trained with)"),
+         file_flag("test", "test data to score (default: what the checkpoint was trained with)"),
          (("--text-column",), dict(TEXT_COLUMN[1], help="the text column(s) (default: the "
                                                        "checkpoint's)")),
          (("--label-column",), dict(LABEL_COLUMN[1], help="the label column (default: the "
