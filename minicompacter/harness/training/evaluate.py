@@ -93,29 +93,15 @@ def checkpoint_data(directory, config, task, data_dir):
     """(Task, splits) to evaluate a checkpoint on: `task` (a name or the user's data), else
     the data the checkpoint records; the task's outputs must be the head's."""
     if task is None and "data" in config:
-        task = from_identity(config["data"])
-        try:
-            now = identity(task)["files"]
-        except DataError as e:
-            raise DataError(f"{directory} was trained on data files it reads again to be "
-                            f"evaluated, and {e} Give the data to evaluate on (--validation-file, "
-                            f"--test-file).") from None
-        changed = [s for s, f in now.items() if f["sha256"] != config["data"]["files"][s]["sha256"]]
-        if changed:
-            warnings.warn(f"the {', '.join(changed)} data of {directory} changed since it was "
-                          f"trained (the files' SHA-256 differ); the scores are the files' now.")
+        task = recorded_data(directory, config)
     task = task if task is not None else config.get("task")
     if task is None:
         raise ValueError(f"{directory} holds a {config['format']} adapter, which records no task; "
                          f"name the task to evaluate it on (--task), or give data files.")
     source = as_source(task)
     if isinstance(source, TaskData):
-        recorded = config.get("data") or {}
-        if not source.text_columns and config.get("text_columns"):
-            source = dataclasses.replace(source, text_columns=tuple(config["text_columns"]))
-        if source.label_column == "label" and recorded.get("label_column"):
-            source = dataclasses.replace(source, label_column=recorded["label_column"])
-        return resolve(source, known=checkpoint_task(directory, config))
+        return resolve(with_checkpoint_columns(source, config),
+                       known=checkpoint_task(directory, config))
     spec = get_task(source)
     if spec.num_labels != config["num_labels"]:
         held = (f"a head with {config['num_labels']} outputs" if config["num_labels"]
@@ -124,6 +110,34 @@ def checkpoint_data(directory, config, task, data_dir):
                          if config.get("task") else "") + f"; {source} needs "
                          f"{spec.num_labels} output{'s' if spec.num_labels > 1 else ''}.")
     return resolve(source, data_dir=data_dir)
+
+
+def recorded_data(directory, config):
+    """The TaskData of the files a checkpoint was trained on, read again (a warning if
+    their bytes changed since)."""
+    data = from_identity(config["data"])
+    try:
+        now = identity(data)["files"]
+    except DataError as e:
+        raise DataError(f"{directory} was trained on data files it reads again to be evaluated, "
+                        f"and {e} Give the data to evaluate on (--validation-file, "
+                        f"--test-file).") from None
+    changed = [s for s, f in now.items() if f["sha256"] != config["data"]["files"][s]["sha256"]]
+    if changed:
+        warnings.warn(f"the {', '.join(changed)} data of {directory} changed since it was "
+                      f"trained (the files' SHA-256 differ); the scores are the files' now.")
+    return data
+
+
+def with_checkpoint_columns(data, config):
+    """The user's data with the checkpoint's text columns and label column where the data
+    do not name their own."""
+    recorded = config.get("data") or {}
+    if not data.text_columns and config.get("text_columns"):
+        data = dataclasses.replace(data, text_columns=tuple(config["text_columns"]))
+    if data.label_column == "label" and recorded.get("label_column"):
+        data = dataclasses.replace(data, label_column=recorded["label_column"])
+    return data
 
 
 def checkpoint_task(directory, config):
