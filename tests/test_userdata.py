@@ -12,9 +12,9 @@ import pytest
 
 from minicompacter.harness.data.files import read_file
 from minicompacter.harness.data.tasks import DataError
-from minicompacter.harness.data.userdata import (HOLDOUT_MAX, TaskData, as_source, describe,
-                                                 from_identity, holdout_size, identity,
-                                                 read_texts, resolve)
+from minicompacter.harness.data.labels import HOLDOUT_MAX, holdout_size
+from minicompacter.harness.data.userdata import (TaskData, as_source, describe, from_identity,
+                                                 identity, read_texts, resolve)
 
 REVIEWS = [("a gorgeous, witty movie", "positive"), ("dull and lifeless", "negative"),
            ('she said "wow", twice', "positive"), ("NA", "negative"), ("007", "positive"),
