@@ -70,7 +70,7 @@ def encode(dataset, tokenizer, task, *, max_length=MAX_LENGTH, chunk=1000):
                         max_length=max_length, padding=False)
         out["input_ids"] += part["input_ids"]
         out["token_type_ids"] += part["token_type_ids"]
-    out["label"] = list(dataset["label"])
+    out["label"] = list(dataset["label"][:])          # [:]: one batch, not row by row
     return out
 
 

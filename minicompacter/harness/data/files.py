@@ -245,7 +245,7 @@ def read_with_datasets(path, header, records, places, unit):
             loaded = datasets.load_dataset("csv" if suffix in (".csv", ".tsv") else "json",
                                            data_files=str(path), split="train", cache_dir=cache,
                                            keep_in_memory=True, **options)
-            columns = {c: list(loaded[c]) for c in loaded.column_names}
+            columns = {c: loaded[c][:] for c in loaded.column_names}     # in one batch
     except Exception as e:              # the loader's own failure, after the checks passed
         mixed = mixed_column(path, records, places, unit) if records is not None else None
         if mixed is not None:

@@ -168,7 +168,7 @@ def hold_out(splits, task, source):
     """splits with a validation split held out of train, stratified and drawn with SPLIT_SEED;
     a class with a single row stays in training (module docstring)."""
     train = splits["train"]
-    keys = strata(train["label"], task.is_regression)
+    keys = strata(train["label"][:], task.is_regression)
     values, counts = onp.unique(keys, return_counts=True)
     eligible = onp.flatnonzero(onp.isin(keys, values[counts >= 2]) if not task.is_regression
                                else onp.ones(len(keys), bool))

@@ -136,7 +136,8 @@ def as_source(task):
     if isinstance(task, (str, Path)) and path.is_dir():
         return TaskData(dataset=str(task))
     if not isinstance(task, (str, Path)):
-        raise TypeError(f"a task is a name, a TaskData or a DatasetDict, got {type(task).__name__}.")
+        raise TypeError(f"a task is a name, a TaskData or a DatasetDict, got "
+                        f"{type(task).__name__}.")
     try:
         return get_task(str(task))
     except ValueError as e:
@@ -179,7 +180,7 @@ def train_subset(train, task, train_size, seed):
         raise DataError(f"--train-size must be at least 1, got {train_size}.")
     if train_size >= len(train):
         return train
-    keys = strata(train["label"], task.is_regression)
+    keys = strata(train["label"][:], task.is_regression)
     return train.select(stratified_subset(keys, train_size, seed))
 
 
@@ -227,7 +228,7 @@ def dataset_digest(dataset, source):
         names = dataset[split].column_names
         for column in list(source.text_columns or names) + [source.label_column]:
             if column in names:
-                values = list(dataset[split][column])
+                values = dataset[split][column][:]
                 digest.update(json.dumps([split, column, values], default=str).encode())
     return digest.hexdigest()
 
@@ -272,7 +273,7 @@ def dataset_tables(dataset):
         columns = {}
         for name in ds.column_names:
             feature = ds.features[name]
-            values = list(ds[name])
+            values = ds[name][:]                  # [:]: in one batch, not row by row
             if isinstance(feature, datasets.ClassLabel):
                 values = [None if v is None or v < 0 else feature.names[v] for v in values]
                 order[name] = list(feature.names)
@@ -293,7 +294,8 @@ def read_data(data, known=None):
         tables, order = {split: read_file(path) for split, path in data.files().items()}, {}
     if "train" not in tables and known is None:
         raise DataError("no training data: give a training file (--train-file).")
-    columns = text_columns(data, tables["train"] if "train" in tables else next(iter(tables.values())))
+    first = tables["train"] if "train" in tables else next(iter(tables.values()))
+    columns = text_columns(data, first)
     for table in tables.values():
         for column in columns + (data.label_column,):
             if column not in table.columns:
