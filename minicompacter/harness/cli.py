@@ -5,7 +5,7 @@ Commands:
             ...); writes metrics.json, the adapter-only checkpoint
             (minicompacter_adapter.safetensors, minicompacter_adapter.json), last/ for --resume,
             train.log and curves.png
-  evaluate  a saved checkpoint on validation and test, printed as JSON
+  evaluate  a saved checkpoint on validation and test: a line per split, then JSON
   predict   a checkpoint's label (or score) for texts given on the command line or in a file
   export    a checkpoint as AdapterHub, peft or transformers load it
   compare   several methods on one task, each in its own process: a table and a plot
@@ -49,6 +49,7 @@ from ..core.counting import (BERT_BASE, T5_BASE, base_total, count_analytic, cou
 from ..core.encoder import pool
 from ..core.methods import METHODS, AdapterConfig, method_config
 from ..core.model import init_model
+from .data.metrics import METRIC_KINDS
 from .data.tasks import tasks
 from .data.userdata import SPLITS, TASK_TYPES, TaskData, as_source
 from .formats.dispatch import export_adapter
@@ -58,7 +59,6 @@ from .pretrained import encode_texts, load_pretrained
 from .study.results import run_study
 from .training import checks, rundir
 from .training.compare import DEMO_METHODS, demo_settings, method_names, run_methods
-from .data.metrics import METRIC_KINDS
 from .training.evaluate import evaluate_checkpoint, file_inputs, predict_texts
 from .training.interrupts import exit_code, handled
 from .training.process import say, tune_malloc
