@@ -1,7 +1,9 @@
 """The README's snippets run, its test command is the one CI runs, and the command line
 does what the README says."""
 
+import json
 import re
+import shutil
 import shlex
 import subprocess
 import sys
@@ -84,22 +86,16 @@ def own_data_section():
 def test_your_own_data_and_model_run_as_written(tmp_path):
     """The section's CSV written as it stands and its commands run in that directory, the
     first on the tiny random model (with the reduction factor its width needs), the model
-    directory `my-bert` being tiny written as a transformers directory.
-    For the lead: once the encoder families load (branch interop), `my-bert` is to be a
-    random RoBERTa (tests/fixtures/families/roberta) instead of tiny, and the section may
-    say so."""
-    from conftest import write_checkpoint
-
-    import minicompacter as mc
-
+    directory `my-roberta` a small random RoBERTa (the families' fixture, made by
+    transformers, whose 66 positions hold 64 tokens: --max-length 64)."""
     section = own_data_section()
     csv_text = re.findall(r"```csv\n(.*?)```", section, flags=re.S)[0]
     assert len(csv_text.splitlines()) == 10
     (tmp_path / "reviews.csv").write_text(csv_text)
-    write_checkpoint(tmp_path / "my-bert", mc.load_pretrained("tiny"))
+    shutil.copytree(ROOT / "tests" / "fixtures" / "families" / "roberta", tmp_path / "my-roberta")
     commands = [l for l in section.splitlines() if l.startswith("python -m minicompacter ")]
     assert [c.split()[3] for c in commands] == ["finetune", "predict", "finetune"]
-    extra = {0: ["--model", "tiny", "--reduction-factor", "8"], 1: [], 2: []}
+    extra = {0: ["--model", "tiny", "--reduction-factor", "8"], 1: [], 2: ["--max-length", "64"]}
     for i, command in enumerate(commands):
         argv = shlex.split(command)[3:] + extra[i]
         done = subprocess.run([sys.executable, "-m", "minicompacter", *argv], capture_output=True,
@@ -107,4 +103,5 @@ def test_your_own_data_and_model_run_as_written(tmp_path):
         assert done.returncode == 0, (command, done.stderr)
     assert (tmp_path / "runs" / "reviews" / "train.log").exists()
     assert done.stdout.startswith("trainable params")
-    assert (tmp_path / "runs" / "my-bert" / "metrics.json").exists()
+    assert json.loads((tmp_path / "runs" / "my-roberta" / "metrics.json").read_text())["model"] \
+        == "my-roberta"
