@@ -81,13 +81,16 @@ def decay_fits(lr, weight_decay):
 
 def resumable(state, opt_step, steps_per_epoch, epochs, source):
     """ValueError unless last/state.json (read and type-checked: native.read_state) describes
-    a point of this run: an epoch of it, a batch of that epoch, the step they make (and the
-    optimiser's), as many steps in the history, and a best validation already passed."""
+    a point of this run: an epoch of it, a batch of that epoch (or its end, when an interrupt
+    came after its last update and before its closing validation), the step they make (and
+    the optimiser's), as many steps in the history, and a best validation already passed."""
     damaged = f"{source} does not describe a point of this run"
     fix = "the run cannot be resumed: start it again with --replace."
     where = state["epoch"] * steps_per_epoch + state["batch_in_epoch"]
     steps = sum(1 for h in state["history"] if "loss" in h)
-    if not (state["epoch"] <= epochs and state["batch_in_epoch"] < steps_per_epoch
+    within = (state["batch_in_epoch"] < steps_per_epoch
+              or (state["batch_in_epoch"] == steps_per_epoch and state["epoch"] < epochs))
+    if not (state["epoch"] <= epochs and within
             and state["step"] == where == opt_step == steps):
         raise ValueError(f"{damaged}: step {state['step']} (optimiser {opt_step}, history {steps}), "
                          f"but epoch {state['epoch']} of {epochs} and batch "
