@@ -304,3 +304,167 @@ def test_analytic_and_measured_counts_agree_on_tiny(tiny, name):
     cfg = mc.method_config(name, **({"reduction_factor": 8} if name == "adapterdrop" else {}))
     _, trainable, _ = init_model(onp.random.default_rng(0), tiny, cfg, num_labels=3)
     assert count_measured(trainable, cfg) == count_analytic(cfg, shapes_from_config(tiny.config), 3)
+
+
+# --- files of AdapterHub and peft (tests/fixtures/interop/make_baseline_fixtures.py) -----------
+
+import json
+import shutil
+from pathlib import Path
+
+from safetensors.numpy import load_file
+
+from minicompacter.core.paths import is_layer_norm
+from minicompacter.core.tree import split
+from minicompacter.harness.formats import adapterhub
+from minicompacter.harness.formats import peft as peft_files
+from minicompacter.harness.formats.dispatch import ExportError, export_adapter
+from minicompacter.harness.formats.files import FormatError
+from minicompacter.harness.formats.native import save_adapter
+from minicompacter.harness.pretrained import base_identity, load_pretrained
+
+from conftest import needs_minilm
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "interop"
+
+
+@pytest.fixture(scope="module")
+def library_outputs():
+    return onp.load(FIXTURES / "baseline_outputs.npz")
+
+
+def library_batch(outputs, group):
+    return {k: outputs[f"{group}_{k}"] for k in ("input_ids", "token_type_ids", "attention_mask")}
+
+
+@needs_minilm
+def test_adapterhubs_adapterdrop_gives_its_states_and_logits(minilm, library_outputs):
+    model, trainable, frozen, info = mc.load_adapter(FIXTURES / "adapterhub_adapterdrop", minilm)
+    assert model.method.config.leave_out == (0, 1, 2) and info["method"] == "adapterdrop"
+    assert [sorted(layer) for layer in trainable["layers"]][:3] == [[], [], []]
+    for group in ("single", "pair"):
+        batch = library_batch(library_outputs, group)
+        real = batch["attention_mask"].astype(bool)
+        want = library_outputs[f"adapterhub_adapterdrop_{group}_hidden"]
+        assert onp.abs(mc.hidden_states(trainable, frozen, batch, model) - want)[real].max() < 1e-5
+        assert onp.abs(library_outputs[f"base_{group}_hidden"] - want)[real].max() > 1e-2
+        logits = mc.predict(trainable, frozen, batch, model)
+        assert onp.abs(logits - library_outputs[f"adapterhub_adapterdrop_{group}_logits"]).max() < 1e-5
+
+
+@needs_minilm
+def test_pefts_prompt_tuning_gives_its_states(minilm, library_outputs):
+    """(B, 10 + T, 384), as peft's encoder gives them: the prompt's positions too."""
+    model, trainable, frozen, info = mc.load_adapter(FIXTURES / "peft_prompt_tuning", minilm)
+    assert model.method.config.prompt_length == 10 and info["method"] == "prompt-tuning-r"
+    for group in ("single", "pair"):
+        batch = library_batch(library_outputs, group)
+        want = library_outputs[f"peft_prompt_tuning_{group}_hidden"]
+        real = onp.concatenate([onp.ones((len(want), 10)), batch["attention_mask"]], 1).astype(bool)
+        got = mc.encoder(merge(frozen, trainable), batch, minilm.config, hooks=model.method.hooks)
+        assert got.shape == want.shape
+        assert onp.abs(got - want)[real].max() < 1e-5
+        assert onp.abs(library_outputs[f"base_{group}_hidden"] - want[:, 10:])[real[:, 10:]].max() > 1e-2
+
+
+@needs_minilm
+def test_exporting_imported_baselines_writes_the_librarys_own_files(minilm, tmp_path):
+    model, trainable, _, info = mc.load_adapter(FIXTURES / "adapterhub_adapterdrop", minilm)
+    written = adapterhub.write(tmp_path / "a", trainable, model, name=info["adapter_name"],
+                               model_name=info["base_model"]["name"], label_names=info["label_names"])
+    for name in written:
+        ours, theirs = tmp_path / "a" / name, FIXTURES / "adapterhub_adapterdrop" / name
+        if name.endswith(".safetensors"):
+            a, b = load_file(str(ours)), load_file(str(theirs))
+            assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in b)
+        else:
+            assert json.loads(ours.read_text()) == json.loads(theirs.read_text()), name
+    model, trainable, _, info = mc.load_adapter(FIXTURES / "peft_prompt_tuning", minilm)
+    peft_files.write(tmp_path / "p", trainable, model, base_model_name_or_path=info["base_model"]["name"])
+    a, b = (load_file(str(d / peft_files.WEIGHTS)) for d in (tmp_path / "p", FIXTURES / "peft_prompt_tuning"))
+    assert a.keys() == b.keys() and (a["prompt_embeddings"] == b["prompt_embeddings"]).all()
+    ours = json.loads((tmp_path / "p" / peft_files.CONFIG).read_text())
+    theirs = json.loads((FIXTURES / "peft_prompt_tuning" / peft_files.CONFIG).read_text())
+    assert {k: v for k, v in theirs.items() if k != "peft_version"} == ours
+
+
+def native(tiny, tmp_path, name, **options):
+    """A native checkpoint on tiny, every trained number moved off its start."""
+    small = {"reduction_factor": 8} if name == "adapterdrop" else {}
+    model, trainable, frozen = init_model(onp.random.default_rng(0), tiny,
+                                          mc.method_config(name, **small, **options), pooling="cls")
+    rng = onp.random.default_rng(1)
+    trainable = tree_map(lambda v: (v + 0.05 * rng.standard_normal(v.shape)).astype(v.dtype), trainable)
+    out = tmp_path / "native"
+    save_adapter(out, trainable, model, base_identity(tiny, "tiny"), "synthetic-sentiment",
+                 {"max_length": 32})
+    return out, model, trainable, frozen
+
+
+@pytest.mark.parametrize("name,to,options", [("adapterdrop", "adapters", {}),
+                                             ("adapterdrop", "adapters", {"train_layer_norms": False}),
+                                             ("prompt-tuning-r", "peft", {"prompt_length": 6}),
+                                             ("prompt-tuning-t", "peft", {"prompt_length": 6})])
+def test_export_then_import_is_the_same_tree(tiny, tmp_path, name, to, options):
+    path, model, trainable, _ = native(tiny, tmp_path, name, **options)
+    export_adapter(path, to, tmp_path / "out")
+    imported_model, imported, _, _ = mc.load_adapter(tmp_path / "out")
+    assert imported_model.method.config.method == name
+    _, moved = split(trainable, is_layer_norm)
+    assert flatten(imported).keys() == flatten(moved).keys()
+    for key, leaf in flatten(moved).items():
+        onp.testing.assert_array_equal(flatten(imported)[key], leaf, err_msg=key)
+
+
+def test_said_exported_as_the_weights_it_computes_with(tiny, tmp_path):
+    path, model, trainable, frozen = native(tiny, tmp_path, "intrinsic-said", intrinsic_dim=500)
+    summary = export_adapter(path, "transformers", tmp_path / "out")
+    assert any("theta_0 + lambda_i P_i(theta_d)" in note for note in summary["notes"])
+    base = load_pretrained(tmp_path / "out")
+    batch = mc.tokenize(base.tokenizer, ["a good film", "not bad at all"])
+    want = mc.hidden_states(trainable, frozen, batch, model)
+    assert onp.abs(mc.encoder(base.params, batch, base.config) - want).max() < 1e-5
+    assert onp.abs(mc.encoder(tiny.params, batch, tiny.config) - want).max() > 1e-3
+
+
+@pytest.mark.parametrize("name,to,message", [
+    ("prompt-tuning-r", "adapters", "puts the prompt after the embedding layer.*--to peft"),
+    ("prompt-tuning-t", "transformers", "a prompt is extra input.*--to peft"),
+    ("intrinsic-said", "peft", "neither AdapterHub nor peft has Intrinsic-SAID.*--to transformers"),
+    ("intrinsic-said", "adapters", "neither AdapterHub nor peft has Intrinsic-SAID.*--to transformers")])
+def test_a_target_that_cannot_hold_a_baseline_says_why(tiny, tmp_path, name, to, message):
+    path, *_ = native(tiny, tmp_path, name, **({"intrinsic_dim": 500} if name == "intrinsic-said"
+                                               else {"prompt_length": 3}))
+    with pytest.raises(ExportError, match=message):
+        export_adapter(path, to, tmp_path / "x")
+
+
+def edited(name, tmp_path, file, **changes):
+    directory = Path(shutil.copytree(FIXTURES / name, tmp_path / name))
+    config = json.loads((directory / file).read_text())
+    (config["config"] if "config" in config else config).update(changes)
+    (directory / file).write_text(json.dumps(config))
+    return directory
+
+
+@needs_minilm
+@pytest.mark.parametrize("change,message", [
+    ({"task_type": "SEQ_CLS"}, "task_type = 'SEQ_CLS'.*'FEATURE_EXTRACTION' only"),
+    ({"num_transformer_submodules": 2}, "num_transformer_submodules = 2"),
+    ({"token_dim": 768}, "token_dim = 768, the base model's is 384"),
+    ({"num_virtual_tokens": 0}, "num_virtual_tokens = 0"),
+    ({"num_virtual_tokens": 11}, r"prompt has shape \(10, 384\), the model needs \(11, 384\)"),
+    ({"prompt_tuning_init": "MAGIC"}, "prompt_tuning_init = 'MAGIC'")])
+def test_a_peft_prompt_minicompacter_cannot_compute_is_refused(minilm, tmp_path, change, message):
+    with pytest.raises(Exception, match=message):
+        mc.load_adapter(edited("peft_prompt_tuning", tmp_path, peft_files.CONFIG, **change), minilm)
+
+
+@needs_minilm
+@pytest.mark.parametrize("leave_out,message", [([6], r"leave_out names blocks \[6\]"),
+                                               ("0", "must be a list of block indices"),
+                                               ([0, -1], "must be a list of block indices")])
+def test_an_adapterhub_leave_out_that_does_not_fit_is_refused(minilm, tmp_path, leave_out, message):
+    directory = edited("adapterhub_adapterdrop", tmp_path, adapterhub.CONFIG, leave_out=leave_out)
+    with pytest.raises(FormatError, match=message):
+        mc.load_adapter(directory, minilm)

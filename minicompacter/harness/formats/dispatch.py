@@ -4,9 +4,10 @@ the base model a checkpoint names, and `export_adapter` to every target.
     load_adapter(DIR)          minicompacter's checkpoint (native.py; 0.1.0's too),
                                AdapterHub's adapter (adapterhub.py), peft's (peft.py)
     checkpoint_base(DIR)       the pretrained model a checkpoint of any of these formats names
-    export_adapter(DIR, "adapters", out)      AdapterHub: the bottleneck methods
-    export_adapter(DIR, "peft", out)          peft: LoRA
-    export_adapter(DIR, "transformers", out)  a BertModel: full, BitFit, LoRA merged
+    export_adapter(DIR, "adapters", out)      AdapterHub: the bottleneck methods (AdapterDrop too)
+    export_adapter(DIR, "peft", out)          peft: LoRA, prompt tuning
+    export_adapter(DIR, "transformers", out)  a BertModel: full, BitFit, LoRA merged,
+                                              Intrinsic-SAID's moved weights
 
 The format modules below import only the file layer (files.py), never each other or this
 module; this module imports them all.
@@ -19,8 +20,12 @@ What a target cannot hold is carried another way, and the summary `export_adapte
   - the head, where the target has no head of its own (peft, transformers) or none that
     reads the mean of the tokens (AdapterHub's read [CLS]): head.py's two files in out/;
   - LoRA for transformers: merged into the weights, W + (alpha / r) A B (peft's
-    merge_and_unload).
-A method the target has no counterpart for is refused with the target that takes it.
+    merge_and_unload);
+  - Intrinsic-SAID for transformers: the weights it computes with, theta_0 + lambda_i
+    P_i(theta_d), written as a whole model (neither AdapterHub nor peft has the method).
+A method the target has no counterpart for is refused with the target that takes it
+(prompt tuning is not AdapterHub's: its PromptTuningConfig puts the prompt after the
+embedding layer, core/prompts.py).
 Adapter-LowRank goes to AdapterHub as a PHM layer with n = 1 (W = 1 kron s t).
 """
 
@@ -28,7 +33,8 @@ from pathlib import Path
 
 import numpy as onp
 
-from ...core.methods import AdapterConfig, BitFitConfig, FullConfig, LoRAConfig
+from ...core.methods import AdapterConfig, BitFitConfig, FullConfig, IntrinsicConfig, LoRAConfig
+from ...core.methods import PromptConfig
 from ...core.paths import HEAD, LORA, is_layer_norm
 from ...core.tree import flatten, merge, split, unflatten
 from ..data.tasks import get_task
@@ -137,7 +143,7 @@ def export_adapter(checkpoint_dir, to, out, *, pretrained=None, name=None):
     if to not in TARGETS:
         raise ExportError(f"Unknown target {to!r}; export to one of {', '.join(TARGETS)}.")
     pretrained = pretrained or checkpoint_base(checkpoint_dir)
-    model, trainable, _, config = load_adapter(checkpoint_dir, pretrained)
+    model, trainable, frozen, config = load_adapter(checkpoint_dir, pretrained)
     method = model.method.config
     check_target(method, to)
     out = Path(out)
@@ -150,20 +156,32 @@ def export_adapter(checkpoint_dir, to, out, *, pretrained=None, name=None):
     if to == "peft":
         written = peft.write(out, trainable, model, base_model_name_or_path=hub_id)
         return _with_head(out, written, trainable, model, labels, config, "peft")
-    params = merged_params(pretrained, trainable, model)
+    params = merged_params(pretrained, trainable, model, frozen)
     written = write_bert_directory(out, params, pretrained)
-    notes = ["LoRA merged into the weights: W + (alpha / r) A B"] if isinstance(method, LoRAConfig) else []
+    notes = [MERGED[type(method)]] if type(method) in MERGED else []
     summary = _with_head(out, written, trainable, model, labels, config, "transformers")
     summary["notes"] = notes + summary["notes"]
     return summary
 
 
 # the method configs each target takes
-TAKES = {"adapters": (AdapterConfig,), "peft": (LoRAConfig,),
-         "transformers": (FullConfig, BitFitConfig, LoRAConfig)}
+TAKES = {"adapters": (AdapterConfig,), "peft": (LoRAConfig, PromptConfig),
+         "transformers": (FullConfig, BitFitConfig, LoRAConfig, IntrinsicConfig)}
 WHY_NOT = {"adapters": "AdapterHub's bottleneck adapter files hold the adapter methods only",
-           "peft": "peft's files hold LoRA only",
+           "peft": "peft's files hold LoRA and prompt tuning only",
            "transformers": "an adapter cannot be merged into the weights (it is nonlinear)"}
+# why a method is not where one might look for it (else WHY_NOT[target])
+WHY_NOT_METHOD = {
+    (PromptConfig, "adapters"): "AdapterHub's PromptTuningConfig puts the prompt after the "
+                                "embedding layer (after positions and its layer norm), not "
+                                "before the word embeddings as peft and minicompacter do",
+    (PromptConfig, "transformers"): "a prompt is extra input, not a weight: a BertModel has no "
+                                    "place for it",
+    (IntrinsicConfig, "adapters"): "neither AdapterHub nor peft has Intrinsic-SAID",
+    (IntrinsicConfig, "peft"): "neither AdapterHub nor peft has Intrinsic-SAID"}
+# what export --to transformers says it did with a method's trained numbers
+MERGED = {LoRAConfig: "LoRA merged into the weights: W + (alpha / r) A B",
+          IntrinsicConfig: "Intrinsic-SAID's weights written out: theta_0 + lambda_i P_i(theta_d)"}
 
 
 def check_target(method, to):
@@ -171,7 +189,8 @@ def check_target(method, to):
     if isinstance(method, TAKES[to]):
         return
     instead = next(t for t in TARGETS if isinstance(method, TAKES[t]))
-    raise ExportError(f"{method.method} cannot be exported to {to}: {WHY_NOT[to]}. Export it "
+    why = WHY_NOT_METHOD.get((type(method), to), WHY_NOT[to])
+    raise ExportError(f"{method.method} cannot be exported to {to}: {why}. Export it "
                       f"with --to {instead}.")
 
 
@@ -230,10 +249,15 @@ def _head_beside(out, summary, head, model, labels, why):
     return summary
 
 
-def merged_params(pretrained, trainable, model):
+def merged_params(pretrained, trainable, model, frozen=None):
     """The encoder's parameters with what was trained put in: the unfrozen pretrained weights
-    (full fine-tuning, BitFit's biases) as trained, and LoRA's update merged into its targets,
-    w + (alpha / r) A B  (w: (d_in, d_out), as minicompacter stores it)."""
+    (full fine-tuning, BitFit's biases) as trained, LoRA's update merged into its targets,
+    w + (alpha / r) A B  (w: (d_in, d_out), as minicompacter stores it), and the weights a
+    `weights` hook computes (Intrinsic-SAID's theta_0 + lambda_i P_i(theta_d), from the
+    frozen tree's projections)."""
+    if model.method.hooks.weights is not None:
+        moved = flatten(model.method.hooks.weights(merge(frozen, trainable)))
+        return unflatten({name: moved[name] for name in flatten(pretrained.params)})
     flat = dict(flatten(pretrained.params))
     for name, leaf in flatten(trainable).items():
         if name in flat:

@@ -35,7 +35,7 @@ import numpy as onp
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
-from ...core.tree import flatten, unflatten
+from ...core.tree import dotted, flatten, path_map
 
 
 class LoadError(ValueError):
@@ -154,7 +154,9 @@ def check_tree(expected, tensors, source):
             raise CheckpointError(f"{source}: {name} holds non-finite values (nan or inf); the "
                                   f"file is damaged or the run diverged: train again "
                                   f"(--replace), with a smaller --lr if it diverged.")
-    return unflatten({k: onp.asarray(v, want[k].dtype) for k, v in tensors.items()})
+    # the tree rebuilt in the shape of `expected`, so that its empty places (a block
+    # without adapters: AdapterDrop) stay where they are
+    return path_map(lambda path, leaf: onp.asarray(tensors[dotted(path)], leaf.dtype), expected)
 
 
 def json_file(path):

@@ -72,12 +72,15 @@ def run_arguments(*, out, resume, replace):
                          "give one of them.")
 
 
-def max_length_fits(max_length, encoder_config):
-    """A row of max_length tokens needs as many position embeddings."""
-    if max_length > encoder_config.max_positions:
-        raise ValueError(f"max_length {max_length} (--max-length) exceeds the model's "
-                         f"{encoder_config.max_positions} position embeddings; use "
-                         f"--max-length {encoder_config.max_positions} or less.")
+def max_length_fits(max_length, encoder_config, reserved=0):
+    """A row of max_length tokens needs as many position embeddings, and `reserved` more for
+    a method's virtual tokens before it (prompt tuning's prompt_length)."""
+    if max_length + reserved > encoder_config.max_positions:
+        prompt = (f" and the prompt's {reserved} virtual tokens" if reserved else "")
+        raise ValueError(f"max_length {max_length} (--max-length){prompt} exceed the model's "
+                         f"{encoder_config.max_positions} position embeddings; use --max-length "
+                         f"{encoder_config.max_positions - reserved} or less"
+                         + (" (or a shorter --prompt-length)." if reserved else "."))
 
 
 def method_fits(config, encoder_config):

@@ -43,7 +43,7 @@ from ..data.tasks import Task, get_task, load_task
 from ..formats.dispatch import load_adapter
 from ..formats.files import atomic_write
 from ..formats.native import load_last, save_adapter, save_last
-from ..pretrained import base_identity
+from ..pretrained import base_identity, method_for_model
 from . import checks, rundir
 from .evaluate import NonFiniteError, encode_splits, evaluate
 from .interrupts import deferred, handled
@@ -152,8 +152,9 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
     then the data, all before the first step. SIGTERM is handled as Ctrl-C while the run lasts."""
     checks.run_arguments(out=out, resume=resume, replace=replace)
     get_task(task_name)
-    method = method if isinstance(method, Method) else make_method(method)
-    checks.max_length_fits(cfg.max_length, pretrained.config)
+    method = ready_method(method, pretrained)
+    checks.max_length_fits(cfg.max_length, pretrained.config,
+                           reserved=getattr(method.config, "prompt_length", 0))
     checks.method_fits(method.config, pretrained.config)
     model_name = model_name or pretrained.name
     settings = run_settings(task_name, method.config, cfg, model_name, train_size=train_size,
@@ -188,7 +189,7 @@ def prepare(pretrained, task_name, method, cfg, *, data_dir=None, train_size=Non
     """(Run, the initial trainable tree): the task's splits tokenised, the model initialised
     from (seed, 0), the learning-rate schedule."""
     task = get_task(task_name)
-    method = method if isinstance(method, Method) else make_method(method)
+    method = ready_method(method, pretrained)
     splits = encode_splits(load_task(task_name, data_dir=data_dir, train_size=train_size,
                                      seed=cfg.seed), pretrained, task, cfg.max_length)
     model, trainable, frozen = init_model(onp.random.default_rng([cfg.seed, 0]), pretrained,
@@ -202,6 +203,14 @@ def prepare(pretrained, task_name, method, cfg, *, data_dir=None, train_size=Non
               Path(out) if out is not None else None, model_name,
               base_identity(pretrained, model_name))
     return run, trainable
+
+
+def ready_method(method, pretrained):
+    """The Method of a config, a name or a Method, with what it takes from the model filled
+    in (pretrained.method_for_model: Prompt Tuning-T's vocabulary tokens)."""
+    method = method if isinstance(method, Method) else make_method(method)
+    config = method_for_model(method.config, pretrained)
+    return method if config == method.config else make_method(config)
 
 
 def resumed(run, trainable_like, pretrained):
