@@ -14,7 +14,8 @@ its tests):
 
 Every run: MiniLM, synthetic-sentiment, 64 training examples, 1 epoch, max length 32, the
 head on [CLS] (AdapterHub's heads read [CLS]); the comparison is on six sentences and two
-pairs, tokenized by minicompacter and fed to both sides as the same ids.
+pairs, tokenized by minicompacter and fed to both sides as the same ids (prompt tuning: the
+states of the prompt's positions too, as peft returns them).
 """
 
 import argparse
@@ -38,7 +39,10 @@ CASES = [("compacter", {}, "adapters"), ("compacter++", {}, "adapters"),
          ("compacter++", {"original_ln_before": True}, "adapters"),
          ("pfeiffer", {"original_ln_before": True}, "adapters"),
          ("lora", {}, "peft"), ("lora", {}, "transformers"), ("full", {}, "transformers"),
-         ("bitfit", {}, "transformers")]
+         ("bitfit", {}, "transformers"),
+         # the paper's other baselines
+         ("adapterdrop", {}, "adapters"), ("prompt-tuning-r", {"prompt_length": 20}, "peft"),
+         ("prompt-tuning-t", {"prompt_length": 20}, "peft"), ("intrinsic-said", {}, "transformers")]
 
 
 def minicompacter_side(checkpoint, batch):
@@ -65,6 +69,7 @@ def head_beside(out, hidden, mask):
 
     info = json.loads((out / "minicompacter_head.json").read_text())
     w = load_file(str(out / "minicompacter_head.safetensors"))
+    hidden = hidden[:, hidden.shape[1] - mask.shape[1]:]     # after a prompt's virtual tokens
     m = mask[:, :, None].astype(hidden.dtype)
     pooled = (hidden * m).sum(1) / m.sum(1) if info["pooling"] == "mean" else hidden[:, 0]
     if "hidden.weight" in w:
@@ -96,7 +101,8 @@ def peft_side(out, batch, model_dir):
     model = PeftModel.from_pretrained(base, str(out)).eval()
     with torch.no_grad():
         hidden = model(**torch_inputs(batch)).last_hidden_state.numpy()
-        merged = model.merge_and_unload()(**torch_inputs(batch)).last_hidden_state.numpy()
+        merged = (None if model.peft_config["default"].is_prompt_learning    # nothing to merge
+                  else model.merge_and_unload()(**torch_inputs(batch)).last_hidden_state.numpy())
     return hidden, head_beside(out, hidden, batch["attention_mask"]), merged
 
 
@@ -117,7 +123,7 @@ def run_case(i, method, options, target, args, pretrained, model_dir):
 
     run = Path(args.out) / f"{i:02d}_{method}_{target}"
     cfg = mc.TrainConfig(epochs=1, max_length=32, pooling="cls", progress=False)
-    small = {"reduction_factor": 8} if method in ("adapter", "pfeiffer") else {}
+    small = {"reduction_factor": 8} if method in ("adapter", "pfeiffer", "adapterdrop") else {}
     mc.finetune(pretrained, "synthetic-sentiment", mc.method_config(method, **small, **options),
                 cfg, train_size=64, out=run / "native", model_name="minilm")
     export_adapter(run / "native", target, run / target)
@@ -133,11 +139,13 @@ def run_case(i, method, options, target, args, pretrained, model_dir):
             hidden, logits, merged = peft_side(run / target, batch, model_dir)
         else:
             hidden, logits = transformers_side(run / target, batch)
-        real = batch["attention_mask"].astype(bool)
+        mask = batch["attention_mask"]
+        prompt = ours_hidden.shape[1] - mask.shape[1]          # prompt tuning's virtual tokens
+        real = np.concatenate([np.ones((len(mask), prompt)), mask], axis=1).astype(bool)
         base = np.asarray(mc.encoder(pretrained.params, batch, pretrained.config))
         rows.append((np.abs(hidden - ours_hidden)[real].max(), np.abs(logits - ours_logits).max(),
                      None if merged is None else np.abs(merged - ours_hidden)[real].max(),
-                     np.abs(ours_hidden - base)[real].max()))
+                     np.abs(ours_hidden[:, prompt:] - base)[mask.astype(bool)].max()))
     worst = [max(r[k] for r in rows) if rows[0][k] is not None else None for k in range(4)]
     label = method + "".join(f", {k}={v}" for k, v in options.items())
     return label, target, worst
@@ -146,6 +154,7 @@ def run_case(i, method, options, target, args, pretrained, model_dir):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/crosscheck", help="where the runs go (default %(default)s)")
+    p.add_argument("--methods", default=None, help="comma-separated: only the cases of these methods")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import adapters
@@ -166,6 +175,8 @@ def main(argv=None):
               "peft": f"peft {peft.__version__} PeftModel.from_pretrained",
               "transformers": f"transformers {transformers.__version__} BertModel.from_pretrained"}
     for i, (method, options, target) in enumerate(CASES):
+        if args.methods and method not in args.methods.split(","):
+            continue
         label, target, (dh, dl, dm, moved) = run_case(i, method, options, target, args,
                                                        pretrained, model_dir)
         lines.append(f"| {label} | {target} | {loader[target]} | {dh:.1e} | {dl:.1e} | "

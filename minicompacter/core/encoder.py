@@ -34,7 +34,10 @@ is LN(h + f + U(g(D(f)))) = LN(h + A(Dropout(Sublayer(h)))); AdapterHub's Pfeiff
 Compacter++ blocks return f + U(g(D(LN(h + f)))) (`AdapterConfig.original_ln_before`). The
 adapter sits after the sublayer's dropout (the T5 reference code applies dropout after the
 adapter instead; docs/paper.md, "Choices"). The encoder never learns a method's name: a
-method hands it `Hooks`.
+method hands it `Hooks`. Two more act on the whole model: `input_embeddings` may put vectors
+of the method's own before the input's word embeddings (prompt tuning; the positions are then
+numbered over the whole sequence, as transformers numbers `inputs_embeds`), and `weights`
+makes the tree the encoder computes with from the one it was given (Intrinsic-SAID).
 
 Every layer comes from `layers.current()`: nn.py's plain functions or kernels.py's fast
 primitives, whichever `use_layers` chose (the fast ones by default), but for dropout and
