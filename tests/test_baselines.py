@@ -468,3 +468,25 @@ def test_an_adapterhub_leave_out_that_does_not_fit_is_refused(minilm, tmp_path, 
     directory = edited("adapterhub_adapterdrop", tmp_path, adapterhub.CONFIG, leave_out=leave_out)
     with pytest.raises(FormatError, match=message):
         mc.load_adapter(directory, minilm)
+
+
+# --- what a run takes from the model ----------------------------------------------------------
+
+def test_a_run_starts_prompt_tuning_t_from_the_common_words_of_its_tokenizer(tiny):
+    from minicompacter.harness.pretrained import COMMON_WORDS, common_token_ids
+    from minicompacter.harness.training.train import ready_method
+
+    method = ready_method("prompt-tuning-t", tiny)
+    ids = method.config.init_token_ids
+    assert len(ids) == 100 and ids[0] == tiny.tokenizer.token_to_id("the") == common_token_ids(tiny.tokenizer, 1)[0]
+    assert all(tiny.tokenizer.id_to_token(i) in COMMON_WORDS or tiny.tokenizer.id_to_token(i).isalpha()
+               for i in set(ids))
+    _, trainable, _ = init_model(onp.random.default_rng(0), tiny, method)
+    onp.testing.assert_array_equal(trainable[PROMPT], tiny.params["embeddings"]["word"][list(ids)])
+    assert ready_method("prompt-tuning-r", tiny).config.init_token_ids == ()
+
+
+def test_a_prompt_that_leaves_no_room_for_the_text_is_refused_before_any_work(tiny):
+    with pytest.raises(ValueError, match="and the prompt's 100 virtual tokens exceed the model's "
+                                         "128 position embeddings; use --max-length 28 or less"):
+        mc.finetune(tiny, "synthetic-sentiment", "prompt-tuning-r", mc.TrainConfig(max_length=64))

@@ -76,8 +76,8 @@ def max_length_fits(max_length, encoder_config, reserved=0):
     """A row of max_length tokens needs as many position embeddings, and `reserved` more for
     a method's virtual tokens before it (prompt tuning's prompt_length)."""
     if max_length + reserved > encoder_config.max_positions:
-        prompt = (f" and the prompt's {reserved} virtual tokens" if reserved else "")
-        raise ValueError(f"max_length {max_length} (--max-length){prompt} exceed the model's "
+        prompt = (f" and the prompt's {reserved} virtual tokens exceed" if reserved else " exceeds")
+        raise ValueError(f"max_length {max_length} (--max-length){prompt} the model's "
                          f"{encoder_config.max_positions} position embeddings; use --max-length "
                          f"{encoder_config.max_positions - reserved} or less"
                          + (" (or a shorter --prompt-length)." if reserved else "."))
