@@ -136,15 +136,18 @@ def test_study_methods_keep_the_tables_order_and_leave_out_adapter_lowrank():
                                    "prompt-tuning-r", "prompt-tuning-t", "intrinsic-said")
 
 
-def test_the_costly_baselines_run_one_seed_and_the_report_says_so():
+def test_the_costly_baselines_run_what_fits_and_the_report_says_so():
     plan = study.Plan(tasks=("cola", "sst2"))
     runs = plan.glue_runs()
     for m in study.STUDY_METHODS:
-        want = {0} if m in study.ONE_SEED else {0, 1, 2}
-        assert {r.seed for r in runs if r.method == m} == want, m
-    assert len(runs) == 2 * (3 * (len(study.STUDY_METHODS) - 3) + 3)
-    assert "(0 only for prompt-tuning-r, prompt-tuning-t and intrinsic-said" in report.one_seed_note(plan)
-    assert report.one_seed_note(study.Plan(tasks=("cola",), one_seed=())) == ""
+        costly = m in study.BUDGET
+        assert {r.seed for r in runs if r.method == m} == ({0} if costly else {0, 1, 2}), m
+        assert {r.task for r in runs if r.method == m} == ({"cola"} if costly else {"cola", "sst2"}), m
+    assert len(runs) == 2 * 3 * (len(study.STUDY_METHODS) - 3) + 3
+    assert ("(prompt-tuning-r, prompt-tuning-t and intrinsic-said: cola, seed 0 only: their steps "
+            "cost several times" in report.budget_note(plan))
+    assert report.budget_note(study.Plan(tasks=("cola",), budget={})) == ""
+    assert set(plan.timed_methods()) == set(study.STUDY_METHODS) - set(study.BASELINES)
 
 
 def test_the_paper_column_is_its_table_1_row_on_the_same_scale():
@@ -322,3 +325,6 @@ def test_the_baselines_paragraph_ranks_them_here_and_in_the_paper():
     assert "adapterdrop 0.700, 1st (the paper: 0.781, 3rd)" in text
     assert "intrinsic-said 0.400, 4th (the paper: 0.764, 4th)" in text
     assert report.baselines_paragraph(study.Plan(tasks=("cola",), methods=("full",)), rows[:1]) == []
+    partial = rows + [{"task": "cola", "method": "prompt-tuning-r", "mean": 0.02, "n": 1}]
+    plan = study.Plan(tasks=("cola", "sst2"), methods=plan.methods + ("prompt-tuning-r",))
+    assert "prompt-tuning-r on cola: 0.020 (the paper: 0.005)" in report.baselines_paragraph(plan, partial)[0]

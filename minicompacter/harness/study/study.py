@@ -173,10 +173,13 @@ STUDY_METHODS = tuple(m for m in METHODS if m not in LEFT_OUT)
 STUDY_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")
 # The paper's baselines whose steps cost several times full fine-tuning's (100 virtual tokens
 # lengthen every sequence; Intrinsic-SAID's projections run over all the weights at every
-# step) run one seed, to keep the study's added time within about four hours on 2 cores
-# (RESULTS.md says so).
-ONE_SEED = ("prompt-tuning-r", "prompt-tuning-t", "intrinsic-said")
-# The paper's baselines besides the Compacter family (report.py's paragraph on them).
+# step) run on the smallest task, CoLA (the shortest rows), with one seed: what fitted the
+# study's added budget of about four hours on 2 shared cores (RESULTS.md says so).
+BUDGET = {"prompt-tuning-r": (("cola",), (0,)), "prompt-tuning-t": (("cola",), (0,)),
+          "intrinsic-said": (("cola",), (0,))}
+# The paper's baselines besides the Compacter family (report.py's paragraph on them). The
+# efficiency part times the other methods, in one go; the baselines' steps are timed against
+# full fine-tuning's in one session by bench/bench_step.py (docs/methods.md).
 BASELINES = ("adapterdrop", "prompt-tuning-r", "prompt-tuning-t", "intrinsic-said")
 
 
@@ -194,16 +197,28 @@ class Plan:
     efficiency_task: str = "sst2"
     efficiency_size: int = 2000
     max_length: int = MAX_LENGTH
-    one_seed: tuple = ONE_SEED         # methods run with the first seed only (the budget)
+    budget: dict = dataclasses.field(default_factory=lambda: dict(BUDGET))   # method -> (tasks,
+                                       # seeds) it runs in the GLUE comparison, if not all
+    efficiency_methods: Optional[tuple] = None    # None: the methods but the BASELINES
+
+    def tasks_of(self, method):
+        """The tasks a method runs in the GLUE comparison (of `tasks`)."""
+        return tuple(t for t in self.tasks if t in self.budget.get(method, (self.tasks,))[0])
 
     def seeds_of(self, method):
-        """The seeds a method runs in the GLUE comparison."""
-        return self.seeds[:1] if method in self.one_seed else self.seeds
+        """The seeds a method runs in the GLUE comparison (of `seeds`)."""
+        return tuple(s for s in self.seeds if s in self.budget.get(method, (None, self.seeds))[1])
+
+    def timed_methods(self):
+        """The methods the efficiency part times."""
+        if self.efficiency_methods is not None:
+            return self.efficiency_methods
+        return tuple(m for m in self.methods if m not in BASELINES)
 
     def glue_runs(self):
         return [Run(t, m, self.train_cap, s, epochs=self.epochs, max_length=self.max_length)
                 for t in self.tasks for s in self.seeds for m in self.methods
-                if s in self.seeds_of(m)]
+                if t in self.tasks_of(m) and s in self.seeds_of(m)]
 
     def low_resource_runs(self):
         return [Run(t, m, n, s, epochs=self.epochs, max_length=self.max_length)
@@ -248,7 +263,7 @@ def efficiency(plan, data_dir, out, model_name, train=True, log=print):
     results = Path(out) / "efficiency.jsonl"
     done = read_results(results)
     rows = {}
-    for method in plan.methods:
+    for method in plan.timed_methods():
         run = Run(plan.efficiency_task, method, plan.efficiency_size, 0, epochs=1,
                   max_length=plan.max_length)
         key = run.key(model_name)
