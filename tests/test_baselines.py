@@ -254,6 +254,9 @@ def test_leave_out_names_blocks_as_adapterhub_does():
 
 def test_adapterdrop_counts_the_papers_row():
     assert sum(count_analytic(mc.method_config("adapterdrop"), T5_BASE).values()) == 1101984
+    # the same blocks named as AdapterHub numbers them: the decoder's from 12
+    named = mc.method_config("adapter", leave_out=list(range(5)) + list(range(12, 17)))
+    assert sum(count_analytic(named, T5_BASE).values()) == 1101984
 
 
 def test_a_left_out_block_is_the_base_block(tiny64):
@@ -490,3 +493,15 @@ def test_a_prompt_that_leaves_no_room_for_the_text_is_refused_before_any_work(ti
     with pytest.raises(ValueError, match="and the prompt's 100 virtual tokens exceed the model's "
                                          "128 position embeddings; use --max-length 28 or less"):
         mc.finetune(tiny, "synthetic-sentiment", "prompt-tuning-r", mc.TrainConfig(max_length=64))
+
+
+def test_evaluation_moves_the_weights_once_and_predicts_the_same(tiny):
+    from minicompacter.harness.training.evaluate import weights_made_once
+
+    model, trainable, frozen = said(tiny, intrinsic_dim=500)
+    trainable = tree_map(lambda v: v + 0.01, trainable)
+    batch = batch_of(tiny)
+    once = weights_made_once(trainable, frozen, model)
+    assert once[2].method.hooks.weights is None
+    onp.testing.assert_array_equal(mc.predict(*once[:2], batch, once[2]),
+                                   mc.predict(trainable, frozen, batch, model))

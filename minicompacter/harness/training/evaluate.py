@@ -12,7 +12,9 @@ numbers: `predictions` raises NonFiniteError, naming how many rows.
 import numpy as onp
 
 from ...core.model import predict
+from ...core.paths import HEAD
 from ...core.threads import parallel
+from ...core.tree import merge
 from ..data.batches import EVAL_BATCH_SIZE, MAX_LENGTH, Encoded, batch_order, encode, tokenize
 from ..data.metrics import glue_metrics
 from ..data.tasks import get_task, load_task
@@ -37,6 +39,7 @@ def predictions(trainable, frozen, encoded, model, batch_size=EVAL_BATCH_SIZE):
     is a label like any other, and would be scored as one."""
     out = onp.zeros(len(encoded), onp.float64)
     bad = 0
+    trainable, frozen, model = weights_made_once(trainable, frozen, model)
     for idx in batch_order(encoded.lengths, batch_size):
         y = predict(trainable, frozen, encoded.batch(idx), model)            # (B, C)
         bad += int(onp.sum(~onp.isfinite(y).all(axis=1)))
@@ -46,6 +49,19 @@ def predictions(trainable, frozen, encoded, model, batch_size=EVAL_BATCH_SIZE):
                              f"{len(encoded)} rows; its weights have diverged (train again with a "
                              f"smaller --lr) or are damaged.")
     return out
+
+
+def weights_made_once(trainable, frozen, model):
+    """(trainable, frozen, model) that compute what the given ones do, with a method's
+    `weights` hook (Intrinsic-SAID's theta_0 + lambda_i P_i(theta_d)) applied once, for a
+    whole split, rather than once per batch: the head, the moved tree, the hook left out."""
+    hooks = model.method.hooks
+    if hooks.weights is None:
+        return trainable, frozen, model
+    params = hooks.weights(merge(frozen, trainable))
+    method = model.method._replace(hooks=hooks._replace(weights=None))
+    return ({HEAD: params[HEAD]}, {k: v for k, v in params.items() if k != HEAD},
+            model._replace(method=method))
 
 
 def evaluate(trainable, frozen, encoded, model, task, batch_size=EVAL_BATCH_SIZE):
