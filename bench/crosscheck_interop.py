@@ -14,7 +14,8 @@ its tests):
 
 Every run: MiniLM, synthetic-sentiment, 64 training examples, 1 epoch, max length 32, the
 head on [CLS] (AdapterHub's heads read [CLS]); the comparison is on six sentences and two
-pairs, tokenized by minicompacter and fed to both sides as the same ids. Then the same for
+pairs, tokenized by minicompacter and fed to both sides as the same ids (prompt tuning: the
+states of the prompt's positions too, as peft returns them). Then the same for
 each encoder family (RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA: the small random models of
 tests/fixtures/families/), one run per target with the family's own classes
 (RobertaAdapterModel, RobertaModel + PeftModel, ...), the head mean-pooled (beside the export).
@@ -41,7 +42,10 @@ CASES = [("compacter", {}, "adapters"), ("compacter++", {}, "adapters"),
          ("compacter++", {"original_ln_before": True}, "adapters"),
          ("pfeiffer", {"original_ln_before": True}, "adapters"),
          ("lora", {}, "peft"), ("lora", {}, "transformers"), ("full", {}, "transformers"),
-         ("bitfit", {}, "transformers")]
+         ("bitfit", {}, "transformers"),
+         # the paper's other baselines
+         ("adapterdrop", {}, "adapters"), ("prompt-tuning-r", {"prompt_length": 20}, "peft"),
+         ("prompt-tuning-t", {"prompt_length": 20}, "peft"), ("intrinsic-said", {}, "transformers")]
 FAMILY_DIRS = {"roberta": "roberta", "xlm-roberta": "xlm_roberta", "distilbert": "distilbert",
                "electra": "electra"}
 # (method, options, target) run on each family
@@ -85,6 +89,7 @@ def head_beside(out, hidden, mask):
 
     info = json.loads((out / "minicompacter_head.json").read_text())
     w = load_file(str(out / "minicompacter_head.safetensors"))
+    hidden = hidden[:, hidden.shape[1] - mask.shape[1]:]     # after a prompt's virtual tokens
     m = mask[:, :, None].astype(hidden.dtype)
     pooled = (hidden * m).sum(1) / m.sum(1) if info["pooling"] == "mean" else hidden[:, 0]
     if "hidden.weight" in w:
@@ -122,7 +127,8 @@ def peft_side(out, batch, model_dir, family="bert"):
     model = PeftModel.from_pretrained(bare_model(model_dir, family), str(out)).eval()
     with torch.no_grad():
         hidden = model(**torch_inputs(batch, family)).last_hidden_state.numpy()
-        merged = model.merge_and_unload()(**torch_inputs(batch, family)).last_hidden_state.numpy()
+        merged = (None if model.peft_config["default"].is_prompt_learning    # nothing to merge
+                  else model.merge_and_unload()(**torch_inputs(batch, family)).last_hidden_state.numpy())
     return hidden, head_beside(out, hidden, batch["attention_mask"]), merged
 
 
@@ -142,7 +148,7 @@ def run_case(i, method, options, target, args, pretrained, model_dir, family="be
 
     run = Path(args.out) / f"{i:02d}_{family}_{method}_{target}"
     cfg = mc.TrainConfig(epochs=1, max_length=32, pooling=pooling, progress=False)
-    small = {"reduction_factor": 8} if method in ("adapter", "pfeiffer") else {}
+    small = {"reduction_factor": 8} if method in ("adapter", "pfeiffer", "adapterdrop") else {}
     mc.finetune(pretrained, "synthetic-sentiment", mc.method_config(method, **{**small, **options}),
                 cfg, train_size=64, out=run / "native", model_name=str(model_dir))
     export_adapter(run / "native", target, run / target)
@@ -158,11 +164,13 @@ def run_case(i, method, options, target, args, pretrained, model_dir, family="be
             hidden, logits, merged = peft_side(run / target, batch, model_dir, family)
         else:
             hidden, logits = transformers_side(run / target, batch, family)
-        real = batch["attention_mask"].astype(bool)
+        mask = batch["attention_mask"]
+        prompt = ours_hidden.shape[1] - mask.shape[1]          # prompt tuning's virtual tokens
+        real = np.concatenate([np.ones((len(mask), prompt)), mask], axis=1).astype(bool)
         base = np.asarray(mc.encoder(pretrained.params, batch, pretrained.config))
         rows.append((np.abs(hidden - ours_hidden)[real].max(), np.abs(logits - ours_logits).max(),
                      None if merged is None else np.abs(merged - ours_hidden)[real].max(),
-                     np.abs(ours_hidden - base)[real].max()))
+                     np.abs(ours_hidden[:, prompt:] - base)[mask.astype(bool)].max()))
     worst = [max(r[k] for r in rows) if rows[0][k] is not None else None for k in range(4)]
     label = method + "".join(f", {k}={v}" for k, v in options.items())
     return label, target, worst
@@ -173,6 +181,7 @@ def main(argv=None):
     p.add_argument("--out", default="runs/crosscheck", help="where the runs go (default %(default)s)")
     p.add_argument("--families-only", action="store_true",
                    help="only the encoder families' runs (not MiniLM's)")
+    p.add_argument("--methods", default=None, help="comma-separated: only the cases of these methods")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import adapters
@@ -193,6 +202,8 @@ def main(argv=None):
               "peft": f"peft {peft.__version__} PeftModel.from_pretrained",
               "transformers": f"transformers {transformers.__version__} BertModel.from_pretrained"}
     for i, (method, options, target) in enumerate(CASES if not args.families_only else []):
+        if args.methods and method not in args.methods.split(","):
+            continue
         label, target, (dh, dl, dm, moved) = run_case(i, method, options, target, args,
                                                        pretrained, model_dir)
         lines.append(f"| {label} | {target} | {loader[target]} | {dh:.1e} | {dl:.1e} | "

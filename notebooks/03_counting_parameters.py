@@ -357,3 +357,60 @@ assert intercept["bitfit"] == d768 and intercept["lora"] == 0                # i
 # $2d = 1{,}536$ numbers, which every adapter method trains (BitFit trains its bias, 768),
 # plus, for Compacter and Compacter++, the shared $A$, $n^3 = 64$. LoRA's count has no such
 # part.
+
+
+# %% [markdown]
+# ## The paper's other baselines
+#
+# The paper's table has four more rows, counted the same way from the shapes:
+#
+# - **AdapterDrop** (`adapterdrop`, Rücklé et al. 2021): `adapter`'s adapters, left out of the
+#   lower blocks of each stack, 5 of T5-base's 12 (blocks 0-4 of the encoder and of the
+#   decoder, the reference's `adapters_drop.json`): with $L_\text{kept} = 24 - 10$ blocks,
+#   $2L_\text{kept}(2kd + k + d)$ plus the layer norms. The preset leaves out the lower
+#   $\lfloor 5L/12 + 1/2 \rfloor$ blocks of each stack: 3 of MiniLM's 6 (2.5 rounds up).
+# - **Prompt tuning** (`prompt-tuning-r`, `prompt-tuning-t`, Lester et al. 2021): $P = 100$
+#   trained vectors of width $d$ before every input, $Pd$; -R and -T differ only in how the
+#   vectors start (at random, or as copies of vocabulary embeddings).
+# - **Intrinsic-SAID** (`intrinsic-said`, Aghajanyan et al. 2021): every weight tensor $i$
+#   moves as $\theta_{0,i} + \lambda_i P_i(\theta_d)$, and $d' = 20{,}000$ counts all that
+#   trains, $\theta_d$ and the $n$ scales $\lambda_i$ together, as the reference does: $d'$,
+#   whatever the model's size. No projection is built to count it.
+
+# %%
+baselines = {"adapterdrop": (1_101_984, 0.494), "prompt-tuning-r": (76_800, 0.034),
+             "prompt-tuning-t": (76_800, 0.034), "intrinsic-said": (20_000, 0.009)}
+k = mc.method_config("adapterdrop").bottleneck_size(d)
+kept = L - 2 * len(mc.method_config("adapterdrop").left_out(T5_BASE.encoder_layers))
+# T5-base's weight tensors: 8 per encoder block, 13 per decoder block, each stack's relative
+# bias and final layer norm, the shared embedding
+n_tensors = 8 * T5_BASE.encoder_layers + 13 * T5_BASE.decoder_layers + 2 * 2 + 1
+closed = {"adapterdrop": ("2·L_kept(2kd+k+d) + norms",
+                          2 * kept * (2 * k * d + k + d) + n_layer_norms * d),
+          "prompt-tuning-r": ("P·d", 100 * d), "prompt-tuning-t": ("P·d", 100 * d),
+          "intrinsic-said": ("d' (n lambdas inside)", mc.method_config("intrinsic-said").intrinsic_dim)}
+print(f"L_kept = {kept}, k = {k}, P = 100, d' = 20,000 of which n = {n_tensors} lambdas\n")
+print(f"{'method':<16} {'closed form':<26} {'value':>10} {'ours':>10} {'%':>6}   {'paper':>10} {'%':>6}")
+for m, (p, pct) in baselines.items():
+    s, (text, value) = count(m, T5_BASE), closed[m]
+    assert s["trainable"] == value and (s["trainable"], round(s["percent"], 3)) == (p, pct)
+    print(f"{m:<16} {text:<26} {value:>10,} {s['trainable']:>10,} {s['percent']:>6.3f}   "
+          f"{p:>10,} {pct:>6.3f}  ✓")
+
+# %% [markdown]
+# On MiniLM (2-label head included; measured on the trees `init_model` builds when MiniLM is
+# installed): AdapterDrop keeps blocks 3-5, half of Adapter's adapters; the prompt is
+# $100 \times 384$; Intrinsic-SAID's $d'$ holds one $\lambda$ for each of MiniLM's 101
+# weight tensors and 19,899 numbers of $\theta_d$.
+
+# %%
+for m in baselines:
+    s = count(m, MINILM)
+    measured = "-"
+    if minilm:
+        config = mc.method_config(m)
+        _, trainable, _ = mc.init_model(np.random.default_rng(0), minilm, config)
+        measured = sum(count_measured(trainable, config).values())
+        assert measured == s["trainable"]
+        measured = f"{measured:,}"
+    print(f"{m:<16} {s['trainable']:>8,} {s['percent']:>7.3f}%  measured {measured}")

@@ -308,9 +308,10 @@ def recorded(hooks, log):
         if not np.array_equal(out, y):
             log.append((name, i))
         return out
-    return mc.Hooks(attention_output=slot("slot 1", hooks.attention_output),
-                    ffn_output=slot("slot 2", hooks.ffn_output),
-                    attention_projection=projection if hooks.attention_projection is not None else None)
+    return hooks._replace(attention_output=slot("slot 1", hooks.attention_output),
+                          ffn_output=slot("slot 2", hooks.ffn_output),
+                          attention_projection=projection if hooks.attention_projection is not None
+                          else None)
 
 
 def blocks(indices):
@@ -339,8 +340,9 @@ for name in PRESETS:
 # %%
 every = set(range(L))
 for name, config in adapter_configs.items():
-    expected = {**({"slot 1": every} if config.mh_adapter else {}),
-                **({"slot 2": every} if config.output_adapter else {})}
+    kept = every - config.left_out(L)          # AdapterDrop leaves the lower blocks out
+    expected = {**({"slot 1": kept} if config.mh_adapter else {}),
+                **({"slot 2": kept} if config.output_adapter else {})}
     assert acts[name] == expected, name
 assert acts["lora"] == {target: every for target in lora_targets}
 assert acts["full"] == acts["bitfit"] == {}
@@ -350,12 +352,16 @@ assert len(block0["full"]) == 16 and len(block0["bitfit"]) == 8
 assert all(paths.is_bias(path) for path in block0["bitfit"])
 
 # %% [markdown]
-# Every adapter method changes exactly the slots the drawing gives it, in every block; LoRA
+# Every adapter method changes exactly the slots the drawing gives it, in every block
+# (AdapterDrop in the upper half only: blocks 0-2 of MiniLM's 6 have no adapters); LoRA
 # changes the query and value projections of every block and nothing else; full fine-tuning
 # and BitFit change no hook's output (their column is empty) and differ only in what they
 # train: all sixteen leaves of a block, or its eight biases. The adapter methods train the
 # block's two layer norms (`attention_ln`, `ffn_ln`: $g$ and $b$) besides their adapters,
-# LoRA nothing but its factors.
+# LoRA nothing but its factors. Prompt tuning and Intrinsic-SAID use no slot either: one puts
+# its vectors before the input's word embeddings (the `input_embeddings` hook), the other
+# moves every weight before the model runs (the `weights` hook), and neither trains a leaf
+# of a block.
 #
 # ## The paper's block and MiniLM's
 #

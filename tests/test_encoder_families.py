@@ -212,6 +212,10 @@ def method_cfg(name):
         kw["reduction_factor"] = 8
         if preset.projection == "phm":
             kw["phm_dim"] = 2 if name == "phm-adapter" else 4
+    if isinstance(preset, mc.PromptConfig):
+        kw["prompt_length"] = 3                  # the families' tables have 16 positions
+    if isinstance(preset, mc.IntrinsicConfig):
+        kw["intrinsic_dim"] = 300
     return mc.method_config(name, **kw)
 
 
@@ -247,15 +251,19 @@ def test_every_method_on_every_family_plain_equals_fast(family, name):
 @pytest.mark.parametrize("name", mc.METHODS)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_method_starts_where_documented(family, name):
-    """LoRA, BitFit and full fine-tuning start exactly at the base model; an adapter with
-    its up-projection (or Compacter's shared A) zero is exactly the base model; Compacter and
-    Compacter++ at the paper's initialisation (A ~ N(0, 1e-4^2)) within 1e-3 of it."""
+    """LoRA, BitFit, full fine-tuning and Intrinsic-SAID start exactly at the base model; an
+    adapter with its up-projection (or Compacter's shared A) zero is exactly the base model;
+    Compacter and Compacter++ at the paper's initialisation (A ~ N(0, 1e-4^2)) within 1e-3
+    of it; prompt tuning reads P more tokens, so its states are longer and never the base's."""
     model, trainable, frozen, batch = setup(family, name, moved=False)
     cfg = FAMILIES[family]
     base = mc.encoder(pretrained(family).params, batch, cfg)
     out = mc.hidden_states(trainable, frozen, batch, model)
-    if name in ("lora", "bitfit", "full"):
+    if name in ("lora", "bitfit", "full", "intrinsic-said"):
         onp.testing.assert_array_equal(out, base)
+        return
+    if name.startswith("prompt-tuning"):
+        assert out.shape == (base.shape[0], 3 + base.shape[1], base.shape[2])
         return
     moved = onp.linalg.norm(out - base) / onp.linalg.norm(base)
     assert 0 < moved < (1e-3 if name.startswith("compacter") else onp.inf)

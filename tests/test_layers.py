@@ -20,9 +20,14 @@ CASES = [(m, {}) for m in mc.METHODS] + [("compacter", {"non_linearity": "gelu"}
 
 
 def setup(pretrained, method, overrides):
-    small = {"reduction_factor": 8} if method not in ("full", "bitfit", "lora") else {}
+    preset = mc.method_config(method)
+    small = {"reduction_factor": 8} if isinstance(preset, mc.AdapterConfig) else {}
     if method == "phm-adapter":
         small["phm_dim"] = 4                   # 12 divides neither 32 nor the bottleneck 4
+    if method.startswith("prompt-tuning"):
+        small["prompt_length"] = 5
+    if method == "intrinsic-said":
+        small["intrinsic_dim"] = 300           # 37 lambdas (tiny's tensors) and 263 theta_d
     model, trainable, frozen = init_model(onp.random.default_rng(0), pretrained,
                                           mc.method_config(method, **small, **overrides))
     # move every trained weight off its start (zero up-projections, LoRA's B = 0), so that

@@ -59,7 +59,9 @@ def test_trainable_and_frozen_partition_the_model(tiny64, name):
     assert not t & f
     assert {p for p in t if p.startswith("head.")} == {"head.w", "head.b"}
     unfrozen = t & base
-    assert unfrozen | f == base
+    assert unfrozen | (f & base) == base
+    # the frozen tree holds nothing but the base model, and Intrinsic-SAID's projections
+    assert {p.split(".")[0] for p in f - base} <= ({"fastfood"} if name == "intrinsic-said" else set())
     is_ln = lambda p: p.split(".")[-2] in ("ln", "attention_ln", "ffn_ln")
     if name == "full":
         assert unfrozen == base and not f
@@ -69,11 +71,20 @@ def test_trainable_and_frozen_partition_the_model(tiny64, name):
         assert not unfrozen
         assert t - base - {"head.w", "head.b"} == {f"layers.{i}.lora.{m}.{w}" for i in range(TINY_LAYERS)
                                                   for m in ("query", "value") for w in "AB"}
+    elif name.startswith("prompt-tuning"):
+        assert not unfrozen and t == {"prompt", "head.w", "head.b"}
+    elif name == "intrinsic-said":
+        assert not unfrozen and t == {"intrinsic.theta", "intrinsic.lambda", "head.w", "head.b"}
+        # one projection per base tensor, each of B, Pi and G
+        assert f - base == {f"fastfood.{part}.{p}" for part in ("B", "Pi", "G") for p in base}
     else:
         assert unfrozen == {p for p in base if is_ln(p)}
         slots = {p.split(".")[2] for p in t if p.startswith("layers.") and "adapter" in p}
         assert slots == ({"ffn_adapter"} if name in ("pfeiffer", "compacter++")
                          else {"attention_adapter", "ffn_adapter"})
+        # AdapterDrop leaves the lower round_half_up(5/12 x 2) = 1 of tiny's 2 blocks out
+        with_adapters = {int(p.split(".")[1]) for p in t if p.startswith("layers.") and "adapter" in p}
+        assert with_adapters == ({1} if name == "adapterdrop" else set(range(TINY_LAYERS)))
         shared = {p for p in t if p.startswith("shared.")}
         assert shared == ({"shared.A"} if name.startswith("compacter") else set())
 

@@ -132,7 +132,28 @@ def test_efficiency_verdict_follows_its_stated_rule():
 
 def test_study_methods_keep_the_tables_order_and_leave_out_adapter_lowrank():
     assert study.STUDY_METHODS == ("full", "adapter", "pfeiffer", "phm-adapter", "compacter",
-                                   "compacter++", "bitfit", "lora")
+                                   "compacter++", "bitfit", "lora", "adapterdrop",
+                                   "prompt-tuning-r", "prompt-tuning-t", "intrinsic-said")
+
+
+def test_the_costly_baselines_run_what_fits_and_the_report_says_so():
+    plan = study.Plan(tasks=("cola", "sst2"))
+    runs = plan.glue_runs()
+    for m in study.STUDY_METHODS:
+        costly = m in study.BUDGET
+        assert {r.seed for r in runs if r.method == m} == ({0} if costly else {0, 1, 2}), m
+        assert {r.task for r in runs if r.method == m} == ({"cola"} if costly else {"cola", "sst2"}), m
+    assert len(runs) == 2 * 3 * (len(study.STUDY_METHODS) - 3) + 3
+    assert ("(prompt-tuning-r, prompt-tuning-t and intrinsic-said: cola, seed 0 only: their steps "
+            "cost several times" in report.budget_note(plan))
+    assert report.budget_note(study.Plan(tasks=("cola",), budget={})) == ""
+    assert set(plan.timed_methods()) == set(study.STUDY_METHODS) - set(study.BASELINES)
+
+
+def test_the_paper_column_is_its_table_1_row_on_the_same_scale():
+    assert report.paper_scores("compacter", ["cola", "sst2"]) == f"{(63.75 + 93.00) / 200:.3f} / 0.866"
+    assert report.paper_scores("lora", ["cola"]) == ""            # not in the paper
+    assert set(study.PAPER_TABLE1) == set(study.STUDY_METHODS) - {"lora"} | {"adapter-lowrank"}
 
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -293,3 +314,17 @@ def test_quick_study_writes_every_part_and_reuses_finished_runs(tmp_path, monkey
     monkeypatch.setattr(study, "run_one", lambda *a, **k: pytest.fail("a finished run ran again"))
     again = results.run_study(pre, GLUE, out=out, report=report, quick=True, log=None)
     assert [r["test"] for r in again["glue"]] == [r["test"] for r in result["glue"]]
+
+
+def test_the_baselines_paragraph_ranks_them_here_and_in_the_paper():
+    plan = study.Plan(tasks=("cola", "sst2"), methods=("full", "adapter", "adapterdrop", "intrinsic-said"))
+    means = {"full": 0.5, "adapter": 0.6, "adapterdrop": 0.7, "intrinsic-said": 0.4}
+    rows = [{"task": t, "method": m, "mean": v} for t in plan.tasks for m, v in means.items()]
+    text = report.baselines_paragraph(plan, rows)[0]
+    # the paper, mean of CoLA and SST-2: full 78.185, adapter 78.915, adapterdrop 78.14, said 76.42
+    assert "adapterdrop 0.700, 1st (the paper: 0.781, 3rd)" in text
+    assert "intrinsic-said 0.400, 4th (the paper: 0.764, 4th)" in text
+    assert report.baselines_paragraph(study.Plan(tasks=("cola",), methods=("full",)), rows[:1]) == []
+    partial = rows + [{"task": "cola", "method": "prompt-tuning-r", "mean": 0.02, "n": 1}]
+    plan = study.Plan(tasks=("cola", "sst2"), methods=plan.methods + ("prompt-tuning-r",))
+    assert "prompt-tuning-r on cola: 0.020 (the paper: 0.005)" in report.baselines_paragraph(plan, partial)[0]

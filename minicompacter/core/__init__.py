@@ -5,9 +5,12 @@
     threads.py   the work split over the cores that the kernels use inside parallel()
     layers.py    the one switch between the two, and the table of activations
     phm.py       Kronecker products and the PHM layer
-    encoder.py   a BERT-style encoder with two adapter slots and an attention-projection hook
+    encoder.py   a BERT-style encoder with two adapter slots and hooks on its attention
+                 projections, its input embeddings and its weights
     t5.py        T5: encoder, decoder, generation, the same slots in both stacks
-    methods.py   the nine methods: configs, presets, what each trains and where it runs
+    methods.py   the methods: configs, presets, what each trains and where it runs
+    prompts.py   prompt tuning: P vectors before the input
+    intrinsic.py Intrinsic-SAID: the Walsh-Hadamard and Fastfood transforms
     model.py     a task model: trainable and frozen trees, predictions, the loss
     optim.py     AdamW, the learning-rate schedule, gradient clipping
     tree.py      parameter trees: paths, flatten, split and merge

@@ -7,7 +7,9 @@ tests check that the two agree for every method.
 
 The paper's formulas (Section 3.3): Adapter 2L(2kd); PHM-Adapter 4L(kd/n + n^3);
 Compacter 4L(k + d) + n^3, with L the number of transformer layers, leaving out biases
-and layer norms. Here every term is counted: biases, layer norms, the head, the shared A.
+and layer norms. Its other rows: AdapterDrop counts the adapters of the blocks it keeps;
+prompt tuning P d (the prompt's vectors); Intrinsic-SAID d' (theta_d and the lambdas, one
+per weight tensor, together), whatever the model's size, so no projection is built to count it. Here every term is counted: biases, layer norms, the head, the shared A.
 Percentages divide by the base model's own parameters, as the paper does.
 """
 
@@ -15,12 +17,14 @@ import dataclasses
 from typing import Optional
 
 from .encoder import EncoderConfig
-from .methods import AdapterConfig, BitFitConfig, FullConfig, LoRAConfig
-from .paths import is_adapter, is_bias, is_head, is_layer_norm, is_lora, is_shared
+from .methods import AdapterConfig, BitFitConfig, FullConfig, IntrinsicConfig, LoRAConfig
+from .methods import PromptConfig
+from .paths import is_adapter, is_bias, is_head, is_intrinsic, is_layer_norm, is_lora, is_prompt
+from .paths import is_shared
 from .tree import leaves
 
-CATEGORIES = ("adapter weights", "adapter biases", "shared A", "lora weights",
-              "layer norms", "biases", "pretrained weights", "head")
+CATEGORIES = ("adapter weights", "adapter biases", "shared A", "lora weights", "prompt",
+              "intrinsic", "layer norms", "biases", "pretrained weights", "head")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +93,10 @@ def fixed_count(s: Shapes):
 
 def adapter_positions(s: Shapes, cfg: AdapterConfig):
     """Adapters sit after self-attention and/or the FFN of every block, encoder and decoder
-    (none on T5's cross-attention, as in the paper)."""
-    blocks = s.encoder_layers + s.decoder_layers
+    (none on T5's cross-attention, as in the paper), but the blocks cfg leaves out
+    (AdapterDrop; a decoder's blocks numbered on from the encoder's, as AdapterHub does)."""
+    blocks = (s.encoder_layers - len(cfg.left_out(s.encoder_layers))
+              + s.decoder_layers - len(cfg.left_out(s.decoder_layers, s.encoder_layers)))
     return blocks * (int(cfg.mh_adapter) + int(cfg.output_adapter))
 
 
@@ -128,6 +134,10 @@ def count_analytic(config, s: Shapes, num_labels=2):
     elif isinstance(config, LoRAConfig):
         attention_modules = s.encoder_layers + 2 * s.decoder_layers           # T5: + cross
         out["lora weights"] = attention_modules * len(config.target_modules) * config.r * 2 * s.d
+    elif isinstance(config, PromptConfig):       # P vectors of the embeddings' width
+        out["prompt"] = config.prompt_length * (s.embedding_size or s.d)
+    elif isinstance(config, IntrinsicConfig):    # theta_d and the lambdas, d' in all
+        out["intrinsic"] = config.intrinsic_dim
     elif isinstance(config, AdapterConfig):
         k = config.bottleneck_size(s.d)
         (w_down, b_down), (w_up, b_up) = projection_count(config, s.d, k), projection_count(config, k, s.d)
@@ -151,6 +161,10 @@ def category(path):
         return "head"
     if is_shared(path):
         return "shared A"
+    if is_prompt(path):
+        return "prompt"
+    if is_intrinsic(path):
+        return "intrinsic"
     if is_adapter(path):
         return "adapter biases" if is_bias(path) else "adapter weights"
     if is_lora(path):

@@ -34,7 +34,10 @@ is LN(h + f + U(g(D(f)))) = LN(h + A(Dropout(Sublayer(h)))); AdapterHub's Pfeiff
 Compacter++ blocks return f + U(g(D(LN(h + f)))) (`AdapterConfig.original_ln_before`). The
 adapter sits after the sublayer's dropout (the T5 reference code applies dropout after the
 adapter instead; docs/paper.md, "Choices"). The encoder never learns a method's name: a
-method hands it `Hooks`.
+method hands it `Hooks`. Two more act on the whole model: `input_embeddings` may put vectors
+of the method's own before the input's word embeddings (prompt tuning; the positions are then
+numbered over the whole sequence, as transformers numbers `inputs_embeds`), and `weights`
+makes the tree the encoder computes with from the one it was given (Intrinsic-SAID).
 
 Every layer comes from `layers.current()`: nn.py's plain functions or kernels.py's fast
 primitives, whichever `use_layers` chose (the fast ones by default), but for dropout and
@@ -158,11 +161,23 @@ class Hooks(NamedTuple):
     ffn_output(params, i, f, h, norm) -> f'   slot 2, the same for the feed-forward sublayer
     attention_projection(params, i, name, x, y) -> y   each attention projection of block i
                                           (name: query, key, value, output)
-    All arrays are (B, T, d). `params` is the whole tree the encoder was called with, so a
-    hook finds both its own per-layer entries (params["layers"][i][...]) and any shared ones."""
+    input_embeddings(params, w, batch) -> (w', batch')   the input's word embeddings w
+                                          (B, T, E), before positions and token types are
+                                          added; returns the sequence the model reads
+                                          (B, T', E) and the batch that goes with it (an
+                                          attention_mask (B, T'); token types, if kept, too).
+                                          Prompt tuning puts its vectors first here, as peft does
+    weights(params) -> params             the parameters the model computes with, made once per
+                                          call from those it was given (Intrinsic-SAID:
+                                          theta_0 + lambda_i P_i(theta_d))
+    The slots' and the projections' arrays are (B, T, d). `params` is the whole tree the
+    encoder was called with (after `weights`), so a hook finds both its own per-layer
+    entries (params["layers"][i][...]) and any shared or top-level ones."""
     attention_output: Optional[Callable] = None
     ffn_output: Optional[Callable] = None
     attention_projection: Optional[Callable] = None
+    input_embeddings: Optional[Callable] = None
+    weights: Optional[Callable] = None
 
 
 NO_HOOKS = Hooks()
@@ -253,20 +268,40 @@ def position_ids(ids, cfg):
     return onp.cumsum(real, axis=1) * real + cfg.padding_idx             # (B, T)
 
 
-def embed(params, batch, cfg, rng=None):
+def sequential_positions(length, cfg):
+    """The positions of a sequence given as embeddings rather than ids (a method's virtual
+    tokens first): 0 .. length-1, or p+1 .. p+length with padding_idx p, padding or not, as
+    transformers numbers `inputs_embeds` (create_position_ids_from_inputs_embeds). -> (length,)"""
+    if length > cfg.max_length:
+        raise ValueError(f"The model reads {length} positions per row (the method's virtual "
+                         f"tokens and the input's), more than its {cfg.max_length}; use a "
+                         f"shorter prompt or truncate the texts (max_length).")
+    return onp.arange(length) + (0 if cfg.padding_idx is None else cfg.padding_idx + 1)
+
+
+def embed(params, batch, cfg, rng=None, hooks=NO_HOOKS):
     """Word + position (+ token-type) embeddings, layer norm, dropout, and the E -> d
-    projection when E != d.  -> (B, T, d)"""
+    projection when E != d; a method's `hooks.input_embeddings` may first put vectors of its
+    own before the input's word embeddings.
+    Returns ((B, T', d), the batch the blocks read: `batch`, or the hook's (T' = T + its
+    vectors, a longer attention mask))."""
     L = current()
     p = params["embeddings"]
     ids = batch["input_ids"]                                     # (B, T) int
-    e = (L.embedding(p["word"], ids)                             # (B, T, E)
-         + L.embedding(p["position"], position_ids(ids, cfg)))   # (T, E) or (B, T, E)
+    w = L.embedding(p["word"], ids)                              # (B, T, E)
+    if hooks.input_embeddings is None:
+        positions = position_ids(ids, cfg)                       # (T,) or (B, T)
+    else:
+        w, batch = hooks.input_embeddings(params, w, batch)      # (B, T', E)
+        positions = sequential_positions(w.shape[1], cfg)        # (T',)
+    e = w + L.embedding(p["position"], positions)                # (B, T', E)
     if cfg.type_vocab_size:
         types = batch.get("token_type_ids")
-        types = onp.zeros_like(ids) if types is None else types
-        e = e + L.embedding(p["token_type"], types)              # (B, T, E)
+        types = onp.zeros(w.shape[:2], onp.int64) if types is None else types
+        e = e + L.embedding(p["token_type"], types)              # (B, T', E)
     h = dropout(L.layer_norm(p[EMBEDDING_LN], e, cfg.layer_norm_eps), cfg.hidden_dropout, rng)
-    return L.dense(p["project"], h) if cfg.projects_embeddings else h     # (B, T, d)
+    h = L.dense(p["project"], h) if cfg.projects_embeddings else h       # (B, T', d)
+    return h, batch
 
 
 def block(params, i, h, padding_bias, cfg, hooks=NO_HOOKS, rng=None):
@@ -304,13 +339,17 @@ def encoder(params, batch, cfg, *, hooks=NO_HOOKS, rng=None):
     batch: {"input_ids": (B, T) int, "token_type_ids": (B, T) int (optional),
             "attention_mask": (B, T) 1 real / 0 padding (optional)}
     rng: a numpy Generator turns dropout on (training); None turns it off (evaluation).
-    Returns (B, T, d) in the dtype of the parameters."""
+    Returns (B, T, d) in the dtype of the parameters; (B, T', d) when the method puts
+    virtual tokens before the input (hooks.input_embeddings: prompt tuning), the input's
+    own states last."""
     B, T = check_batch(batch, cfg)
+    if hooks.weights is not None:
+        params = hooks.weights(params)                           # e.g. theta_0 + lambda P theta_d
     dtype = params["embeddings"]["word"].dtype
-    mask = batch.get("attention_mask")
-    padding_bias = mask_bias(onp.ones((B, T)) if mask is None else mask, dtype)   # (B, 1, 1, T)
     rngs = rng.spawn(cfg.num_layers + 1) if rng is not None else [None] * (cfg.num_layers + 1)
-    h = embed(params, batch, cfg, rngs[0])                       # (B, T, d)
+    h, batch = embed(params, batch, cfg, rngs[0], hooks)        # (B, T', d)
+    mask = batch.get("attention_mask")
+    padding_bias = mask_bias(onp.ones(h.shape[:2]) if mask is None else mask, dtype)  # (B, 1, 1, T')
     for i in range(cfg.num_layers):
         h = block(params, i, h, padding_bias, cfg, hooks, rngs[i + 1])
     return h
@@ -326,7 +365,13 @@ POOLING = "mean"
 def pool(hidden, mask, how=POOLING):
     """One vector per row: the [CLS] (first) token's state, or the mean over real tokens
     (sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained with mean
-    pooling).   hidden: (B, T, d)  mask: (B, T)  ->  (B, d)"""
+    pooling). Only the input's own tokens count: when a method put virtual tokens before
+    them (prompt tuning), the hidden states are longer than the mask and the input's are
+    the last T, so [CLS] is the first of those.
+    hidden: (B, T', d), T' >= T  mask: (B, T)  ->  (B, d)"""
+    T = onp.shape(mask)[1]
+    if hidden.shape[1] != T:
+        hidden = hidden[:, hidden.shape[1] - T:, :]              # (B, T, d): the input's own
     if how == "cls":
         return hidden[:, 0, :]
     if how == "mean":

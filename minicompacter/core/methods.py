@@ -16,6 +16,10 @@ parameters, a predicate saying which of the pretrained weights it unfreezes, and
 | compacter++     | as compacter, after the FFN only            | layer norms | FFN slot        |
 | bitfit          | nothing                                     | every bias  | none            |
 | lora            | B A on query and value                      | nothing     | attention-projection hook |
+| adapterdrop     | dense adapters, none in the lower 5/12 of the blocks | layer norms | both slots |
+| prompt-tuning-r | P vectors before the input, random          | nothing     | input-embeddings hook |
+| prompt-tuning-t | P vectors before the input, from the vocabulary | nothing | input-embeddings hook |
+| intrinsic-said  | theta_d and one lambda per weight tensor    | nothing (all move through P) | weights hook |
 
 Every method also trains a task head (model.py). The adapter (Houlsby et al. 2019;
 Compacter paper Eq. 2) is   A(x) = x + U(f(D(x))),  D: d -> k, U: k -> d, k = d / reduction_factor.
@@ -27,7 +31,10 @@ Choices where the paper is silent (docs/paper.md, "Choices"):
   - LoRA: peft's defaults, rank 8, alpha 8, A Kaiming-uniform (U(-1/sqrt d, 1/sqrt d)),
     B zero, no dropout, on query and value; layer norms frozen;
   - layer norms are trained by the adapter methods, as in the paper
-    (`train_layer_norms=False` freezes them, as AdapterHub does).
+    (`train_layer_norms=False` freezes them, as AdapterHub does);
+  - AdapterDrop leaves the lower round_half_up(5/12 L) blocks of each stack without
+    adapters, the paper's 5 of T5-base's 12: on MiniLM's 6 blocks, 0-2 (2.5 rounds up);
+  - prompt tuning and Intrinsic-SAID: prompts.py and intrinsic.py say what they choose.
 """
 
 import dataclasses
@@ -38,12 +45,14 @@ from typing import Callable, NamedTuple, Optional
 import numpy as onp
 
 from .encoder import NO_HOOKS, Hooks
+from .intrinsic import init_said, said_weights
 from .layers import ACTIVATIONS, activation, current
 from .nn import init_dense
 from .paths import ATTENTION_ADAPTER, FFN_ADAPTER, LORA, SHARED, is_bias, is_layer_norm
 from .paths import train_everything, train_nothing
 from .phm import C_INITS, W_INITS, check_phm_dim, glorot_uniform, init_phm_linear
 from .phm import init_phm_rule, phm_linear
+from .prompts import init_prompt, prepend_prompt
 
 PROJECTIONS = ("dense", "low-rank", "phm")
 
@@ -52,6 +61,18 @@ def option(default, doc, **metadata):
     """A config field with its default and a one-line description, which `--help` shows
     (metadata such as choices=(...) goes to the command line's flag too)."""
     return dataclasses.field(default=default, metadata={"doc": doc, **metadata})
+
+
+def check_blocks(cfg):
+    """AdapterConfig's leave_out as a sorted tuple of block indices, leave_out_lower in [0, 1)."""
+    blocks = cfg.leave_out
+    if isinstance(blocks, (int, onp.integer)) or not all(
+            isinstance(i, (int, onp.integer)) and not isinstance(i, bool) and i >= 0 for i in blocks):
+        raise ValueError(f"leave_out must be block indices (whole numbers from 0), got {blocks!r}.")
+    object.__setattr__(cfg, "leave_out", tuple(sorted({int(i) for i in blocks})))
+    if not (isinstance(cfg.leave_out_lower, (int, float)) and 0 <= cfg.leave_out_lower < 1):
+        raise ValueError(f"leave_out_lower must be a fraction in [0, 1), got "
+                         f"{cfg.leave_out_lower!r}.")
 
 
 # --- configs -----------------------------------------------------------------------------
@@ -81,8 +102,13 @@ class AdapterConfig:
                                              "AdapterHub's Pfeiffer and Compacter++ configs do")
     build_W: Optional[bool] = option(None, "PHM layers build W (True) or compute the factored "
                                            "product without it (False); None: by size")
+    leave_out: tuple = option((), "blocks without adapters, numbered from 0 (AdapterHub's "
+                                  "leave_out; a decoder's blocks count on after the encoder's)")
+    leave_out_lower: float = option(0.0, "the lowest fraction of each stack's blocks left "
+                                         "without adapters, rounded half up (AdapterDrop: 5/12)")
 
     def __post_init__(self):
+        check_blocks(self)
         if not (self.mh_adapter or self.output_adapter):
             raise ValueError("An adapter config needs mh_adapter or output_adapter (or both).")
         if not isinstance(self.reduction_factor, (int, onp.integer)) or self.reduction_factor < 1:
@@ -111,6 +137,13 @@ class AdapterConfig:
             except ValueError as e:
                 raise ValueError(f"{e}{self.reduction_factor_hint(d)}") from None
         return k
+
+    def left_out(self, num_blocks, first=0):
+        """The blocks of a stack of `num_blocks` (numbered first, first + 1, ... as leave_out
+        numbers them) without adapters: those leave_out names, and the lowest
+        round_half_up(leave_out_lower * num_blocks).  -> a set of indices 0 .. num_blocks - 1"""
+        lower = math.floor(self.leave_out_lower * num_blocks + 0.5 + 1e-9)
+        return {i for i in range(num_blocks) if i < lower or first + i in self.leave_out}
 
     def reduction_factor_hint(self, d):
         """" Or ...": the largest reduction_factor whose bottleneck phm_dim divides, on a
@@ -153,6 +186,44 @@ class FullConfig:
     method: str = option("full", "the preset this config came from")
 
 
+@dataclasses.dataclass(frozen=True)
+class PromptConfig:
+    """Prompt tuning (Lester et al. 2021; prompts.py): P trained vectors before the input."""
+    method: str = option("prompt-tuning-r", "the preset this config came from")
+    prompt_length: int = option(100, "P, the virtual tokens before every input (paper: 100; "
+                                     "peft's num_virtual_tokens)")
+    prompt_init: str = option("random", "random: U(-0.5, 0.5) (Prompt Tuning-R); vocab: copies "
+                                        "of vocabulary embeddings (Prompt Tuning-T)",
+                              choices=("random", "vocab"))
+    init_token_ids: tuple = option((), "vocab: the tokens whose embeddings the prompt copies, "
+                                       "repeated to P rows (none: P drawn at random)")
+
+    def __post_init__(self):
+        if isinstance(self.prompt_length, bool) or not isinstance(self.prompt_length, int) \
+                or self.prompt_length < 1:
+            raise ValueError(f"prompt_length must be a positive integer, got {self.prompt_length!r}.")
+        if self.prompt_init not in ("random", "vocab"):
+            raise ValueError(f"prompt_init {self.prompt_init!r} is unknown; use random or vocab.")
+        object.__setattr__(self, "init_token_ids", tuple(int(i) for i in self.init_token_ids))
+
+
+@dataclasses.dataclass(frozen=True)
+class IntrinsicConfig:
+    """Intrinsic-SAID (Aghajanyan et al. 2021; intrinsic.py): every weight tensor moved as
+    theta_0,i + lambda_i P_i(theta_d), P_i a fixed random Fastfood projection."""
+    method: str = option("intrinsic-said", "the preset this config came from")
+    intrinsic_dim: int = option(20000, "d', the trained numbers: theta_d and one lambda per "
+                                       "weight tensor, counted inside d' as the reference does")
+    projection_seed: int = option(1997, "the seed of the fixed random projections (the "
+                                        "reference's random_seed)")
+
+    def __post_init__(self):
+        for name, least in (("intrinsic_dim", 1), ("projection_seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}.")
+
+
 class Preset(NamedTuple):
     """A method as the package names it: its config and its peak learning rates."""
     config: object                 # one of the configs above, with the paper's settings
@@ -181,6 +252,14 @@ PRESETS = {
     "compacter++": Preset(AdapterConfig(method="compacter++", mh_adapter=False), 3e-3, 3e-3),
     "bitfit": Preset(BitFitConfig(), 3e-3, 3e-4),
     "lora": Preset(LoRAConfig(), 3e-3, None),
+    # the paper's other baselines (configs of the reference code: adapters_drop.json,
+    # prompt_tuning_random_init.json, prompt_tuning_tokens_init.json, intrinsic_said.json);
+    # our rates: docs/methods.md, "The baselines' learning rates", a sweep on validation
+    "adapterdrop": Preset(AdapterConfig(method="adapterdrop", projection="dense",
+                                        leave_out_lower=5 / 12), 3e-3, 3e-4),
+    "prompt-tuning-r": Preset(PromptConfig(), 3e-2, 3e-2),
+    "prompt-tuning-t": Preset(PromptConfig(method="prompt-tuning-t", prompt_init="vocab"), 3e-2, 3e-1),
+    "intrinsic-said": Preset(IntrinsicConfig(), 3e-2, 3e-2),
 }
 METHODS = tuple(PRESETS)
 LEARNING_RATES = {name: preset.lr for name, preset in PRESETS.items()}
@@ -271,6 +350,10 @@ class Method(NamedTuple):
     init: Callable            # (rng, EncoderConfig, dtype) -> the method's new parameters
     unfreezes: Callable       # (path tuple of a pretrained weight) -> trained?
     hooks: Hooks              # what the encoder calls
+    from_base: Optional[Callable] = None   # (rng, the pretrained weights it may move, dtype) ->
+                              # (new trainable parameters, new frozen constants), for methods
+                              # whose parameters are made from the base model's (prompt
+                              # tuning's -T init, Intrinsic-SAID's one lambda per tensor)
 
 
 def make_method(config):
@@ -291,6 +374,12 @@ def make_method(config):
             ffn_output=partial(adapter_slot, config, FFN_ADAPTER) if config.output_adapter else None)
         return Method(config, partial(init_adapters, config),
                       is_layer_norm if config.train_layer_norms else train_nothing, hooks)
+    if isinstance(config, PromptConfig):
+        return Method(config, init_nothing, train_nothing, Hooks(input_embeddings=prepend_prompt),
+                      partial(init_prompt, config))
+    if isinstance(config, IntrinsicConfig):
+        return Method(config, init_nothing, train_nothing, Hooks(weights=said_weights),
+                      partial(init_said, config))
     raise TypeError(f"Not a method config: {config!r}")
 
 
@@ -304,11 +393,15 @@ def init_adapters(cfg, rng, encoder_config, dtype=onp.float32):
     {"layers": [{"attention_adapter": ..., "ffn_adapter": ...}, ...], "shared": {"A": (n, n, n)}}"""
     d = encoder_config.hidden_size
     cfg.bottleneck_size(d)                                        # clear errors before any work
+    left_out = blocks_left_out(cfg, encoder_config.num_layers)
     r_shared, r_layers = rng.spawn(2)
     layers = []
-    for g in r_layers.spawn(encoder_config.num_layers):
+    for i, g in enumerate(r_layers.spawn(encoder_config.num_layers)):
         g_att, g_ffn = g.spawn(2)
         layer = {}
+        if i in left_out:                                         # AdapterDrop: no adapter here
+            layers.append(layer)
+            continue
         if cfg.mh_adapter:
             layer[ATTENTION_ADAPTER] = init_adapter(g_att, cfg, d, dtype)
         if cfg.output_adapter:
@@ -322,6 +415,20 @@ def init_adapters(cfg, rng, encoder_config, dtype=onp.float32):
     return added
 
 
+def blocks_left_out(cfg, num_blocks):
+    """cfg.left_out(num_blocks), checked: leave_out may name only blocks the model has, and
+    must leave one with adapters."""
+    beyond = [i for i in cfg.leave_out if i >= num_blocks]
+    if beyond:
+        raise ValueError(f"leave_out names blocks {beyond} of a model whose blocks are 0 .. "
+                         f"{num_blocks - 1}; name blocks it has.")
+    left_out = cfg.left_out(num_blocks)
+    if len(left_out) == num_blocks:
+        raise ValueError(f"leave_out and leave_out_lower leave none of the {num_blocks} blocks "
+                         f"an adapter; keep at least one.")
+    return left_out
+
+
 def adapter_slot(cfg, key, params, i, f, h, norm):
     """The slot function of every adapter method: block i's adapter `key` (the attention or
     the FFN slot's), with the shared A when there is one. f is the sublayer's output, h its
@@ -331,8 +438,11 @@ def adapter_slot(cfg, key, params, i, f, h, norm):
         f + U(g(D(norm(h + f))))                     original_ln_before (AdapterHub's Pfeiffer
                                                      and Compacter++ blocks)
     f, h: (B, T, d) -> (B, T, d)"""
+    layer = params["layers"][i]
+    if key not in layer:                                          # a block AdapterDrop left out
+        return f
     shared_A = params[SHARED]["A"] if SHARED in params else None
-    p = params["layers"][i][key]
+    p = layer[key]
     if cfg.original_ln_before:
         return f + bottleneck(cfg, p, norm(h + f), shared_A)
     return adapter(cfg, p, f, shared_A)

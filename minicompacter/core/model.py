@@ -35,7 +35,8 @@ def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling=POO
 
     trainable = the method's new parameters + the pretrained weights it unfreezes + a head
     (none with num_labels=0); frozen = every other pretrained weight, and always the
-    encoder's fixed leaves (a sinusoidal position table: `encoder.fixed`)."""
+    encoder's fixed leaves (a sinusoidal position table: `encoder.fixed`), and a method's
+    fixed constants (Intrinsic-SAID's projections: `Method.from_base`)."""
     method = method if isinstance(method, Method) else make_method(method)
     cfg = pretrained.config
     if pooling not in ("cls", "mean"):
@@ -45,6 +46,10 @@ def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling=POO
     unfrozen, frozen = split(pretrained.params,
                              lambda path: method.unfreezes(path) and not fixed(cfg, path))
     trainable = merge(unfrozen, method.init(r_method, cfg, dtype))
+    if method.from_base is not None:      # made from the pretrained weights it may move
+        movable = split(pretrained.params, lambda path: not fixed(cfg, path))[0]
+        added, constants = method.from_base(r_method.spawn(1)[0], movable, dtype)
+        trainable, frozen = merge(trainable, added), merge(frozen, constants)
     if num_labels:
         trainable[HEAD] = init_head(r_head, cfg.hidden_size, num_labels, layers=head_layers,
                                     dtype=dtype)
@@ -52,7 +57,8 @@ def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling=POO
 
 
 def hidden_states(trainable, frozen, batch, model, rng=None):
-    """The encoder's last hidden states (B, T, d) with the method plugged in."""
+    """The encoder's last hidden states (B, T, d) with the method plugged in; (B, P + T, d)
+    with prompt tuning's P virtual tokens first, as peft gives them."""
     params = merge(frozen, trainable)
     return encoder(params, batch, model.encoder_config, hooks=model.method.hooks, rng=rng)
 

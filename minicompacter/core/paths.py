@@ -23,6 +23,10 @@ ADAPTERS = (ATTENTION_ADAPTER, FFN_ADAPTER)
 LORA = "lora"
 # at the top of the tree: what every layer shares (Compacter's A), and the task head
 SHARED, HEAD = "shared", "head"
+# and the methods that act on the whole model (core/prompts.py, core/intrinsic.py): prompt
+# tuning's virtual tokens; Intrinsic-SAID's trained numbers ("intrinsic": theta_d and the
+# lambdas) and its fixed random projections (the frozen tree's "fastfood")
+PROMPT, INTRINSIC, FASTFOOD = "prompt", "intrinsic", "fastfood"
 
 
 def is_layer_norm(path):
@@ -50,6 +54,14 @@ def is_shared(path):
 
 def is_head(path):
     return path[0] == HEAD
+
+
+def is_prompt(path):
+    return path[0] == PROMPT
+
+
+def is_intrinsic(path):
+    return path[0] == INTRINSIC
 
 
 def decays(path):

@@ -17,11 +17,12 @@ Commands:
   study     the study behind RESULTS.md
 
 The training flags (--epochs, --batch-size, ...) are TrainConfig's fields and the method
-flags (--reduction-factor, --phm-dim, --train-layer-norms) AdapterConfig's, with their
-defaults and descriptions: `COMMANDS` below says which command takes which, and
-`build_parser` makes the parser from it. The data flags (--train-file, --text-column, ...)
-make a userdata.TaskData (`data_source`). An unknown flag is reported with the usage of the
-command it was given to.
+flags the method configs' (--reduction-factor, --phm-dim, --train-layer-norms, --leave-out,
+--leave-out-lower of AdapterConfig, --prompt-length of PromptConfig, --intrinsic-dim of
+IntrinsicConfig), with their defaults and descriptions: `COMMANDS` below says which command
+takes which, and `build_parser` makes the parser from it. The data flags (--train-file,
+--text-column, ...) make a userdata.TaskData (`data_source`). An unknown flag is reported
+with the usage of the command it was given to.
 
 `main` runs a command with SIGTERM handled as Ctrl-C (interrupts.handled) and turns what
 a user can cause into one line on stderr and an exit code: 2 for bad input, named (refused
@@ -51,7 +52,7 @@ import numpy as onp
 from ..core.counting import (BERT_BASE, T5_BASE, base_total, count_analytic, count_measured,
                              peft_line, shapes_from_config, summary)
 from ..core.encoder import pool
-from ..core.methods import METHODS, AdapterConfig, method_config
+from ..core.methods import METHODS, AdapterConfig, IntrinsicConfig, PromptConfig, method_config
 from ..core.model import init_model
 from .data.metrics import METRIC_KINDS
 from .data.tasks import tasks
@@ -77,9 +78,13 @@ DEMO_SENTENCES = [
     "A cat is sleeping on the sofa.",
     "The kitten naps on the couch.",
 ]
-# AdapterConfig fields that are flags (default: the preset's); the phm_* ones apply to the
-# PHM methods only
-METHOD_FLAGS = ("reduction_factor", "phm_dim", "train_layer_norms")
+# the method configs' fields that are flags (default: the preset's); each applies to the
+# methods whose config has it (the phm_* ones to the PHM methods only)
+METHOD_FLAGS = {AdapterConfig: ("reduction_factor", "phm_dim", "train_layer_norms", "leave_out",
+                                "leave_out_lower"),
+                PromptConfig: ("prompt_length",),
+                IntrinsicConfig: ("intrinsic_dim",)}
+FLAG_NAMES = tuple(name for names in METHOD_FLAGS.values() for name in names)
 
 
 def cmd_encode(args):
@@ -193,6 +198,8 @@ def config_flags(parser, cls, names=None, *, preset_default=False):
                   "help": doc if "default" in doc else f"{doc} (default: {shown})"}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif kind is tuple:                              # block indices: --leave-out 0 1 2
+            kwargs.update(nargs="*", type=int, metavar="I")
         else:
             kwargs["type"] = kind
             if "choices" in f.metadata:
@@ -205,18 +212,18 @@ def train_config_from_args(args):
 
 
 def method_from_args(name, args):
-    """A method's preset with the method flags applied where they mean something (adapter
-    methods; the phm_* ones on PHM methods)."""
+    """A method's preset with the method flags applied where they mean something (each on
+    the methods whose config has it; the phm_* ones on PHM methods)."""
     preset = method_config(name)
-    if not isinstance(preset, AdapterConfig):
-        return preset
-    return method_config(name, **{flag: getattr(args, flag, None) for flag in METHOD_FLAGS
-                                  if preset.projection == "phm" or not flag.startswith("phm_")})
+    flags = METHOD_FLAGS.get(type(preset), ())
+    phm = getattr(preset, "projection", None) == "phm"
+    return method_config(name, **{flag: getattr(args, flag, None) for flag in flags
+                                  if phm or not flag.startswith("phm_")})
 
 
 def method_options(args):
     """The method flags given, as method_from_args reads them (for a child process)."""
-    return {flag: getattr(args, flag) for flag in METHOD_FLAGS if getattr(args, flag) is not None}
+    return {flag: getattr(args, flag) for flag in FLAG_NAMES if getattr(args, flag, None) is not None}
 
 
 # --- the data a command names ------------------------------------------------------------------
@@ -544,10 +551,11 @@ COMMANDS = {
          BASE_MODEL, (("--json",), {"action": "store_true", "help": "one JSON object per input"}))),
     "export": Command(
         cmd_export, "write a checkpoint as AdapterHub, peft or transformers load it",
-        "Export a checkpoint: --to adapters (AdapterHub's files; the bottleneck methods), "
-        "--to peft (LoRA), --to transformers (a BertModel directory: full fine-tuning, BitFit, "
-        "LoRA merged). What the target cannot hold (trained layer norms, a head it has no "
-        "place for) is written beside it, and the command says where.",
+        "Export a checkpoint: --to adapters (AdapterHub's files; the bottleneck methods, "
+        "AdapterDrop included), --to peft (LoRA, prompt tuning), --to transformers (a BertModel "
+        "directory: full fine-tuning, BitFit, LoRA merged, Intrinsic-SAID's moved weights). "
+        "What the target cannot hold (trained layer norms, a head it has no place for) is "
+        "written beside it, and the command says where.",
         (CHECKPOINT,
          (("--to",), {"required": True, "choices": ["adapters", "peft", "transformers"],
                       "help": "the library to load it"}),
@@ -629,7 +637,8 @@ def build_parser():
                 config_flags(p, TrainConfig)
                 continue
             if argument is METHOD_OPTIONS:
-                config_flags(p, AdapterConfig, METHOD_FLAGS, preset_default=True)
+                for config, names in METHOD_FLAGS.items():
+                    config_flags(p, config, names, preset_default=True)
                 continue
             flags, kwargs = argument
             if callable(kwargs.get("help")):

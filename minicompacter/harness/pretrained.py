@@ -27,6 +27,7 @@ import numpy as onp
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from ..core.encoder import TINY, EncoderConfig, encoder, init_encoder
+from ..core.methods import PromptConfig
 from ..core.threads import parallel
 from ..core.tree import flatten
 from .data.batches import EVAL_BATCH_SIZE, MAX_LENGTH, tokenize
@@ -210,6 +211,41 @@ def encode_texts(pretrained, texts, pairs=None, *, max_length=None, batch_size=E
     mask = batch["attention_mask"].astype(bool)
     finite_outputs(onp.where(mask[:, :, None], hidden, 0.0), "texts")   # padding is not output
     return hidden, batch["attention_mask"]
+
+
+# --- what a method takes from the model's vocabulary ------------------------------------------
+
+# The 100 most common English words (the Oxford English Corpus's list). Prompt Tuning-T
+# starts from their embeddings: the reference copies T5's first 100 vocabulary rows, which
+# are its most frequent pieces (SentencePiece numbers them by frequency); a WordPiece
+# vocabulary's first rows are [unused] slots and single characters instead, so the words
+# are named here and looked up in each model's tokenizer.
+COMMON_WORDS = tuple("""the be to of and a in that have i it for not on with he as you do at
+    this but his by from they we say her she or an will my one all would there their what so
+    up out if about who get which go me when make can like time no just him know take people
+    into year your good some could them see other than then now look only come its over think
+    also back after use two how our work first well way even new want because any these give
+    day most us""".split())
+
+
+def common_token_ids(tokenizer, n):
+    """n token ids: those of COMMON_WORDS as the tokenizer spells them (each word's first
+    piece, words it does not know left out, each id once), repeated to n; () if it knows none."""
+    ids = []
+    for word in COMMON_WORDS:
+        pieces = tokenizer.encode(word, add_special_tokens=False)
+        if pieces.ids and pieces.tokens[0] != "[UNK]" and pieces.ids[0] not in ids:
+            ids.append(pieces.ids[0])
+    return tuple(ids[i % len(ids)] for i in range(n)) if ids else ()
+
+
+def method_for_model(config, pretrained):
+    """A method config with what it takes from the model filled in: Prompt Tuning-T without
+    init_token_ids gets the ids of COMMON_WORDS in this model's tokenizer."""
+    if isinstance(config, PromptConfig) and config.prompt_init == "vocab" and not config.init_token_ids:
+        ids = common_token_ids(pretrained.tokenizer, config.prompt_length)
+        return dataclasses.replace(config, init_token_ids=ids) if ids else config
+    return config
 
 
 # --- which base model a checkpoint was trained on -------------------------------------------

@@ -31,10 +31,12 @@ What AdapterHub computes in a BERT block, with x the sublayer's input and f its 
     original_ln_before True, residual_before_ln True (SeqBnConfig, CompacterPlusPlusConfig):
         LN(x + f + A(LN(x + f))), which AdapterConfig(original_ln_before=True) computes.
 Every other field must have the value that gives one of these two blocks; a field with
-any other value is refused by name, never ignored. Every file is read through files.py's
-checked readers: each JSON field's type and range, the tensors' dtypes and values; and the
-numbers the files hold must be the numbers the config describes before the model is built
-(`check_size`), so a config naming a huge head or bottleneck allocates nothing.
+any other value is refused by name, never ignored. leave_out (the blocks without adapters,
+AdapterDrop's) is read and written: minicompacter's leave_out, and leave_out_lower's blocks,
+go to AdapterHub's as one list. Every file is read through files.py's checked readers: each
+JSON field's type and range, the tensors' dtypes and values; and the numbers the files hold
+must be the numbers the config describes before the model is built (`check_size`), so a
+config naming a huge head or bottleneck allocates nothing.
 """
 
 import dataclasses
@@ -66,7 +68,7 @@ FIX = "the files are not an adapter as AdapterHub's adapters 1.x saves one (save
 FIXED = {"original_ln_after": True, "adapter_residual_before_ln": False, "ln_before": False,
          "ln_after": False, "is_parallel": False, "scaling": 1.0, "use_gating": False,
          "dropout": 0.0, "factorized_phm_rule": False, "shared_W_phm": False, "learn_phm": True,
-         "leave_out": [], "cross_adapter": False, "inv_adapter": None,
+         "cross_adapter": False, "inv_adapter": None,
          "inv_adapter_reduction_factor": None, "stochastic_depth": 0.0, "residual_before_ln": True}
 # fields that describe only how the weights were first drawn, which a trained adapter no
 # longer depends on
@@ -131,7 +133,7 @@ def method_config(bn, source):
             raise FormatError(f"{source}: {field} = {bn[field]!r}; minicompacter computes the "
                               f"blocks with {field} = {value!r} only (and original_ln_before "
                               f"either way), so it cannot load this adapter exactly.")
-    known = set(FIXED) | set(INIT_ONLY) | set(SAME) | {"architecture", "phm_layer"}
+    known = set(FIXED) | set(INIT_ONLY) | set(SAME) | {"architecture", "phm_layer", "leave_out"}
     for field, value in bn.items():
         if field not in known and value not in (None, False, [], {}, 0, 0.0):
             raise FormatError(f"{source}: field {field} = {value!r} is unknown to minicompacter, "
@@ -146,16 +148,31 @@ def method_config(bn, source):
                  error=FormatError, fix=FIX)
     fields = {f: bn[f] for f in SAME if f in bn}
     fields["projection"] = "phm" if bn.get("phm_layer") else "dense"
+    fields["leave_out"] = read_leave_out(bn.get("leave_out"), source)
     try:
         return AdapterConfig(method=preset_name(fields), train_layer_norms=False, **fields)
     except ValueError as e:
         raise FormatError(f"{source}: {e}") from None
 
 
+def read_leave_out(blocks, source):
+    """BnConfig's leave_out (the blocks without adapters) as a tuple; FormatError unless it is
+    a list of block indices."""
+    if blocks is None:
+        return ()
+    if not isinstance(blocks, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in blocks):
+        raise FormatError(f"{source}: leave_out = {blocks!r}; it must be a list of block indices "
+                          f"(whole numbers from 0).")
+    return tuple(blocks)
+
+
 def preset_name(fields):
     """The minicompacter method whose preset this adapter is closest to (its name only: the
     fields themselves are what is computed)."""
     if fields["projection"] == "dense":
+        if fields.get("leave_out") and fields.get("mh_adapter", True):
+            return "adapterdrop"
         return "adapter" if fields.get("mh_adapter", True) else "pfeiffer"
     if fields.get("factorized_phm_W", True) and fields.get("shared_phm_rule", True):
         return "compacter" if fields.get("mh_adapter", True) else "compacter++"
@@ -164,14 +181,16 @@ def preset_name(fields):
     return "phm-adapter"
 
 
-def bn_config(cfg):
-    """A minicompacter AdapterConfig as AdapterHub's BnConfig fields (a dict)."""
+def bn_config(cfg, num_layers):
+    """A minicompacter AdapterConfig on a model of `num_layers` blocks as AdapterHub's BnConfig
+    fields (a dict); leave_out lists every block without adapters (leave_out_lower's too)."""
     if cfg.projection == "low-rank":
         # a rank-r weight s t is a PHM layer with n = 1 and the rule A = [[[1]]]
         cfg = AdapterConfig(**{**cfg.__dict__, "projection": "phm", "phm_dim": 1,
                                "shared_phm_rule": False, "factorized_phm_W": True})
     bn = {**FIXED, **{f: getattr(cfg, f) for f in SAME},
-          "phm_layer": cfg.projection == "phm", "init_weights": "bert", "init_weights_seed": None}
+          "phm_layer": cfg.projection == "phm", "init_weights": "bert", "init_weights_seed": None,
+          "leave_out": sorted(cfg.left_out(num_layers))}
     return dict(sorted(bn.items()))
 
 
@@ -326,6 +345,11 @@ def read(directory, pretrained, family):
     source = directory / CONFIG
     meta = read_meta(source, family, pretrained.config.hidden_size)
     cfg, name = method_config(meta["config"], source), meta["name"]
+    beyond = [i for i in cfg.leave_out if i >= pretrained.config.num_layers]
+    if beyond:
+        raise FormatError(f"{source}: leave_out names blocks {beyond}, which a "
+                          f"{pretrained.config.num_layers}-block base model does not have; "
+                          f"was it saved for another model?")
     tensors = read_tensors(directory / WEIGHTS, error=FormatError, fix=FIX)
     num_labels, layers, labels, head = read_head(directory)
     try:
@@ -377,7 +401,8 @@ def write(out, trainable, model, *, family, name, model_name, label_names=()):
                              for theirs, (ours, transpose) in names.items()})
     out = Path(out)
     atomic_write(out / WEIGHTS, tensors(adapter_names(trainable, cfg, name, family)))
-    atomic_write(out / CONFIG, json.dumps({"config": bn_config(cfg), **meta}, indent=2))
+    atomic_write(out / CONFIG, json.dumps({"config": bn_config(cfg, model.encoder_config.num_layers),
+                                           **meta}, indent=2))
     if HEAD in trainable:
         head = head_config(model.num_labels, model.head_layers, label_names)
         atomic_write(out / HEAD_WEIGHTS, tensors(head_names(trainable[HEAD], name)))

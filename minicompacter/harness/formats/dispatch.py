@@ -5,9 +5,10 @@ the base model a checkpoint names, and `export_adapter` to every target.
                                AdapterHub's adapter (adapterhub.py), peft's (peft.py), on a
                                base model of any encoder family (families.py)
     checkpoint_base(DIR)       the pretrained model a checkpoint of any of these formats names
-    export_adapter(DIR, "adapters", out)      AdapterHub: the bottleneck methods
-    export_adapter(DIR, "peft", out)          peft: LoRA
-    export_adapter(DIR, "transformers", out)  the family's bare model: full, BitFit, LoRA merged
+    export_adapter(DIR, "adapters", out)      AdapterHub: the bottleneck methods (AdapterDrop too)
+    export_adapter(DIR, "peft", out)          peft: LoRA, prompt tuning
+    export_adapter(DIR, "transformers", out)  the family's bare model: full, BitFit, LoRA merged,
+                                              Intrinsic-SAID's moved weights
 
 The format modules below import only the file layer (files.py) and the families' data
 (families.py), never each other or this module; this module imports them all.
@@ -25,8 +26,12 @@ says how:
   - the head, where the target has no head of its own (peft, transformers) or none that
     reads the mean of the tokens (AdapterHub's read [CLS]): head.py's two files in out/;
   - LoRA for transformers: merged into the weights, W + (alpha / r) A B (peft's
-    merge_and_unload).
-A method the target has no counterpart for is refused with the target that takes it.
+    merge_and_unload);
+  - Intrinsic-SAID for transformers: the weights it computes with, theta_0 + lambda_i
+    P_i(theta_d), written as a whole model (neither AdapterHub nor peft has the method).
+A method the target has no counterpart for is refused with the target that takes it
+(prompt tuning is not AdapterHub's: its PromptTuningConfig puts the prompt after the
+embedding layer, core/prompts.py).
 Adapter-LowRank goes to AdapterHub as a PHM layer with n = 1 (W = 1 kron s t).
 
 An export directory belongs to one export. `--out` that holds files no export of
@@ -49,7 +54,8 @@ from typing import NamedTuple
 
 import numpy as onp
 
-from ...core.methods import AdapterConfig, BitFitConfig, FullConfig, LoRAConfig
+from ...core.methods import (AdapterConfig, BitFitConfig, FullConfig, IntrinsicConfig, LoRAConfig,
+                             PromptConfig)
 from ...core.paths import HEAD, LORA, is_layer_norm
 from ...core.tree import flatten, merge, split, unflatten
 from ..data.tasks import get_task
@@ -351,18 +357,18 @@ def export_adapter(checkpoint_dir, to, out, *, pretrained=None, name=None, repla
     pretrained = pretrained or checkpoint_base(checkpoint_dir)
     claim_export_dir(out, {"the checkpoint": str(checkpoint_dir), "the base model":
                            pretrained.path}, replace)
-    model, trainable, _, config = load_adapter(checkpoint_dir, pretrained)
+    model, trainable, frozen, config = load_adapter(checkpoint_dir, pretrained)
     check_target(model.method.config, to)
     with staging(out) as tmp:
         target = Target(tmp, out)
-        summary = write_target(target, to, trainable, model, pretrained, config, name)
+        summary = write_target(target, to, trainable, frozen, model, pretrained, config, name)
         summary["written"].append(str(out / README))
         summary["written"].append(str(out / MANIFEST))
         write_manifest(target, to, checkpoint_dir, pretrained, summary)
     return summary
 
 
-def write_target(target, to, trainable, model, pretrained, config, name):
+def write_target(target, to, trainable, frozen, model, pretrained, config, name):
     """The files of one target in target.dir: {"written", "notes", "needs_base"}."""
     method = model.method.config
     hub_id = pretrained.hub_id or (config.get("base_model") or {}).get("name") or pretrained.name
@@ -375,19 +381,32 @@ def write_target(target, to, trainable, model, pretrained, config, name):
         written = peft.write(target.dir, trainable, model, family=family,
                              base_model_name_or_path=hub_id)
         return _with_head(target, written, trainable, model, labels, "peft")
-    written = write_directory(target.dir, merged_params(pretrained, trainable, model), pretrained)
-    notes = ["LoRA merged into the weights: W + (alpha / r) A B"] if isinstance(method, LoRAConfig) else []
+    written = write_directory(target.dir, merged_params(pretrained, trainable, model, frozen),
+                              pretrained)
+    notes = [MERGED[type(method)]] if type(method) in MERGED else []
     summary = _with_head(target, written, trainable, model, labels, "transformers")
     summary["notes"] = notes + summary["notes"]
     return summary
 
 
 # the method configs each target takes
-TAKES = {"adapters": (AdapterConfig,), "peft": (LoRAConfig,),
-         "transformers": (FullConfig, BitFitConfig, LoRAConfig)}
+TAKES = {"adapters": (AdapterConfig,), "peft": (LoRAConfig, PromptConfig),
+         "transformers": (FullConfig, BitFitConfig, LoRAConfig, IntrinsicConfig)}
 WHY_NOT = {"adapters": "AdapterHub's bottleneck adapter files hold the adapter methods only",
-           "peft": "peft's files hold LoRA only",
+           "peft": "peft's files hold LoRA and prompt tuning only",
            "transformers": "an adapter cannot be merged into the weights (it is nonlinear)"}
+# why a method is not where one might look for it (else WHY_NOT[target])
+WHY_NOT_METHOD = {
+    (PromptConfig, "adapters"): "AdapterHub's PromptTuningConfig puts the prompt after the "
+                                "embedding layer (after positions and its layer norm), not "
+                                "before the word embeddings as peft and minicompacter do",
+    (PromptConfig, "transformers"): "a prompt is extra input, not a weight: a BertModel has no "
+                                    "place for it",
+    (IntrinsicConfig, "adapters"): "neither AdapterHub nor peft has Intrinsic-SAID",
+    (IntrinsicConfig, "peft"): "neither AdapterHub nor peft has Intrinsic-SAID"}
+# what export --to transformers says it did with a method's trained numbers
+MERGED = {LoRAConfig: "LoRA merged into the weights: W + (alpha / r) A B",
+          IntrinsicConfig: "Intrinsic-SAID's weights written out: theta_0 + lambda_i P_i(theta_d)"}
 
 
 def check_target(method, to):
@@ -395,7 +414,8 @@ def check_target(method, to):
     if isinstance(method, TAKES[to]):
         return
     instead = next(t for t in TARGETS if isinstance(method, TAKES[t]))
-    raise ExportError(f"{method.method} cannot be exported to {to}: {WHY_NOT[to]}. Export it "
+    why = WHY_NOT_METHOD.get((type(method), to), WHY_NOT[to])
+    raise ExportError(f"{method.method} cannot be exported to {to}: {why}. Export it "
                       f"with --to {instead}.")
 
 
@@ -499,10 +519,15 @@ def readme(to, pretrained, summary):
     return "\n".join(lines) + "\n"
 
 
-def merged_params(pretrained, trainable, model):
+def merged_params(pretrained, trainable, model, frozen=None):
     """The encoder's parameters with what was trained put in: the unfrozen pretrained weights
-    (full fine-tuning, BitFit's biases) as trained, and LoRA's update merged into its targets,
-    w + (alpha / r) A B  (w: (d_in, d_out), as minicompacter stores it)."""
+    (full fine-tuning, BitFit's biases) as trained, LoRA's update merged into its targets,
+    w + (alpha / r) A B  (w: (d_in, d_out), as minicompacter stores it), and the weights a
+    `weights` hook computes (Intrinsic-SAID's theta_0 + lambda_i P_i(theta_d), from the
+    frozen tree's projections)."""
+    if model.method.hooks.weights is not None:
+        moved = flatten(model.method.hooks.weights(merge(frozen, trainable)))
+        return unflatten({name: moved[name] for name in flatten(pretrained.params)})
     flat = dict(flatten(pretrained.params))
     for name, leaf in flatten(trainable).items():
         if name in flat:

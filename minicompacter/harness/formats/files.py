@@ -52,7 +52,7 @@ from typing import Callable, NamedTuple
 import numpy as onp
 from safetensors.numpy import save
 
-from ...core.tree import flatten, unflatten
+from ...core.tree import dotted, flatten, path_map
 
 
 class LoadError(ValueError):
@@ -363,7 +363,9 @@ def check_tree(expected, tensors, source):
             out[name] = onp.asarray(tensors[name], leaf.dtype)
         if not onp.isfinite(out[name]).all():
             raise CheckpointError(non_finite_tensor(name, str(source), leaf.dtype))
-    return unflatten(out)
+    # the tree rebuilt in the shape of `expected`, so that its empty places (a block
+    # without adapters: AdapterDrop) stay where they are
+    return path_map(lambda path, leaf: out[dotted(path)], expected)
 
 
 # --- reading JSON --------------------------------------------------------------------------

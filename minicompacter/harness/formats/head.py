@@ -38,8 +38,10 @@ def head_tensors(head):
 
 def head_info(model, labels):
     """What HEAD_INFO holds: the pooling, sizes, label names and how to apply the head."""
-    pooled = ("the mean of last_hidden_state over the real tokens (attention_mask)"
-              if model.pooling == "mean" else "last_hidden_state[:, 0] ([CLS])")
+    skip = getattr(model.method.config, "prompt_length", 0)   # prompt tuning's vectors come first
+    own = f"last_hidden_state[:, {skip}:] (after the {skip} virtual tokens)" if skip else "last_hidden_state"
+    pooled = (f"the mean of {own} over the real tokens (attention_mask)"
+              if model.pooling == "mean" else f"last_hidden_state[:, {skip}] ([CLS])")
     return {"pooling": model.pooling, "num_labels": model.num_labels,
             "layers": model.head_layers, "label_names": labels,
             "computes": f"pooled = {pooled}; "

@@ -1,5 +1,6 @@
-"""peft's LoRA files (peft 0.21): read into a minicompacter model, and minicompacter's
-LoRA written as peft saves it, for every encoder family (families.py).
+"""peft's LoRA and prompt-tuning files (peft 0.21): read into a minicompacter model, and
+minicompacter's LoRA and prompt tuning written as peft saves them, for every encoder family
+(families.py).
 
 `PeftModel.save_pretrained(DIR)` on a transformers bare model (BertModel, RobertaModel,
 DistilBertModel, ...) writes
@@ -20,6 +21,21 @@ peft matches each target_modules entry against a module's full name or its last 
 attention projections (BERT's "dense" also matches the feed-forward layers) is refused. Every
 field of adapter_config.json is checked for its type and range (r a positive integer,
 lora_alpha a finite number, ...), and r against the tensors before the model is built.
+
+For prompt tuning (PromptTuningConfig, task_type FEATURE_EXTRACTION, on the family's bare
+model) it writes
+
+    adapter_config.json         {"peft_type": "PROMPT_TUNING", "task_type": "FEATURE_EXTRACTION",
+                                 "num_virtual_tokens", "token_dim", "num_transformer_submodules": 1,
+                                 "num_layers", "num_attention_heads", "prompt_tuning_init", ...}
+    adapter_model.safetensors   prompt_embeddings (P, d); metadata {"format": "pt"}
+
+and computes the encoder on [prompt; word embeddings] with the mask P ones longer, the
+positions 0 .. P+T-1 and the token types dropped: minicompacter's prompt tuning
+(core/prompts.py), prompt = prompt_embeddings, no transpose. Its SEQ_CLS wrapper keeps the
+token types and adds a classifier of its own, which minicompacter does not compute. The
+prompt's shape is checked against num_virtual_tokens and the model's width before the model
+is built.
 """
 
 import json
@@ -27,9 +43,9 @@ from pathlib import Path
 
 import numpy as onp
 
-from ...core.methods import LoRAConfig
+from ...core.methods import LoRAConfig, PromptConfig
 from ...core.model import init_model
-from ...core.paths import LORA
+from ...core.paths import LORA, PROMPT
 from ...core.tree import flatten
 from .files import (FormatError, array, atomic_write, check_fields, check_tree, integer,
                     json_file, nullable, number, read_json_object, read_tensors, refuse_pickle,
@@ -105,6 +121,60 @@ def targets_of(entry, family, source):
     return [projections[name] for name in hit]
 
 
+# peft's prompt-tuning fields that must have these values (an encoder's placement, one prompt)
+PROMPT_FIXED = {"peft_type": "PROMPT_TUNING", "task_type": "FEATURE_EXTRACTION",
+                "num_transformer_submodules": 1, "modules_to_save": None}
+# fields that do not change what a saved prompt computes (the initialisation is overwritten
+# by the saved prompt; the model's sizes are checked against the base model)
+PROMPT_NEUTRAL = ("base_model_name_or_path", "revision", "inference_mode", "auto_mapping",
+                  "peft_version", "num_virtual_tokens", "token_dim", "num_layers",
+                  "num_attention_heads", "prompt_tuning_init", "prompt_tuning_init_text",
+                  "tokenizer_name_or_path", "tokenizer_kwargs")
+PROMPT_TENSOR = "prompt_embeddings"
+PROMPT_INITS = {"RANDOM": "random", "TEXT": "vocab", "SAMPLE_VOCAB": "vocab"}
+
+
+def prompt_config(config, source, encoder_config):
+    """The PromptConfig that computes what a peft prompt-tuning adapter_config.json computes on
+    this base model; FormatError naming the first field it cannot honour."""
+    for field, value in PROMPT_FIXED.items():
+        if config.get(field, value) != value:
+            raise FormatError(f"{source}: {field} = {config[field]!r}; minicompacter computes "
+                              f"peft's prompt tuning of an encoder with {field} = {value!r} only "
+                              f"(SEQ_CLS keeps the token types and adds its own classifier).")
+    for field, value in config.items():
+        if field not in PROMPT_FIXED and field not in PROMPT_NEUTRAL and value not in (None, False, [], {}, ""):
+            raise FormatError(f"{source}: field {field} = {value!r} is unknown to minicompacter, "
+                              f"which cannot tell what it computes.")
+    sizes = {"token_dim": encoder_config.embedding_width, "num_layers": encoder_config.num_layers,
+             "num_attention_heads": encoder_config.num_heads}
+    for field, want in sizes.items():
+        if config.get(field, want) != want:
+            raise FormatError(f"{source}: {field} = {config[field]!r}, the base model's is "
+                              f"{want}; was it saved for another model?")
+    length = config.get("num_virtual_tokens")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise FormatError(f"{source}: num_virtual_tokens = {length!r}; it must be a positive integer.")
+    init = PROMPT_INITS.get(config.get("prompt_tuning_init", "RANDOM"))
+    if init is None:
+        raise FormatError(f"{source}: prompt_tuning_init = {config['prompt_tuning_init']!r}; "
+                          f"peft's are {', '.join(PROMPT_INITS)}.")
+    return PromptConfig(method="prompt-tuning-r" if init == "random" else "prompt-tuning-t",
+                        prompt_length=length, prompt_init=init)
+
+
+def peft_prompt_config(cfg, encoder_config, base_model_name_or_path):
+    """adapter_config.json as peft writes it for minicompacter's prompt tuning (-T as
+    SAMPLE_VOCAB: started from vocabulary embeddings; the exact tokens are minicompacter's
+    init_token_ids, which matter only to a new run)."""
+    return {**PROMPT_FIXED, "auto_mapping": None, "base_model_name_or_path": base_model_name_or_path,
+            "inference_mode": True, "num_attention_heads": encoder_config.num_heads,
+            "num_layers": encoder_config.num_layers, "num_virtual_tokens": cfg.prompt_length,
+            "revision": None, "token_dim": encoder_config.embedding_width,
+            "prompt_tuning_init": "RANDOM" if cfg.prompt_init == "random" else "SAMPLE_VOCAB",
+            "prompt_tuning_init_text": None, "tokenizer_kwargs": None, "tokenizer_name_or_path": None}
+
+
 def lora_names(cfg, num_layers, family):
     """{peft tensor name: minicompacter dotted path} (every one transposed)."""
     out = {}
@@ -127,26 +197,56 @@ def check_rank(tensors, cfg, d, source):
                               f"belong together.")
 
 
+def check_prompt(tensors, cfg, width, source):
+    """FormatError unless prompt_embeddings is (num_virtual_tokens, token_dim): before the
+    model is built, so a config naming a huge prompt allocates nothing."""
+    want = (cfg.prompt_length, width)
+    if tensors[PROMPT_TENSOR].shape != want:
+        raise FormatError(f"{source}: {PROMPT_TENSOR} has shape {tensors[PROMPT_TENSOR].shape}, "
+                          f"and {cfg.prompt_length} virtual tokens on a model of width {width} "
+                          f"need {want}; the config and the weights do not belong together.")
+
+
+def tensor_names(cfg, encoder_config, family):
+    """{peft tensor name: (minicompacter dotted path, transposed?)} of a LoRA or prompt tuning."""
+    if isinstance(cfg, PromptConfig):
+        return {PROMPT_TENSOR: (PROMPT, False)}
+    return {theirs: (ours, True)
+            for theirs, ours in lora_names(cfg, encoder_config.num_layers, family).items()}
+
+
+def described(cfg, encoder_config, family):
+    """What the files should hold, for a message."""
+    if isinstance(cfg, PromptConfig):
+        return f"a prompt of {cfg.prompt_length} vectors"
+    return (f"LoRA on {list(cfg.target_modules)} of a {encoder_config.num_layers}-layer "
+            f"{family.peft.base_class}")
+
+
 def read(directory, pretrained, family):
-    """(model, trainable, frozen, info) of a peft LoRA directory on a pretrained model of the
-    family (no head: peft's files of a bare model hold none)."""
+    """(model, trainable, frozen, info) of a peft LoRA or prompt-tuning directory on a
+    pretrained model of the family (no head: peft's files of a bare model hold none)."""
     directory = Path(directory)
     config = read_json_object(directory / CONFIG, error=FormatError, fix=FIX)
-    cfg = method_config(config, directory / CONFIG, family)
+    cfg = (prompt_config(config, directory / CONFIG, pretrained.config)
+           if config.get("peft_type") == PROMPT_FIXED["peft_type"]
+           else method_config(config, directory / CONFIG, family))
     refuse_pickle(directory, PICKLE, WEIGHTS)
     tensors = read_tensors(directory / WEIGHTS, error=FormatError, fix=FIX)
-    names = lora_names(cfg, pretrained.config.num_layers, family)
+    names = tensor_names(cfg, pretrained.config, family)
     if set(tensors) != set(names):
         odd = sorted(set(tensors) ^ set(names))
-        raise FormatError(f"{directory}: tensors {odd[:3]} do not fit LoRA on "
-                          f"{list(cfg.target_modules)} of a {pretrained.config.num_layers}-layer "
-                          f"{family.peft.base_class} as {CONFIG} describes it.")
-    check_rank(tensors, cfg, pretrained.config.hidden_size, directory)
+        raise FormatError(f"{directory}: tensors {odd[:3]} do not fit "
+                          f"{described(cfg, pretrained.config, family)} as {CONFIG} describes it.")
+    if isinstance(cfg, PromptConfig):
+        check_prompt(tensors, cfg, pretrained.config.embedding_width, directory)
+    else:
+        check_rank(tensors, cfg, pretrained.config.hidden_size, directory)
     model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, cfg, num_labels=0)
-    trainable = check_tree(skeleton, {ours: tensors[theirs].T for theirs, ours in names.items()},
-                           directory)
+    trainable = check_tree(skeleton, {ours: tensors[theirs].T if transposed else tensors[theirs]
+                                      for theirs, (ours, transposed) in names.items()}, directory)
     name = config.get("base_model_name_or_path")
-    info = {"format": "peft", "method": "lora", "task": None, "num_labels": 0, "pooling": "cls",
+    info = {"format": "peft", "method": cfg.method, "task": None, "num_labels": 0, "pooling": "cls",
             "head_layers": 1, "label_names": [], "base_model": {"name": name, "hub_id": name}}
     return model, trainable, frozen, info
 
@@ -163,14 +263,15 @@ def peft_config(cfg, base_model_name_or_path, family):
 
 
 def write(out, trainable, model, *, family, base_model_name_or_path):
-    """peft's files for minicompacter's LoRA (the head, if any, is the caller's business);
-    every tensor finite or none written."""
+    """peft's files for minicompacter's LoRA or prompt tuning (the head, if any, is the
+    caller's business); every tensor finite or none written."""
     cfg = model.method.config
     flat = flatten(trainable)
-    tensors = {theirs: flat[ours].T for theirs, ours in
-               lora_names(cfg, model.encoder_config.num_layers, family).items()}
+    tensors = {theirs: flat[ours].T if transposed else flat[ours]
+               for theirs, (ours, transposed) in tensor_names(cfg, model.encoder_config, family).items()}
+    config = (peft_prompt_config(cfg, model.encoder_config, base_model_name_or_path)
+              if isinstance(cfg, PromptConfig) else peft_config(cfg, base_model_name_or_path, family))
     out = Path(out)
     atomic_write(out / WEIGHTS, tensor_bytes(tensors, metadata={"format": "pt"}))
-    atomic_write(out / CONFIG, json.dumps(peft_config(cfg, base_model_name_or_path, family),
-                                          indent=2))
+    atomic_write(out / CONFIG, json.dumps(config, indent=2))
     return [CONFIG, WEIGHTS]

@@ -28,6 +28,7 @@ from .plots import efficiency as efficiency_plot
 from .plots import low_resource, params_vs_score
 from .study import (MEMORY_SAVED, PAPER_BITFIT_MEMORY_SAVED, PAPER_COMPACTER_TIME_SAVED,
                     PAPER_COMPACTERPP_COST, PAPER_GLUE_AVERAGE, PAPER_HARDWARE, PAPER_MODEL,
+                    PAPER_TABLE1, BASELINES,
                     PAPER_TRAINING, PARITY_GAP, SMALL_SIZE, STUDY_TASKS, epochs_for,
                     gaps_by_task, leads_within_spread, machine_description, summarize,
                     time_spread, verdict_efficiency, verdict_low_resource, verdict_parity)
@@ -175,6 +176,22 @@ def intro(plan, model, commands, results):
             "```", *commands, "```", ""]
 
 
+def budget_note(plan):
+    """' (A and B: cola, seed 0 only; ...)' for the methods the plan runs on fewer tasks or
+    seeds, else ''."""
+    fewer = [m for m in plan.methods
+             if plan.tasks_of(m) != tuple(plan.tasks) or plan.seeds_of(m) != tuple(plan.seeds)]
+    if not fewer:
+        return ""
+    groups = {}
+    for m in fewer:
+        groups.setdefault((plan.tasks_of(m), plan.seeds_of(m)), []).append(m)
+    parts = [f"{words(ms)}: {', '.join(tasks) or 'no task'}, seed{'s' if len(seeds) > 1 else ''} "
+             f"{', '.join(map(str, seeds))} only" for (tasks, seeds), ms in groups.items()]
+    return (f" ({'; '.join(parts)}: their steps cost several times full fine-tuning's, and this "
+            f"is what fitted the study's added budget of about four hours on 2 shared cores)")
+
+
 def settings(plan, machine, seconds):
     """The machine, the time and the settings of each part of the study."""
     batch = TrainConfig().batch_size
@@ -185,7 +202,7 @@ def settings(plan, machine, seconds):
              "evaluation included; its training time for records made before the wall time "
              "was kept), so it counts a study run over several sessions as one from scratch.",
              f"- GLUE comparison: tasks {', '.join(plan.tasks)}; methods {', '.join(plan.methods)}; "
-             f"seeds {', '.join(map(str, plan.seeds))}; training sets capped at "
+             f"seeds {', '.join(map(str, plan.seeds))}{budget_note(plan)}; training sets capped at "
              f"{plan.train_cap or 'all'} examples (stratified, seeded); "
              f"{plan.epochs or epochs_for(plan.train_cap or 10 ** 9)} epochs; batch {batch}, "
              f"max length {plan.max_length}; learning rate {learning_rates(plan.methods)} "
@@ -203,23 +220,36 @@ def settings(plan, machine, seconds):
 
 # --- 1. GLUE ----------------------------------------------------------------------------------
 
+def paper_scores(method, tasks):
+    """The paper's row for a method (Table 1, T5-base) as the table shows it: the mean of its
+    scores on `tasks` and its printed average, both on the study's 0-1 scale ("" where the
+    paper has no such row or not every task)."""
+    row = PAPER_TABLE1.get(method)
+    if row is None or any(t not in row for t in tasks):
+        return ""
+    return f"{statistics.fmean(row[t] for t in tasks) / 100:.3f} / {row['average'] / 100:.3f}"
+
+
 def glue_table(plan, glue, eff):
     """A row per method: trainable %, the score on each task (mean ± sd over seeds), the
-    average, seconds per run and the peak memory of the method's efficiency run."""
+    average, the paper's row, seconds per run and the peak memory of the method's
+    efficiency run."""
     tasks = list(plan.tasks)
-    lines = ["| method | trainable % | " + " | ".join(tasks) + " | average | seconds per run | "
-             "peak MB |", "|---|---|" + "---|" * len(tasks) + "---|---|---|"]
+    lines = ["| method | trainable % | " + " | ".join(tasks) + " | average | the paper (T5-base): "
+             "these tasks / its average | seconds per run | peak MB |",
+             "|---|---|" + "---|" * len(tasks) + "---|---|---|---|"]
     for m in plan.methods:
         rows = {r["task"]: r for r in glue if r["method"] == m}
         if not rows:
             continue
-        avg = statistics.fmean(r["mean"] for r in rows.values())
+        avg = (f"{statistics.fmean(r['mean'] for r in rows.values()):.3f}"
+               if len(rows) == len(tasks) else "")
         pct = next(iter(rows.values()))["percent"]
         secs = statistics.fmean(r["train_seconds"] for r in rows.values())
         peak = f"{eff[m]['peak_memory_mb']:.0f}" if m in eff else ""
         lines.append(f"| {m} | {pct:.3f} | " + " | ".join(_fmt(rows[t]) if t in rows else ""
                                                         for t in tasks)
-                     + f" | {avg:.3f} | {secs:.0f} | {peak} |")
+                     + f" | {avg} | {paper_scores(m, tasks)} | {secs:.0f} | {peak} |")
     return lines
 
 
@@ -227,8 +257,11 @@ def glue_notes(plan, glue_records, model, figures):
     """What the table's numbers are, and Figure 1."""
     scores = ", ".join(f"{METRIC_NAMES[get_task(t).metric]} ({folder})"
                        for t, folder in zip(plan.tasks, folders(plan.tasks)))
-    lines = ["", f"Mean ± standard deviation over {len(plan.seeds)} seeds. Scores: {scores}, as "
-             f"the paper averages them. Trainable %: of {model['name']}'s parameters, the "
+    lines = ["", f"Mean ± standard deviation over {len(plan.seeds)} seeds (a cell of a single run "
+             f"shows its score alone; a row without every task has no average). Scores: {scores}, as "
+             f"the paper averages them. The paper's column: its Table 1 row of the same method "
+             f"(T5-base, whole training sets), the mean over these tasks and its printed average "
+             f"over eight, on the same 0-1 scale. Trainable %: of {model['name']}'s parameters, the "
              "classification head included (so full fine-tuning is a little over 100). Seconds "
              "per run: training and the validation after each epoch, averaged over tasks and "
              "seeds; indicative only: the same work (one task and method, another seed) took up "
@@ -261,10 +294,45 @@ def parity_verdict(plan, glue, missing):
             f"against {paper['full']}), partly within {partly} points.", ""]
 
 
+def ordinal(k):
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
+
+
+def baselines_paragraph(plan, glue):
+    """The paper's other baselines (AdapterDrop, prompt tuning, Intrinsic-SAID): each one's
+    average and rank here against its average and rank in the paper, over the same tasks
+    and the methods both have; a baseline run on fewer tasks, its score on each beside the
+    paper's."""
+    tasks = list(plan.tasks)
+    ours = {m: statistics.fmean(r["mean"] for r in glue if r["method"] == m) for m in plan.methods
+            if sum(r["method"] == m for r in glue) == len(tasks)}
+    both = [m for m in ours if m in PAPER_TABLE1 and all(t in PAPER_TABLE1[m] for t in tasks)]
+    paper = {m: statistics.fmean(PAPER_TABLE1[m][t] for t in tasks) / 100 for m in both}
+    rank = lambda scores, m: 1 + sum(v > scores[m] for k, v in scores.items() if k in both)
+    parts = [f"{m} {ours[m]:.3f}, {ordinal(rank(ours, m))} (the paper: {paper[m]:.3f}, "
+             f"{ordinal(rank(paper, m))})" for m in BASELINES if m in both]
+    partial = [f"{m} on {r['task']}: {_fmt(r)} (the paper: {PAPER_TABLE1[m][r['task']] / 100:.3f})"
+               for m in BASELINES if m not in ours and m in PAPER_TABLE1
+               for r in glue if r["method"] == m and r["task"] in PAPER_TABLE1[m]]
+    if not parts and not partial:
+        return []
+    ranked = (f"Average over these tasks and rank among the {len(both)} methods that both this "
+              f"study and the paper's Table 1 have: " + "; ".join(parts) + ". " if parts else "")
+    fewer = ("On fewer tasks (the budget): " + "; ".join(partial) + ". " if partial else "")
+    return [f"**The paper's other baselines.** {ranked}{fewer}AdapterDrop leaves the lower 5/12 "
+            "of the blocks without adapters (here blocks 0-2 of 6; the paper: 0-4 of T5-base's "
+            "12 in each stack); prompt tuning reads its virtual tokens before every input, so "
+            "each block works on P + T positions instead of T; Intrinsic-SAID moves every weight "
+            "through fixed random Fastfood projections of d' = 20,000 numbers, so a step runs them "
+            "over all the weights (docs/methods.md times a step of each against full "
+            "fine-tuning's).", ""]
+
+
 def glue_section(plan, glue, glue_records, eff, model, figures, missing):
     """Section 1: the GLUE comparison."""
     return (["## 1. GLUE: parity with full fine-tuning", ""] + glue_table(plan, glue, eff)
-            + glue_notes(plan, glue_records, model, figures) + parity_verdict(plan, glue, missing))
+            + glue_notes(plan, glue_records, model, figures) + parity_verdict(plan, glue, missing)
+            + baselines_paragraph(plan, glue))
 
 
 # --- 2. little data ---------------------------------------------------------------------------
@@ -358,7 +426,9 @@ def efficiency_section(plan, eff, figures, missing):
              f"{PAPER_MODEL.name}: Compacter++ about {memory:.0%} less memory than full "
              f"fine-tuning, {time:.0%} less time per epoch (Compacter "
              f"{PAPER_COMPACTER_TIME_SAVED:.0%}); BitFit about {PAPER_BITFIT_MEMORY_SAVED:.0%} "
-             "less memory.", ""] + efficiency_table(eff)
+             "less memory. The paper's other baselines are timed against full fine-tuning in "
+             "docs/methods.md (one session, bench/bench_step.py), not here.",
+             ""] + efficiency_table(eff)
     if "efficiency" in figures:
         lines += ["", f"![time and memory relative to full fine-tuning]({figures['efficiency']})",
                   "", "*Figure: each method's time per epoch against its peak memory, both as "
@@ -454,8 +524,12 @@ def draw_figures(plan, glue_records, low_records, eff, out, report):
     Score against parameters, one per low-resource task, and time and memory relative to
     full fine-tuning (when it ran) beside the paper's Compacter++."""
     out, figures = Path(out), {}
+    tasks_of = {}
+    for r in glue_records:
+        tasks_of.setdefault(r["method"], set()).add(r["task"])
+    everywhere = [r for r in glue_records if tasks_of[r["method"]] >= set(plan.tasks)]
     params_vs_score([{"method": r["method"], "percent": r["percent"], "score": r["mean"]}
-                     for r in summarize(glue_records, by=("method",))], out / "params_vs_score.png",
+                     for r in summarize(everywhere, by=("method",))], out / "params_vs_score.png",
                     title="average test score against trainable parameters")
     figures["params_vs_score"] = link(out / "params_vs_score.png", report)
     for task in plan.low_resource_tasks:

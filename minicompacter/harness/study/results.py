@@ -27,7 +27,7 @@ def run_study(pretrained, data_dir, *, out="results", report="RESULTS.md", quick
     eff = efficiency(plan, data_dir, out, model_name, train=train, log=log)
     missing = {"GLUE": len(plan.glue_runs()) - len(glue),
                "low_resource": len(plan.low_resource_runs()) - len(low),
-               "efficiency": len(plan.methods) - len(eff)}
+               "efficiency": len(plan.timed_methods()) - len(eff)}
     seconds = study_seconds(glue, low, eff.values())
     command = "python -m minicompacter study --data-dir DIR" + (" --quick" if quick else "")
     figures = draw_figures(plan, glue, low, eff, out, report)

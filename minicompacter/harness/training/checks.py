@@ -110,23 +110,26 @@ def run_arguments(*, out, resume, replace):
                          "give one of them.")
 
 
-def max_length_fits(max_length, encoder_config):
-    """A row of max_length tokens needs as many positions: at most cfg.max_length, the tokens
-    the model's position embeddings hold (all of them in BERT; RoBERTa's first padding_idx + 1
-    rows are never used: 512 of 514). A model whose positions hold fewer than MIN_LENGTH
-    tokens cannot be used at all."""
+def max_length_fits(max_length, encoder_config, reserved=0):
+    """A row of max_length tokens needs as many positions, and `reserved` more for a method's
+    virtual tokens before it (prompt tuning's prompt_length): at most cfg.max_length, the
+    tokens the model's position embeddings hold (all of them in BERT; RoBERTa's first
+    padding_idx + 1 rows are never used: 512 of 514). A model whose positions hold fewer
+    than MIN_LENGTH tokens cannot be used at all."""
     most = encoder_config.max_length
     if most < MIN_LENGTH:
         raise ValueError(f"the model's {encoder_config.max_positions} position embeddings hold "
                          f"rows of at most {most} tokens, and minicompacter needs rows of at "
                          f"least {MIN_LENGTH} (the special tokens take 2 or 3 of a row); this "
                          f"model cannot be used here.")
-    if max_length > most:
+    if max_length + reserved > most:
         held = (f"{encoder_config.max_positions} position embeddings" if most ==
                 encoder_config.max_positions else f"{encoder_config.max_positions} position "
                 f"embeddings, which hold {most} tokens")
-        raise ValueError(f"max_length {max_length} (--max-length) exceeds the model's {held}; "
-                         f"use --max-length {most} or less.")
+        prompt = f" and the prompt's {reserved} virtual tokens exceed" if reserved else " exceeds"
+        raise ValueError(f"max_length {max_length} (--max-length){prompt} the model's {held}; "
+                         f"use --max-length {most - reserved} or less"
+                         + (" (or a shorter --prompt-length)." if reserved else "."))
 
 
 def method_fits(config, encoder_config):

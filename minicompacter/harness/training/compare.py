@@ -12,7 +12,7 @@ from pathlib import Path
 from ...core.methods import METHODS, method_config
 from ..data.userdata import TaskData, as_source, resolve, task_name
 from ..formats.files import atomic_write
-from ..pretrained import load_pretrained
+from ..pretrained import load_pretrained, method_for_model
 from ..study.plots import params_vs_score
 from . import checks, rundir
 from .jobs import run_in_process
@@ -56,7 +56,7 @@ def plan_runs(task, methods, pretrained, options, cfg, out, *, data_dir=None, tr
     for name in methods:
         opts = {k: v for k, v in options.items()
                 if k in {f.name for f in dataclasses.fields(method_config(name))}}
-        config = method_config(name, **opts)
+        config = method_for_model(method_config(name, **opts), pretrained)   # as finetune has it
         checks.method_fits(config, pretrained.config)
         path = Path(out) / name
         settings = run_settings(task, config, cfg, pretrained.name, train_size=train_size,

@@ -24,8 +24,9 @@ import numpy as onp
 
 from ...core.counting import count_measured, peft_line, summary
 from ...core.model import predict
+from ...core.paths import HEAD
 from ...core.threads import parallel
-from ...core.tree import count
+from ...core.tree import count, merge
 from ..data.batches import (EVAL_BATCH_SIZE, MAX_LENGTH, Encoded, batch_order, encode, pad_id,
                             tokenize)
 from ..data.metrics import glue_metrics
@@ -53,11 +54,25 @@ def predictions(trainable, frozen, encoded, model, batch_size=EVAL_BATCH_SIZE):
     Raises NonFiniteError if any row's logits (or score) are not finite: the argmax of nan
     is a label like any other, and would be scored as one."""
     logits = onp.zeros((len(encoded), max(model.num_labels, 1)), onp.float64)
+    trainable, frozen, model = weights_made_once(trainable, frozen, model)
     with onp.errstate(all="ignore"):             # an overflow is refused below, not printed
         for idx in batch_order(encoded.lengths, batch_size):
             logits[idx] = predict(trainable, frozen, encoded.batch(idx), model)   # (B, C)
     finite_outputs(logits)
     return logits[:, 0] if model.num_labels == 1 else onp.argmax(logits, axis=1).astype(onp.float64)
+
+
+def weights_made_once(trainable, frozen, model):
+    """(trainable, frozen, model) that compute what the given ones do, with a method's
+    `weights` hook (Intrinsic-SAID's theta_0 + lambda_i P_i(theta_d)) applied once, for a
+    whole split, rather than once per batch: the head, the moved tree, the hook left out."""
+    hooks = model.method.hooks
+    if hooks.weights is None:
+        return trainable, frozen, model
+    params = hooks.weights(merge(frozen, trainable))
+    method = model.method._replace(hooks=hooks._replace(weights=None))
+    return ({HEAD: params[HEAD]}, {k: v for k, v in params.items() if k != HEAD},
+            model._replace(method=method))
 
 
 def evaluate(trainable, frozen, encoded, model, task, batch_size=EVAL_BATCH_SIZE):

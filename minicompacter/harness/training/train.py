@@ -49,7 +49,7 @@ from ..data.userdata import as_source, describe, identity, resolve, task_name
 from ..formats.dispatch import load_adapter
 from ..formats.files import atomic_write
 from ..formats.native import last_dir, load_last, save_adapter, save_last
-from ..pretrained import base_identity
+from ..pretrained import base_identity, method_for_model
 from . import checks, rundir
 from .evaluate import NonFiniteError, encode_splits, evaluate, trainable_line
 from .interrupts import deferred, handled
@@ -168,8 +168,9 @@ def finetune(pretrained, task, method, cfg=TrainConfig(), *, data_dir=None, trai
     then the data, all before the first step. SIGTERM is handled as Ctrl-C while the run lasts."""
     checks.run_arguments(out=out, resume=resume, replace=replace)
     source = as_source(task)
-    method = method if isinstance(method, Method) else make_method(method)
-    checks.max_length_fits(cfg.max_length, pretrained.config)
+    method = ready_method(method, pretrained)
+    checks.max_length_fits(cfg.max_length, pretrained.config,
+                           reserved=getattr(method.config, "prompt_length", 0))
     checks.method_fits(method.config, pretrained.config)
     model_name = model_name or pretrained.name
     settings = run_settings(source, method.config, cfg, model_name, train_size=train_size,
@@ -210,7 +211,7 @@ def prepare(pretrained, task, method, cfg, *, data_dir=None, train_size=None, ou
     """(Run, the initial trainable tree): the task's splits read, checked and tokenised, the
     model initialised from (seed, 0), the learning-rate schedule. `settings`: run_settings'
     (computed here if not given)."""
-    method = method if isinstance(method, Method) else make_method(method)
+    method = ready_method(method, pretrained)
     task_spec, splits = resolve(task, data_dir=data_dir, train_size=train_size, seed=cfg.seed)
     splits = encode_splits(splits, pretrained, task_spec, cfg.max_length)
     model, trainable, frozen = init_model(onp.random.default_rng([cfg.seed, 0]), pretrained,
@@ -226,6 +227,14 @@ def prepare(pretrained, task, method, cfg, *, data_dir=None, train_size=None, ou
               Path(out) if out is not None else None, model_name,
               base_identity(pretrained, model_name))
     return run, trainable
+
+
+def ready_method(method, pretrained):
+    """The Method of a config, a name or a Method, with what it takes from the model filled
+    in (pretrained.method_for_model: Prompt Tuning-T's vocabulary tokens)."""
+    method = method if isinstance(method, Method) else make_method(method)
+    config = method_for_model(method.config, pretrained)
+    return method if config == method.config else make_method(config)
 
 
 def resumed(run, trainable_like, pretrained):
