@@ -20,7 +20,7 @@ CASES = [(m, {}) for m in mc.METHODS] + [("compacter", {"non_linearity": "gelu"}
 
 
 def setup(pretrained, method, overrides):
-    small = {"reduction_factor": 8} if method not in ("full", "bitfit", "lora") else {}
+    small = {"reduction_factor": 8} if isinstance(mc.method_config(method), mc.AdapterConfig) else {}
     if method == "phm-adapter":
         small["phm_dim"] = 4                   # 12 divides neither 32 nor the bottleneck 4
     model, trainable, frozen = init_model(onp.random.default_rng(0), pretrained,

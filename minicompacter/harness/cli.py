@@ -41,7 +41,8 @@ import numpy as onp
 from ..core.counting import (BERT_BASE, T5_BASE, base_total, count_analytic, count_measured,
                              peft_line, shapes_from_config, summary)
 from ..core.encoder import pool
-from ..core.methods import METHODS, AdapterConfig, method_config
+from ..core.methods import (METHODS, PHM_ONLY, AdapterConfig, LoKrConfig, PHMLoRAConfig,
+                            method_config)
 from ..core.model import init_model
 from .data.tasks import tasks
 from .formats.dispatch import export_adapter
@@ -64,9 +65,13 @@ DEMO_SENTENCES = [
     "A cat is sleeping on the sofa.",
     "The kitten naps on the couch.",
 ]
-# AdapterConfig fields that are flags (default: the preset's); the phm_* ones apply to the
-# PHM methods only
-METHOD_FLAGS = ("reduction_factor", "phm_dim", "train_layer_norms")
+# Method config fields that are flags (default: the preset's). Each applies to the methods
+# whose config has it (AdapterConfig's to the adapters, r and alpha to LoRA, LoKr and the PHM
+# update, ...), the PHM options only where the projection is PHM.
+METHOD_FLAGS = ("reduction_factor", "phm_dim", "train_layer_norms", "phm_rule", "learn_phm",
+                "factorized_phm_rule", "phm_rule_rank", "shared_W_phm", "r", "alpha",
+                "decompose_both", "decompose_factor")
+FLAG_CONFIGS = (AdapterConfig, PHMLoRAConfig, LoKrConfig)     # where each flag's field is found
 
 
 def cmd_encode(args):
@@ -186,13 +191,14 @@ def train_config_from_args(args):
 
 
 def method_from_args(name, args):
-    """A method's preset with the method flags applied where they mean something (adapter
-    methods; the phm_* ones on PHM methods)."""
+    """A method's preset with the method flags applied where they mean something: the fields
+    its config has; the PHM options only where its projection is PHM."""
     preset = method_config(name)
-    if not isinstance(preset, AdapterConfig):
-        return preset
+    fields = {f.name for f in dataclasses.fields(preset)}
+    phm = getattr(preset, "projection", "phm") == "phm"
     return method_config(name, **{flag: getattr(args, flag, None) for flag in METHOD_FLAGS
-                                  if preset.projection == "phm" or not flag.startswith("phm_")})
+                                  if flag in fields and (phm or not (flag.startswith("phm_")
+                                                                     or flag in PHM_ONLY))})
 
 
 def method_options(args):
@@ -484,7 +490,9 @@ def build_parser():
                 config_flags(p, TrainConfig)
                 continue
             if argument is METHOD_OPTIONS:
-                config_flags(p, AdapterConfig, METHOD_FLAGS, preset_default=True)
+                for i, cls in enumerate(FLAG_CONFIGS):       # each flag once, from the first
+                    earlier = {f.name for c in FLAG_CONFIGS[:i] for f in dataclasses.fields(c)}
+                    config_flags(p, cls, set(METHOD_FLAGS) - earlier, preset_default=True)
                 continue
             flags, kwargs = argument
             if callable(kwargs.get("help")):

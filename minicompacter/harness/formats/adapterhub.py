@@ -40,10 +40,11 @@ import numpy as onp
 from safetensors.numpy import save
 
 from ...core.layers import ACTIVATIONS
-from ...core.methods import AdapterConfig
+from ...core.methods import PHM_ONLY, AdapterConfig
 from ...core.model import init_model
-from ...core.paths import ATTENTION_ADAPTER, FFN_ADAPTER, HEAD, SHARED
-from ...core.tree import flatten
+from ...core.paths import ATTENTION_ADAPTER, FFN_ADAPTER, HEAD, RULES, SHARED, is_rule
+from ...core.phm import ALGEBRAS, algebra_rule
+from ...core.tree import flatten, leaves, merge, split
 from .files import FormatError, atomic_write, check_tree, json_file, read_tensors, refuse_pickle
 
 CONFIG, WEIGHTS, PICKLE = "adapter_config.json", "adapter.safetensors", "pytorch_adapter.bin"
@@ -56,8 +57,7 @@ VERSION = "adapters.1.3.0"          # the release whose files these are (and wer
 # above. (original_ln_before is free, and residual_before_ln must be True when it is set.)
 FIXED = {"original_ln_after": True, "adapter_residual_before_ln": False, "ln_before": False,
          "ln_after": False, "is_parallel": False, "scaling": 1.0, "use_gating": False,
-         "dropout": 0.0, "factorized_phm_rule": False, "shared_W_phm": False, "learn_phm": True,
-         "leave_out": [], "cross_adapter": False, "inv_adapter": None,
+         "dropout": 0.0, "leave_out": [], "cross_adapter": False, "inv_adapter": None,
          "inv_adapter_reduction_factor": None, "stochastic_depth": 0.0, "residual_before_ln": True}
 # fields that describe only how the weights were first drawn, which a trained adapter no
 # longer depends on
@@ -65,7 +65,13 @@ INIT_ONLY = ("init_weights", "init_weights_seed")
 # BnConfig field -> AdapterConfig field, the same value
 SAME = ("mh_adapter", "output_adapter", "reduction_factor", "non_linearity", "original_ln_before",
         "phm_dim", "phm_rank", "shared_phm_rule", "factorized_phm_W", "phm_c_init",
-        "phm_init_range", "hypercomplex_nonlinearity", "phm_bias")
+        "phm_init_range", "hypercomplex_nonlinearity", "phm_bias", "factorized_phm_rule",
+        "shared_W_phm")
+# learn_phm: AdapterHub's bool is AdapterConfig.rule_trained (True read as None, the default).
+# Its factorized rule has rank 1 (phm_rule_left (n, n, 1)); its PHMLayer has no fixed algebra
+# rule, but an algebra's rules written with learn_phm False compute the same (`as_algebra`).
+# (AdapterHub 1.3.0's train_adapter sets requires_grad on every adapter and shared
+# parameter, learn_phm's rules too: learn_phm False holds only until train_adapter is called.)
 
 
 def is_adapterhub(directory):
@@ -90,7 +96,7 @@ def method_config(bn, source):
             raise FormatError(f"{source}: {field} = {bn[field]!r}; minicompacter computes the "
                               f"blocks with {field} = {value!r} only (and original_ln_before "
                               f"either way), so it cannot load this adapter exactly.")
-    known = set(FIXED) | set(INIT_ONLY) | set(SAME) | {"architecture", "phm_layer"}
+    known = set(FIXED) | set(INIT_ONLY) | set(SAME) | {"architecture", "phm_layer", "learn_phm"}
     for field, value in bn.items():
         if field not in known and value not in (None, False, [], {}, 0, 0.0):
             raise FormatError(f"{source}: field {field} = {value!r} is unknown to minicompacter, "
@@ -101,8 +107,14 @@ def method_config(bn, source):
     if not isinstance(bn.get("reduction_factor"), int):
         raise FormatError(f"{source}: reduction_factor {bn.get('reduction_factor')!r}; "
                           f"minicompacter needs one whole number for every layer.")
+    if bn.get("learn_phm", True) not in (True, False):
+        raise FormatError(f"{source}: learn_phm = {bn['learn_phm']!r}; it must be true or false.")
     fields = {f: bn[f] for f in SAME if f in bn}
     fields["projection"] = "phm" if bn.get("phm_layer") else "dense"
+    if fields["projection"] != "phm":                 # AdapterHub ignores them there
+        fields = {k: v for k, v in fields.items() if k not in PHM_ONLY}
+    elif bn.get("learn_phm", True) is False:
+        fields["learn_phm"] = False
     return AdapterConfig(method=preset_name(fields), train_layer_norms=False, **fields)
 
 
@@ -119,25 +131,60 @@ def preset_name(fields):
 
 
 def bn_config(cfg):
-    """A minicompacter AdapterConfig as AdapterHub's BnConfig fields (a dict)."""
+    """A minicompacter AdapterConfig as AdapterHub's BnConfig fields (a dict); ExportError
+    naming an option AdapterHub's files cannot hold."""
     if cfg.projection == "low-rank":
         # a rank-r weight s t is a PHM layer with n = 1 and the rule A = [[[1]]]
         cfg = AdapterConfig(**{**cfg.__dict__, "projection": "phm", "phm_dim": 1,
                                "shared_phm_rule": False, "factorized_phm_W": True})
-    bn = {**FIXED, **{f: getattr(cfg, f) for f in SAME},
+    check_exportable(cfg)
+    bn = {**FIXED, **{f: getattr(cfg, f) for f in SAME}, "learn_phm": cfg.rule_trained,
           "phm_layer": cfg.projection == "phm", "init_weights": "bert", "init_weights_seed": None}
     return dict(sorted(bn.items()))
 
 
+class ExportError(ValueError):
+    """An adapter whose options AdapterHub's files cannot hold; says which."""
+
+
+def check_exportable(cfg):
+    """ExportError for the PHM options AdapterHub 1.3.0 cannot compute."""
+    if cfg.factorized_phm_rule and cfg.phm_rule_rank != 1:
+        raise ExportError(f"phm_rule_rank {cfg.phm_rule_rank}: AdapterHub's factorized_phm_rule "
+                          f"has rank 1 only (phm_rule_left (n, n, 1)); export a rank-1 rule.")
+    if cfg.shared_W_phm and not cfg.factorized_phm_W:
+        raise ExportError("shared_W_phm with factorized_phm_W False: AdapterHub 1.3.0 cannot "
+                          "build it (its init_shared_parameters fails with a NameError on "
+                          "_in_feats_per_axis); export shared factored weights (s, t) instead.")
+
+
 # --- tensor names ---------------------------------------------------------------------------
+
+# AdapterHub's PHMLayer names -> minicompacter's leaves (the rules, the weights, the bias)
+PHM_NAMES = (("W_left", "s"), ("W_right", "t"), ("W", "B"), ("b", "b"), ("phm_rule", "A"),
+             ("phm_rule_left", "A_left"), ("phm_rule_right", "A_right"))
+
 
 def _projection_names(prefix, projection, p):
     """{AdapterHub name: minicompacter leaf name} of one projection (D or U)."""
     if projection == "dense":
         return {prefix + "weight": "w", prefix + "bias": "b"}
-    names = {prefix + k: v for k, v in (("W_left", "s"), ("W_right", "t"), ("W", "B"),
-                                        ("b", "b"), ("phm_rule", "A")) if v in p}
-    return names
+    return {prefix + k: v for k, v in PHM_NAMES if v in p}
+
+
+def shared_names(shared, name):
+    """{AdapterHub name: (dotted path, False)} of what the model's PHM layers share: the rule
+    (phm_rule, or phm_rule_left and _right) and, with shared_W_phm, W_down_left, W_down_right,
+    W_up_left, W_up_right (or W_down, W_up)."""
+    base = f"bert.shared_parameters.{name}."
+    out = {base + theirs: (f"{SHARED}.{ours}", False) for theirs, ours in PHM_NAMES
+           if ours in RULES and ours in shared}
+    for part in ("down", "up"):
+        for theirs, ours in (("left", "s"), ("right", "t"), ("", "B")):
+            if ours in shared.get(part, {}):
+                key = f"W_{part}_{theirs}" if theirs else f"W_{part}"
+                out[base + key] = (f"{SHARED}.{part}.{ours}", False)
+    return out
 
 
 def adapter_names(trainable, cfg, name):
@@ -152,10 +199,10 @@ def adapter_names(trainable, cfg, name):
             base = f"bert.encoder.layer.{i}.{location}.adapters.{name}."
             for part, prefix in (("down", "adapter_down.0."), ("up", "adapter_up.")):
                 for theirs, ours in _projection_names(base + prefix, cfg.projection,
-                                                      layer[slot][part]).items():
+                                                      layer[slot].get(part, {})).items():
                     out[theirs] = (f"layers.{i}.{slot}.{part}.{ours}", dense and ours == "w")
     if SHARED in trainable:
-        out[f"bert.shared_parameters.{name}.phm_rule"] = (f"{SHARED}.A", False)
+        out.update(shared_names(trainable[SHARED], name))
     return out
 
 
@@ -218,6 +265,7 @@ def phm_as_lowrank(cfg, trainable):
     projections = [q for layer in trainable["layers"] for slot, adapter in layer.items()
                    if slot in LOCATIONS for q in adapter.values()]
     if cfg.phm_dim != 1 or cfg.shared_phm_rule or not cfg.factorized_phm_W or \
+            not cfg.rule_trained or cfg.factorized_phm_rule or cfg.shared_W_phm or \
             any(not onp.all(q["A"] == 1) or "b" not in q for q in projections):
         return None
     low = dataclasses.replace(cfg, method="adapter-lowrank", projection="low-rank", phm_dim=4)
@@ -225,6 +273,28 @@ def phm_as_lowrank(cfg, trainable):
                       for part, q in adapter.items()} if slot in LOCATIONS else adapter
                for slot, adapter in layer.items()} for layer in trainable["layers"]]
     return low, dict(trainable, layers=layers)
+
+
+def as_algebra(cfg, tree):
+    """The config with phm_rule set to the algebra whose rules every rule of `tree` is exactly,
+    when they are fixed (learn_phm False); else None. An algebra's rules are exported as
+    AdapterHub's phm_rule with learn_phm False; this reads them back as what they are."""
+    if cfg.rule_trained or cfg.factorized_phm_rule:
+        return None
+    rules = [leaf for path, leaf in leaves(tree) if is_rule(path)]
+    for algebra, n in ALGEBRAS.items():
+        if n == cfg.phm_dim and rules and all(onp.array_equal(A, algebra_rule(algebra))
+                                              for A in rules):
+            return dataclasses.replace(cfg, phm_rule=algebra, learn_phm=None,
+                                       method=preset_name_fixed(cfg, algebra))
+    return None
+
+
+def preset_name_fixed(cfg, algebra):
+    """quaternion-adapter for its preset's shape (full B, n = 4), else the learned name."""
+    if algebra == "quaternion" and not cfg.factorized_phm_W:
+        return "quaternion-adapter"
+    return cfg.method
 
 
 # --- reading and writing --------------------------------------------------------------------
@@ -249,6 +319,8 @@ def read(directory, pretrained):
         tensors.update(read_tensors(directory / HEAD_WEIGHTS))
     model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, cfg,
                                          num_labels=num_labels, pooling="cls", head_layers=layers)
+    fixed, frozen = split(frozen, model.method.fixed)       # learn_phm False: rules in frozen
+    skeleton = merge(skeleton, fixed)
     names = adapter_names(skeleton, cfg, name)
     if num_labels:
         names.update(head_names(skeleton[HEAD], name))
@@ -263,10 +335,15 @@ def read(directory, pretrained):
             for theirs, (ours, transpose) in names.items()}
     trainable = check_tree(skeleton, flat, directory)
     low = phm_as_lowrank(cfg, trainable) if cfg.projection == "phm" else None
-    if low is not None:
-        cfg, trainable = low
+    cfg_fixed = as_algebra(cfg, trainable) if low is None and cfg.projection == "phm" else None
+    if low is not None or cfg_fixed is not None:
+        cfg = low[0] if low is not None else cfg_fixed
+        trainable = low[1] if low is not None else trainable
         model, _, frozen = init_model(onp.random.default_rng(0), pretrained, cfg,
                                       num_labels=num_labels, pooling="cls", head_layers=layers)
+        frozen = split(frozen, model.method.fixed)[1]
+    fixed, trainable = split(trainable, model.method.fixed)
+    frozen = merge(frozen, fixed)
     info = {"format": "adapterhub", "adapter_name": name, "method": cfg.method, "task": None,
             "num_labels": num_labels, "pooling": "cls", "head_layers": layers,
             "label_names": labels, "base_model": {"name": meta.get("model_name"),

@@ -5,8 +5,10 @@ the base model a checkpoint names, and `export_adapter` to every target.
                                AdapterHub's adapter (adapterhub.py), peft's (peft.py)
     checkpoint_base(DIR)       the pretrained model a checkpoint of any of these formats names
     export_adapter(DIR, "adapters", out)      AdapterHub: the bottleneck methods
-    export_adapter(DIR, "peft", out)          peft: LoRA
-    export_adapter(DIR, "transformers", out)  a BertModel: full, BitFit, LoRA merged
+    export_adapter(DIR, "peft", out)          peft: LoRA, LoKr
+    export_adapter(DIR, "transformers", out)  a BertModel: full, BitFit, and every update
+                                              beside a weight (LoRA, LoKr, the PHM update)
+                                              merged into it (core/updates.merge_updates)
 
 The format modules below import only the file layer (files.py), never each other or this
 module; this module imports them all.
@@ -18,9 +20,10 @@ What a target cannot hold is carried another way, and the summary `export_adapte
     beside it, in out/base/, as a BertModel directory for `BertAdapterModel.from_pretrained`;
   - the head, where the target has no head of its own (peft, transformers) or none that
     reads the mean of the tokens (AdapterHub's read [CLS]): head.py's two files in out/;
-  - LoRA for transformers: merged into the weights, W + (alpha / r) A B (peft's
-    merge_and_unload).
-A method the target has no counterpart for is refused with the target that takes it.
+  - LoRA, LoKr and the PHM update for transformers: merged into the weights, W + dW (peft's
+    merge_and_unload for the first two); an adapter cannot be, it is nonlinear.
+A method the target has no counterpart for is refused with the reason and the target that
+takes it.
 Adapter-LowRank goes to AdapterHub as a PHM layer with n = 1 (W = 1 kron s t).
 """
 
@@ -28,9 +31,11 @@ from pathlib import Path
 
 import numpy as onp
 
-from ...core.methods import AdapterConfig, BitFitConfig, FullConfig, LoRAConfig
-from ...core.paths import HEAD, LORA, is_layer_norm
-from ...core.tree import flatten, merge, split, unflatten
+from ...core.methods import AdapterConfig, LoKrConfig, LoRAConfig
+from ...core.model import kept_fixed
+from ...core.paths import HEAD, is_layer_norm
+from ...core.tree import flatten, merge, split
+from ...core.updates import merge_refusal, merge_updates
 from ..data.tasks import get_task
 from ..pretrained import BUILTIN, HUB_IDS, load_pretrained, weights_digest
 from . import adapterhub, native, peft
@@ -137,42 +142,57 @@ def export_adapter(checkpoint_dir, to, out, *, pretrained=None, name=None):
     if to not in TARGETS:
         raise ExportError(f"Unknown target {to!r}; export to one of {', '.join(TARGETS)}.")
     pretrained = pretrained or checkpoint_base(checkpoint_dir)
-    model, trainable, _, config = load_adapter(checkpoint_dir, pretrained)
+    model, trainable, frozen, config = load_adapter(checkpoint_dir, pretrained)
     method = model.method.config
-    check_target(method, to)
+    check_target(model.method, to)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     hub_id = pretrained.hub_id or (config.get("base_model") or {}).get("name") or pretrained.name
     labels = label_names(config)
-    if to == "adapters":
-        return _to_adapterhub(out, trainable, model, pretrained, name or adapter_name(method, config),
-                              hub_id, labels)
+    if to == "adapters":                # with the rules the method keeps fixed (learn_phm False)
+        return _to_adapterhub(out, merge(trainable, kept_fixed(model, frozen)), model, pretrained,
+                              name or adapter_name(method, config), hub_id, labels)
     if to == "peft":
         written = peft.write(out, trainable, model, base_model_name_or_path=hub_id)
         return _with_head(out, written, trainable, model, labels, config, "peft")
-    params = merged_params(pretrained, trainable, model)
+    params = merged_params(trainable, frozen, model)
     written = write_bert_directory(out, params, pretrained)
-    notes = ["LoRA merged into the weights: W + (alpha / r) A B"] if isinstance(method, LoRAConfig) else []
+    notes = [f"{method.method} merged into the weights: W + dW"] if model.method.delta else []
     summary = _with_head(out, written, trainable, model, labels, config, "transformers")
     summary["notes"] = notes + summary["notes"]
     return summary
 
 
-# the method configs each target takes
-TAKES = {"adapters": (AdapterConfig,), "peft": (LoRAConfig,),
-         "transformers": (FullConfig, BitFitConfig, LoRAConfig)}
+# the method configs each target takes ("transformers": whatever merges, `merge_refusal`)
+TAKES = {"adapters": (AdapterConfig,), "peft": (LoRAConfig, LoKrConfig)}
 WHY_NOT = {"adapters": "AdapterHub's bottleneck adapter files hold the adapter methods only",
-           "peft": "peft's files hold LoRA only",
-           "transformers": "an adapter cannot be merged into the weights (it is nonlinear)"}
+           "peft": "peft's files hold LoRA and LoKr only (peft has no PHM update)"}
+
+
+def takes(method, to):
+    """Whether a target takes a method (a Method): AdapterHub and peft by kind, transformers
+    whatever merges into the weights."""
+    if to == "transformers":
+        return merge_refusal(method) is None
+    return isinstance(method.config, TAKES[to])
 
 
 def check_target(method, to):
-    """ExportError unless the target takes the method; the message names one that does."""
-    if isinstance(method, TAKES[to]):
+    """ExportError unless the target takes the method (a Method), and holds its options; the
+    message says why and names a target that takes it."""
+    if takes(method, to):
+        if to == "adapters":
+            try:
+                adapterhub.bn_config(method.config)
+            except adapterhub.ExportError as e:
+                raise ExportError(f"{method.config.method} cannot be exported to adapters: "
+                                  f"{e}") from None
         return
-    instead = next(t for t in TARGETS if isinstance(method, TAKES[t]))
-    raise ExportError(f"{method.method} cannot be exported to {to}: {WHY_NOT[to]}. Export it "
-                      f"with --to {instead}.")
+    why = (f"it cannot be merged into the weights: {merge_refusal(method)}"
+           if to == "transformers" else WHY_NOT[to])
+    instead = next(t for t in TARGETS if takes(method, t))
+    raise ExportError(f"{method.config.method} cannot be exported to {to}: {why.rstrip('.')}. "
+                      f"Export it with --to {instead}.")
 
 
 def adapter_name(method, config):
@@ -230,18 +250,9 @@ def _head_beside(out, summary, head, model, labels, why):
     return summary
 
 
-def merged_params(pretrained, trainable, model):
-    """The encoder's parameters with what was trained put in: the unfrozen pretrained weights
-    (full fine-tuning, BitFit's biases) as trained, and LoRA's update merged into its targets,
-    w + (alpha / r) A B  (w: (d_in, d_out), as minicompacter stores it)."""
-    flat = dict(flatten(pretrained.params))
-    for name, leaf in flatten(trainable).items():
-        if name in flat:
-            flat[name] = leaf
-    method = model.method.config
-    if isinstance(method, LoRAConfig):
-        for i, layer in enumerate(trainable["layers"]):
-            for target, p in layer[LORA].items():
-                key = f"layers.{i}.attention.{target}.w"
-                flat[key] = flat[key] + (p["A"] @ p["B"]) * (method.alpha / method.r)
-    return unflatten(flat)
+def merged_params(trainable, frozen, model):
+    """The encoder's parameters with what was trained put in (core/updates.merge_updates):
+    the unfrozen pretrained weights (full fine-tuning, BitFit's biases) as trained, and every
+    update beside a weight (LoRA, LoKr, the PHM update) merged into it, w + dW
+    (w: (d_in, d_out), as minicompacter stores it)."""
+    return merge_updates(merge(frozen, trainable), model.method)

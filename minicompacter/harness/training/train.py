@@ -308,7 +308,8 @@ def validate(run, state):
         best is None or not math.isfinite(best["score"]) or scores["score"] > best["score"])
     if better and run.out is not None:
         save_adapter(run.out, state.trainable, run.model, run.base, run.task_name,
-                     {"max_length": run.cfg.max_length, "eval_batch_size": run.cfg.eval_batch_size})
+                     {"max_length": run.cfg.max_length, "eval_batch_size": run.cfg.eval_batch_size},
+                     frozen=run.frozen)
     state.history.append({"step": state.step, "epoch": state.epoch, "validation": scores})
     if better:
         state.best = {"score": scores["score"], "epoch": state.epoch + 1, "step": state.step}
