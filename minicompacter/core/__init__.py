@@ -4,10 +4,11 @@
     kernels.py   the same layers as autograd primitives with hand-written gradients
     threads.py   the work split over the cores that the kernels use inside parallel()
     layers.py    the one switch between the two, and the table of activations
-    phm.py       Kronecker products and the PHM layer
+    phm.py       Kronecker products, the PHM layer, its rules (learned or an algebra's)
     encoder.py   a BERT-style encoder with two adapter slots and an attention-projection hook
     t5.py        T5: encoder, decoder, generation, the same slots in both stacks
-    methods.py   the nine methods: configs, presets, what each trains and where it runs
+    methods.py   the methods: configs, presets, what each trains and where it runs
+    updates.py   updates beside a weight (LoRA, LoKr, the PHM update) and merging them in
     model.py     a task model: trainable and frozen trees, predictions, the loss
     optim.py     AdamW, the learning-rate schedule, gradient clipping
     tree.py      parameter trees: paths, flatten, split and merge
