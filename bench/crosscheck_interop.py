@@ -38,7 +38,17 @@ CASES = [("compacter", {}, "adapters"), ("compacter++", {}, "adapters"),
          ("compacter++", {"original_ln_before": True}, "adapters"),
          ("pfeiffer", {"original_ln_before": True}, "adapters"),
          ("lora", {}, "peft"), ("lora", {}, "transformers"), ("full", {}, "transformers"),
-         ("bitfit", {}, "transformers")]
+         ("bitfit", {}, "transformers"),
+         # the Kronecker family: the reference's PHM options and a fixed rule to AdapterHub,
+         # LoKr to peft, and the updates merged for transformers
+         ("compacter", {"learn_phm": False}, "adapters"),
+         ("compacter", {"factorized_phm_rule": True}, "adapters"),
+         ("compacter", {"shared_W_phm": True}, "adapters"),
+         ("phm-adapter", {"phm_dim": 4, "factorized_phm_rule": True, "learn_phm": False}, "adapters"),
+         ("quaternion-adapter", {}, "adapters"),
+         ("lokr", {}, "peft"), ("lokr", {"r": 2, "decompose_both": True, "decompose_factor": 8},
+                                "peft"),
+         ("lokr", {}, "transformers"), ("phm-lora", {}, "transformers")]
 
 
 def minicompacter_side(checkpoint, batch):
@@ -146,6 +156,8 @@ def run_case(i, method, options, target, args, pretrained, model_dir):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/crosscheck", help="where the runs go (default %(default)s)")
+    p.add_argument("--methods", default=None, help="comma-separated methods: only their cases "
+                                                   "(default: every case)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import adapters
@@ -166,6 +178,8 @@ def main(argv=None):
               "peft": f"peft {peft.__version__} PeftModel.from_pretrained",
               "transformers": f"transformers {transformers.__version__} BertModel.from_pretrained"}
     for i, (method, options, target) in enumerate(CASES):
+        if args.methods and method not in args.methods.split(","):
+            continue
         label, target, (dh, dl, dm, moved) = run_case(i, method, options, target, args,
                                                        pretrained, model_dir)
         lines.append(f"| {label} | {target} | {loader[target]} | {dh:.1e} | {dl:.1e} | "
