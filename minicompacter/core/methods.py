@@ -125,9 +125,8 @@ class AdapterConfig:
 
     @property
     def rule_trained(self):
-        """Whether the rules A are trained: learn_phm, or by default yes for learned rules and
-        no for an algebra's (which then stay exactly that algebra's)."""
-        return self.phm_rule == "learned" if self.learn_phm is None else self.learn_phm
+        """Whether the rules A are trained (`rule_is_trained`)."""
+        return rule_is_trained(self)
 
     def bottleneck_size(self, d):
         """k = d // reduction_factor, checked (and, for PHM, checked against phm_dim)."""
@@ -158,6 +157,12 @@ class AdapterConfig:
 # error on the other projections)
 PHM_ONLY = {"phm_rule": "learned", "learn_phm": None, "factorized_phm_rule": False,
             "phm_rule_rank": 1, "shared_W_phm": False}
+
+
+def rule_is_trained(cfg):
+    """learn_phm, or by default: yes for learned rules, no for an algebra's (which then stay
+    exactly that algebra's)."""
+    return cfg.phm_rule == "learned" if cfg.learn_phm is None else cfg.learn_phm
 
 
 def check_rule_options(cfg):
@@ -249,8 +254,8 @@ class PHMLoRAConfig:
 
     @property
     def rule_trained(self):
-        """As AdapterConfig.rule_trained."""
-        return self.phm_rule == "learned" if self.learn_phm is None else self.learn_phm
+        """Whether the rules A are trained (`rule_is_trained`)."""
+        return rule_is_trained(self)
 
 
 def check_update(cfg, name):

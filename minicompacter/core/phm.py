@@ -13,8 +13,8 @@ so it holds n^3 + d_in d_out / n numbers instead of d_in d_out; n must divide d_
 d_out. With n = 4 and the A_i fixed to the signed permutation matrices of the Hamilton
 product it is a quaternion linear layer (`algebra_rule("quaternion")`; the complex numbers
 and the octonions too); PHM learns the A_i (notebook 01, "Where PHM comes from"). The
-reference code can also factor each rule, A_i = a_i b_i^T (`rule`). Compacter (LPHM, Eq. 5) makes each B_i low rank, B_i = s_i t_i^T with the
-paper's t_i: (d_out/n, r). The factors are stored as s: (n, d_in/n, r) and
+reference code can also factor each rule, A_i = a_i b_i^T (`rule`). Compacter (LPHM,
+Eq. 5) makes each B_i low rank, B_i = s_i t_i^T with the paper's t_i: (d_out/n, r). The factors are stored as s: (n, d_in/n, r) and
 t: (n, r, d_out/n), so the array t[i] already holds t_i^T and B = s @ t.
 
 Row-vector convention as in the reference code (rabeehk/compacter,
@@ -198,7 +198,8 @@ def init_rule(rng, n, *, shared, algebra=None, rank=None, phm_c_init="normal",
     if rank < 1:
         raise ValueError(f"phm_rule_rank must be at least 1, got {rank}.")
     r_left, r_right = rng.spawn(2)
-    return {"A_left": draw(r_left, shape=(n, n, rank)), "A_right": draw(r_right, shape=(n, rank, n))}
+    return {"A_left": draw(r_left, shape=(n, n, rank)),                 # a_i: (n, r)
+            "A_right": draw(r_right, shape=(n, rank, n))}               # b_i^T: (r, n)
 
 
 def init_phm_linear(rng, n, d_in, d_out, *, rank=None, with_A=True, with_B=True, bias=True,

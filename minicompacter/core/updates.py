@@ -131,9 +131,9 @@ def lokr_projection(cfg, params, i, name, x, y):
 
 def init_lokr_layers(cfg, rng, encoder_config, dtype=onp.float32):
     """{"layers": [{"lokr": {target: {w1 | w1_a, w1_b; w2 | w2_a, w2_b}}}, ...]}"""
-    d = encoder_config.hidden_size
+    d, targets = encoder_config.hidden_size, cfg.target_modules
     return {"layers": [{LOKR: {t: init_lokr(g, cfg, d, d, dtype)
-                               for t, g in zip(cfg.target_modules, r.spawn(len(cfg.target_modules)))}}
+                               for t, g in zip(targets, r.spawn(len(targets)))}}
                        for r in rng.spawn(encoder_config.num_layers)]}
 
 
