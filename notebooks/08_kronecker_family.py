@@ -298,11 +298,12 @@ for name in ("compacter", "phm-adapter", "quaternion-adapter"):
 # ### Learning rates, chosen on validation
 #
 # Compacter, PHM-Adapter and LoRA keep their presets' rate, 3e-3 (the paper's for the
-# Compacter family; peft has no default). The three new members' rates were chosen on the
-# validation split, never the test split: each was trained at 1e-3, 3e-3 and 1e-2 with seed 0
-# on both tasks, and the rate with the best mean validation score over the two tasks became
-# its preset. The seed-0 run at the chosen rate is also one of the three runs in the table
-# below.
+# Compacter family; peft has no default). The three new members' rates were chosen on a
+# validation split, never a test split: each was trained on SST-2 at 1e-3, 3e-3 and 1e-2
+# with seed 0, and the rate with the best validation accuracy became its preset, for both
+# tasks (one STS-B run takes about three SST-2 runs' time here, so STS-B was not swept: its
+# rate is SST-2's choice, untested on STS-B itself). The seed-0 SST-2 run at the chosen rate
+# is also one of the three runs in the table below.
 
 # %%
 TASKS = ("sst2", "stsb")
@@ -324,19 +325,19 @@ def grid(runs):
                     model_name="minilm", train=not SMALL, log=None)
 
 
-sweep = grid([Run(task, m, 2000, 0, lr=lr) for task in TASKS for m in NEW for lr in RATES])
-val = {(r["task"], r["method"], r["lr"]): r["validation"]["score"] for r in sweep}
-print(f"{len(sweep)} of {len(TASKS) * len(NEW) * len(RATES)} sweep runs recorded; "
-      f"validation score (seed 0):")
-print(f"{'method':<19}" + "".join(f"{t + ' ' + format(lr, 'g'):>13}" for t in TASKS for lr in RATES)
+sweep = grid([Run("sst2", m, 2000, 0, lr=lr) for m in NEW for lr in RATES])
+val = {(r["method"], r["lr"]): r["validation"]["score"] for r in sweep}
+print(f"{len(sweep)} of {len(NEW) * len(RATES)} sweep runs recorded; SST-2 validation accuracy "
+      f"(seed 0, 1,000 examples held out of the training file):")
+print(f"{'method':<19}" + "".join(f"{'lr ' + format(lr, 'g'):>11}" for lr in RATES)
       + f"{'chosen':>9}{'preset':>9}")
 chosen = {}
 for m in NEW:
-    means = {lr: np.mean([val[(t, m, lr)] for t in TASKS]) for lr in RATES if all((t, m, lr) in val for t in TASKS)}
-    chosen[m] = max(means, key=means.get) if means else None
-    print(f"{m:<19}" + "".join(f"{val.get((t, m, lr), float('nan')):>13.4f}" for t in TASKS for lr in RATES)
+    scores = {lr: val[(m, lr)] for lr in RATES if (m, lr) in val}
+    chosen[m] = max(scores, key=scores.get) if len(scores) == len(RATES) else None
+    print(f"{m:<19}" + "".join(f"{val.get((m, lr), float('nan')):>11.3f}" for lr in RATES)
           + f"{chosen[m] or float('nan'):>9g}{PRESETS[m].lr:>9g}")
-if len(sweep) == len(TASKS) * len(NEW) * len(RATES):
+if len(sweep) == len(NEW) * len(RATES):
     assert all(chosen[m] == PRESETS[m].lr for m in NEW), "a preset is not the rate validation chose"
 
 # %%
