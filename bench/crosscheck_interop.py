@@ -45,7 +45,17 @@ CASES = [("compacter", {}, "adapters"), ("compacter++", {}, "adapters"),
          ("bitfit", {}, "transformers"),
          # the paper's other baselines
          ("adapterdrop", {}, "adapters"), ("prompt-tuning-r", {"prompt_length": 20}, "peft"),
-         ("prompt-tuning-t", {"prompt_length": 20}, "peft"), ("intrinsic-said", {}, "transformers")]
+         ("prompt-tuning-t", {"prompt_length": 20}, "peft"), ("intrinsic-said", {}, "transformers"),
+         # the Kronecker family: the reference's PHM options and a fixed rule to AdapterHub,
+         # LoKr to peft, and the updates merged for transformers
+         ("compacter", {"learn_phm": False}, "adapters"),
+         ("compacter", {"factorized_phm_rule": True}, "adapters"),
+         ("compacter", {"shared_W_phm": True}, "adapters"),
+         ("phm-adapter", {"phm_dim": 4, "factorized_phm_rule": True, "learn_phm": False}, "adapters"),
+         ("quaternion-adapter", {}, "adapters"),
+         ("lokr", {}, "peft"), ("lokr", {"r": 2, "decompose_both": True, "decompose_factor": 8},
+                                "peft"),
+         ("lokr", {}, "transformers"), ("phm-lora", {}, "transformers")]
 FAMILY_DIRS = {"roberta": "roberta", "xlm-roberta": "xlm_roberta", "distilbert": "distilbert",
                "electra": "electra"}
 # (method, options, target) run on each family
@@ -181,7 +191,8 @@ def main(argv=None):
     p.add_argument("--out", default="runs/crosscheck", help="where the runs go (default %(default)s)")
     p.add_argument("--families-only", action="store_true",
                    help="only the encoder families' runs (not MiniLM's)")
-    p.add_argument("--methods", default=None, help="comma-separated: only the cases of these methods")
+    p.add_argument("--methods", default=None, help="comma-separated methods: only their cases "
+                                                   "(default: every case)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import adapters

@@ -14,12 +14,13 @@ inside `parallel()`), and the allocator is tuned only by the command line.
 from .core.encoder import (NO_HOOKS, TINY, EncoderConfig, Hooks, encoder, head, init_encoder,
                            init_head, pool)
 from .core.layers import FAST, PLAIN, Layers, use_layers
-from .core.methods import (METHODS, PRESETS, AdapterConfig, BitFitConfig, FullConfig, LoRAConfig,
-                           Method, make_method, method_config)
-from .core.methods import IntrinsicConfig, PromptConfig
+from .core.methods import (METHODS, PRESETS, AdapterConfig, BitFitConfig, FullConfig,
+                           IntrinsicConfig, LoKrConfig, LoRAConfig, Method, PHMLoRAConfig,
+                           PromptConfig, make_method, method_config)
 from .core.model import TaskModel, hidden_states, init_model, loss, loss_and_grad, loss_grad, predict
-from .core.phm import phm_linear, phm_weight
+from .core.phm import algebra_rule, phm_linear, phm_weight
 from .core.threads import parallel
+from .core.updates import merge_updates
 from .harness.data.batches import tokenize
 from .harness.data.tasks import load_task, tasks
 from .harness.data.userdata import TaskData
@@ -31,11 +32,12 @@ from .harness.training.train import TrainConfig, finetune
 __version__ = "0.3.0"
 
 __all__ = ["AdapterConfig", "BitFitConfig", "EncoderConfig", "FAST", "FullConfig",
-           "Hooks", "IntrinsicConfig", "Layers", "LoRAConfig", "LoadError", "METHODS",
-           "Method", "NO_HOOKS", "PLAIN", "PRESETS", "Pretrained", "PromptConfig",
-           "TINY", "TaskData", "TaskModel", "TrainConfig", "encode_texts", "encoder",
+           "Hooks", "IntrinsicConfig", "Layers", "LoKrConfig", "LoRAConfig",
+           "LoadError", "METHODS", "Method", "NO_HOOKS", "PHMLoRAConfig", "PLAIN",
+           "PRESETS", "Pretrained", "PromptConfig", "TINY", "TaskData", "TaskModel",
+           "TrainConfig", "algebra_rule", "encode_texts", "encoder",
            "evaluate_checkpoint", "export_adapter", "finetune", "head", "hidden_states",
            "init_encoder", "init_head", "init_model", "load_adapter", "load_pretrained",
            "load_task", "loss", "loss_and_grad", "loss_grad", "make_method",
-           "method_config", "parallel", "phm_linear", "phm_weight", "pool", "predict",
-           "tasks", "tokenize", "use_layers"]
+           "merge_updates", "method_config", "parallel", "phm_linear", "phm_weight",
+           "pool", "predict", "tasks", "tokenize", "use_layers"]

@@ -251,15 +251,16 @@ def test_every_method_on_every_family_plain_equals_fast(family, name):
 @pytest.mark.parametrize("name", mc.METHODS)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_method_starts_where_documented(family, name):
-    """LoRA, BitFit, full fine-tuning and Intrinsic-SAID start exactly at the base model; an
-    adapter with its up-projection (or Compacter's shared A) zero is exactly the base model;
+    """LoRA, LoKr, the PHM update, BitFit, full fine-tuning and Intrinsic-SAID start exactly at
+    the base model; an adapter with its up-projection (or Compacter's shared A; the
+    quaternion adapter's B, its rule being fixed) zero is exactly the base model;
     Compacter and Compacter++ at the paper's initialisation (A ~ N(0, 1e-4^2)) within 1e-3
     of it; prompt tuning reads P more tokens, so its states are longer and never the base's."""
     model, trainable, frozen, batch = setup(family, name, moved=False)
     cfg = FAMILIES[family]
     base = mc.encoder(pretrained(family).params, batch, cfg)
     out = mc.hidden_states(trainable, frozen, batch, model)
-    if name in ("lora", "bitfit", "full", "intrinsic-said"):
+    if name in ("lora", "lokr", "phm-lora", "bitfit", "full", "intrinsic-said"):
         onp.testing.assert_array_equal(out, base)
         return
     if name.startswith("prompt-tuning"):
@@ -272,6 +273,7 @@ def test_every_method_starts_where_documented(family, name):
         zero["shared"] = {"A": onp.zeros_like(trainable["shared"]["A"])}
     else:
         key = {"dense": "w", "low-rank": "t", "phm": "A"}[model.method.config.projection]
+        key = "B" if name == "quaternion-adapter" else key            # its rule is frozen
         zero["layers"] = [{s: (dict(v, up=dict(v["up"], **{key: onp.zeros_like(v["up"][key])}))
                                if s.endswith("adapter") else v) for s, v in layer.items()}
                           for layer in trainable["layers"]]

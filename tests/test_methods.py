@@ -60,8 +60,12 @@ def test_trainable_and_frozen_partition_the_model(tiny64, name):
     assert {p for p in t if p.startswith("head.")} == {"head.w", "head.b"}
     unfrozen = t & base
     assert unfrozen | (f & base) == base
-    # the frozen tree holds nothing but the base model, and Intrinsic-SAID's projections
-    assert {p.split(".")[0] for p in f - base} <= ({"fastfood"} if name == "intrinsic-said" else set())
+    # the frozen tree holds the base model and nothing else, but Intrinsic-SAID's projections
+    # and a rule the method keeps fixed (the quaternion-adapter's quaternion rule)
+    if name == "intrinsic-said":
+        assert {p.split(".")[0] for p in f - base} == {"fastfood"}
+    else:
+        assert f - base == ({"shared.A"} if name == "quaternion-adapter" else set())
     is_ln = lambda p: p.split(".")[-2] in ("ln", "attention_ln", "ffn_ln")
     if name == "full":
         assert unfrozen == base and not f
@@ -77,6 +81,15 @@ def test_trainable_and_frozen_partition_the_model(tiny64, name):
         assert not unfrozen and t == {"intrinsic.theta", "intrinsic.lambda", "head.w", "head.b"}
         # one projection per base tensor, each of B, Pi and G
         assert f - base == {f"fastfood.{part}.{p}" for part in ("B", "Pi", "G") for p in base}
+    elif name == "lokr":                                  # d = 32 = 4 x 8, r = 8: full W1, W2
+        assert not unfrozen
+        assert t - base - {"head.w", "head.b"} == {f"layers.{i}.lokr.{m}.{w}" for i in range(TINY_LAYERS)
+                                                  for m in ("query", "value") for w in ("w1", "w2")}
+    elif name == "phm-lora":
+        assert not unfrozen
+        assert t - base - {"head.w", "head.b"} == {"shared.A"} | {
+            f"layers.{i}.phm_lora.{m}.{w}" for i in range(TINY_LAYERS)
+            for m in ("query", "value") for w in "st"}
     else:
         assert unfrozen == {p for p in base if is_ln(p)}
         slots = {p.split(".")[2] for p in t if p.startswith("layers.") and "adapter" in p}
@@ -328,7 +341,8 @@ def test_analytic_count_equals_the_tree_on_tiny(tiny, name, overrides):
     from minicompacter.core.counting import count_analytic, count_measured, shapes_from_config
     preset = mc.method_config(name)
     overrides = {k: v for k, v in overrides.items() if hasattr(preset, k)
-                 and (k != "phm_dim" or preset.projection == "phm")}
+                 and (k != "phm_dim" or (getattr(preset, "projection", "phm") == "phm"
+                                         and preset.phm_rule == "learned"))}
     cfg = tiny_config(name, **overrides)
     for labels in (1, 3):
         _, trainable, _ = init_model(onp.random.default_rng(0), tiny, cfg, num_labels=labels)

@@ -4,11 +4,12 @@
     kernels.py   the same layers as autograd primitives with hand-written gradients
     threads.py   the work split over the cores that the kernels use inside parallel()
     layers.py    the one switch between the two, and the table of activations
-    phm.py       Kronecker products and the PHM layer
+    phm.py       Kronecker products, the PHM layer, its rules (learned or an algebra's)
     encoder.py   a BERT-style encoder with two adapter slots and hooks on its attention
                  projections, its input embeddings and its weights
     t5.py        T5: encoder, decoder, generation, the same slots in both stacks
     methods.py   the methods: configs, presets, what each trains and where it runs
+    updates.py   updates beside a weight (LoRA, LoKr, the PHM update) and merging them in
     prompts.py   prompt tuning: P vectors before the input
     intrinsic.py Intrinsic-SAID: the Walsh-Hadamard and Fastfood transforms
     model.py     a task model: trainable and frozen trees, predictions, the loss

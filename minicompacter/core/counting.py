@@ -17,14 +17,16 @@ import dataclasses
 from typing import Optional
 
 from .encoder import EncoderConfig
-from .methods import AdapterConfig, BitFitConfig, FullConfig, IntrinsicConfig, LoRAConfig
-from .methods import PromptConfig
-from .paths import is_adapter, is_bias, is_head, is_intrinsic, is_layer_norm, is_lora, is_prompt
-from .paths import is_shared
+from .methods import (AdapterConfig, BitFitConfig, FullConfig, IntrinsicConfig, LoKrConfig,
+                      LoRAConfig, PHMLoRAConfig, PromptConfig)
+from .paths import is_adapter, is_bias, is_head, is_intrinsic, is_layer_norm, is_lokr, is_lora
+from .paths import is_phm_lora, is_prompt, is_rule, is_shared
 from .tree import leaves
+from .updates import lokr_shapes
 
-CATEGORIES = ("adapter weights", "adapter biases", "shared A", "lora weights", "prompt",
-              "intrinsic", "layer norms", "biases", "pretrained weights", "head")
+CATEGORIES = ("adapter weights", "adapter biases", "shared A", "shared W", "lora weights",
+              "lokr weights", "phm update weights", "prompt", "intrinsic", "layer norms",
+              "biases", "pretrained weights", "head")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +58,11 @@ def shapes_from_config(cfg: EncoderConfig, name="encoder"):
                   encoder_layers=cfg.num_layers, positions=cfg.max_positions,
                   type_vocab=cfg.type_vocab_size, heads=cfg.num_heads,
                   embedding_size=cfg.embedding_width, fixed_positions=cfg.sinusoidal_positions)
+
+
+# the category of each update's weights
+UPDATE_CATEGORY = {LoRAConfig: "lora weights", LoKrConfig: "lokr weights",
+                   PHMLoRAConfig: "phm update weights"}
 
 
 # --- the base model ------------------------------------------------------------------------
@@ -100,16 +107,51 @@ def adapter_positions(s: Shapes, cfg: AdapterConfig):
     return blocks * (int(cfg.mh_adapter) + int(cfg.output_adapter))
 
 
+def rule_count(cfg, n):
+    """Trained numbers of one set of PHM rules: n^3, or 2 n^2 r for A_i = a_i b_i^T; 0 when
+    the rules stay fixed (learn_phm False, or an algebra's)."""
+    if not cfg.rule_trained:
+        return 0
+    return 2 * n * n * cfg.phm_rule_rank if getattr(cfg, "factorized_phm_rule", False) else n ** 3
+
+
+def phm_weights_count(cfg: AdapterConfig, d_in, d_out):
+    """B of one PHM projection d_in -> d_out: r (d_in + d_out) for B_i = s_i t_i^T, else
+    d_in d_out / n."""
+    if cfg.factorized_phm_W:
+        return cfg.phm_rank * (d_in + d_out)
+    return d_in * d_out // cfg.phm_dim
+
+
 def projection_count(cfg: AdapterConfig, d_in, d_out):
-    """(weights, biases) of one adapter projection d_in -> d_out."""
+    """(weights, biases) of one adapter projection d_in -> d_out (without what PHM layers
+    share: `shared_count`)."""
     if cfg.projection == "dense":
         return d_in * d_out, d_out
     if cfg.projection == "low-rank":
         return cfg.phm_rank * (d_in + d_out), d_out
-    n = cfg.phm_dim
-    A = 0 if cfg.shared_phm_rule else n ** 3
-    B = cfg.phm_rank * (d_in + d_out) if cfg.factorized_phm_W else d_in * d_out // n
+    A = 0 if cfg.shared_phm_rule else rule_count(cfg, cfg.phm_dim)
+    B = 0 if cfg.shared_W_phm else phm_weights_count(cfg, d_in, d_out)
     return A + B, d_out if cfg.phm_bias else 0
+
+
+def shared_count(cfg: AdapterConfig, d, k):
+    """(shared A, shared W): the rules every PHM layer shares, and the one B of every D
+    (d -> k) and of every U (k -> d) with shared_W_phm."""
+    if cfg.projection != "phm":
+        return 0, 0
+    A = rule_count(cfg, cfg.phm_dim) if cfg.shared_phm_rule else 0
+    W = phm_weights_count(cfg, d, k) + phm_weights_count(cfg, k, d) if cfg.shared_W_phm else 0
+    return A, W
+
+
+def update_count(config, d):
+    """Trained numbers of one update beside a d x d projection (LoRA, LoKr, the PHM update)."""
+    if isinstance(config, LoRAConfig):
+        return config.r * 2 * d
+    if isinstance(config, LoKrConfig):
+        return sum(a * b for a, b in lokr_shapes(config, d, d).values())
+    return config.phm_dim * (d // config.phm_dim) * config.r * 2            # s and t
 
 
 def head_count(s: Shapes, num_labels):
@@ -131,9 +173,12 @@ def count_analytic(config, s: Shapes, num_labels=2):
             d, f = s.d, s.ffn
             out["biases"] = (s.encoder_layers * (4 * d + f + d + 2 * d)
                              + s.decoder_layers * (8 * d + f + d + 3 * d) + s.vocab)
-    elif isinstance(config, LoRAConfig):
+    elif isinstance(config, (LoRAConfig, LoKrConfig, PHMLoRAConfig)):
         attention_modules = s.encoder_layers + 2 * s.decoder_layers           # T5: + cross
-        out["lora weights"] = attention_modules * len(config.target_modules) * config.r * 2 * s.d
+        key = UPDATE_CATEGORY[type(config)]
+        out[key] = attention_modules * len(config.target_modules) * update_count(config, s.d)
+        if isinstance(config, PHMLoRAConfig):
+            out["shared A"] = rule_count(config, config.phm_dim)
     elif isinstance(config, PromptConfig):       # P vectors of the embeddings' width
         out["prompt"] = config.prompt_length * (s.embedding_size or s.d)
     elif isinstance(config, IntrinsicConfig):    # theta_d and the lambdas, d' in all
@@ -144,8 +189,7 @@ def count_analytic(config, s: Shapes, num_labels=2):
         positions = adapter_positions(s, config)
         out["adapter weights"] = positions * (w_down + w_up)
         out["adapter biases"] = positions * (b_down + b_up)
-        if config.projection == "phm" and config.shared_phm_rule:
-            out["shared A"] = config.phm_dim ** 3
+        out["shared A"], out["shared W"] = shared_count(config, s.d, k)
         if config.train_layer_norms:
             out["layer norms"] = base_breakdown(s)["layer norms"]
     else:
@@ -160,7 +204,7 @@ def category(path):
     if is_head(path):
         return "head"
     if is_shared(path):
-        return "shared A"
+        return "shared A" if is_rule(path) else "shared W"
     if is_prompt(path):
         return "prompt"
     if is_intrinsic(path):
@@ -169,6 +213,10 @@ def category(path):
         return "adapter biases" if is_bias(path) else "adapter weights"
     if is_lora(path):
         return "lora weights"
+    if is_lokr(path):
+        return "lokr weights"
+    if is_phm_lora(path):
+        return "phm update weights"
     if is_layer_norm(path):
         return "layer norms"
     if is_bias(path):

@@ -34,9 +34,10 @@ def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling=POO
     """(model, trainable, frozen) for a pretrained encoder and a method (config or name).
 
     trainable = the method's new parameters + the pretrained weights it unfreezes + a head
-    (none with num_labels=0); frozen = every other pretrained weight, and always the
-    encoder's fixed leaves (a sinusoidal position table: `encoder.fixed`), and a method's
-    fixed constants (Intrinsic-SAID's projections: `Method.from_base`)."""
+    (none with num_labels=0); frozen = every other pretrained weight, always the encoder's
+    fixed leaves (a sinusoidal position table: `encoder.fixed`), the method's new
+    parameters that stay at their start (`Method.fixed`: a frozen PHM rule), and its fixed
+    constants (Intrinsic-SAID's projections: `Method.from_base`)."""
     method = method if isinstance(method, Method) else make_method(method)
     cfg = pretrained.config
     if pooling not in ("cls", "mean"):
@@ -45,7 +46,8 @@ def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling=POO
     r_method, r_head = rng.spawn(2)
     unfrozen, frozen = split(pretrained.params,
                              lambda path: method.unfreezes(path) and not fixed(cfg, path))
-    trainable = merge(unfrozen, method.init(r_method, cfg, dtype))
+    kept, added = split(method.init(r_method, cfg, dtype), method.fixed)
+    trainable, frozen = merge(unfrozen, added), merge(frozen, kept)
     if method.from_base is not None:      # made from the pretrained weights it may move
         movable = split(pretrained.params, lambda path: not fixed(cfg, path))[0]
         added, constants = method.from_base(r_method.spawn(1)[0], movable, dtype)
@@ -54,6 +56,13 @@ def init_model(rng, pretrained, method="compacter", *, num_labels=2, pooling=POO
         trainable[HEAD] = init_head(r_head, cfg.hidden_size, num_labels, layers=head_layers,
                                     dtype=dtype)
     return TaskModel(cfg, method, num_labels, pooling, head_layers), trainable, frozen
+
+
+def kept_fixed(model, frozen):
+    """The method's own parameters in the frozen tree (`Method.fixed`: a rule frozen at its
+    random start, or an algebra's): what a checkpoint must record besides the trainable tree
+    to give the same model back. {} for most methods."""
+    return split(frozen, model.method.fixed)[0]
 
 
 def hidden_states(trainable, frozen, batch, model, rng=None):

@@ -17,16 +17,20 @@ CROSS_ATTENTION_LN, FINAL_LN = "cross_attention_ln", "final_ln"
 LAYER_NORMS = (EMBEDDING_LN, ATTENTION_LN, FFN_LN, CROSS_ATTENTION_LN, FINAL_LN)
 BIAS = "b"                        # every bias leaf, encoder and methods alike
 
-# what methods add: per layer, an adapter in each slot, or LoRA's factors
+# what methods add: per layer, an adapter in each slot, or the factors of an update beside
+# the attention projections (LoRA's, LoKr's, the PHM update's)
 ATTENTION_ADAPTER, FFN_ADAPTER = "attention_adapter", "ffn_adapter"
 ADAPTERS = (ATTENTION_ADAPTER, FFN_ADAPTER)
-LORA = "lora"
-# at the top of the tree: what every layer shares (Compacter's A), and the task head
+LORA, LOKR, PHM_LORA = "lora", "lokr", "phm_lora"
+# at the top of the tree: what every layer shares (Compacter's A, shared B factors), and the
+# task head
 SHARED, HEAD = "shared", "head"
 # and the methods that act on the whole model (core/prompts.py, core/intrinsic.py): prompt
 # tuning's virtual tokens; Intrinsic-SAID's trained numbers ("intrinsic": theta_d and the
 # lambdas) and its fixed random projections (the frozen tree's "fastfood")
 PROMPT, INTRINSIC, FASTFOOD = "prompt", "intrinsic", "fastfood"
+# the leaves that hold PHM rules: A, or the factors of a factored rule A_i = a_i b_i^T
+RULES = ("A", "A_left", "A_right")
 
 
 def is_layer_norm(path):
@@ -46,6 +50,26 @@ def is_adapter(path):
 
 def is_lora(path):
     return LORA in path
+
+
+def is_lokr(path):
+    return LOKR in path
+
+
+def is_phm_lora(path):
+    return PHM_LORA in path
+
+
+def is_rule(path):
+    """A PHM rule (A, A_left or A_right) of an adapter, an update, or the shared entry."""
+    return path[-1] in RULES and (is_shared(path) or is_adapter(path) or is_phm_lora(path))
+
+
+def is_added(path):
+    """A leaf that a method or the task adds to the encoder's own tree."""
+    return (is_adapter(path) or is_lora(path) or is_lokr(path) or is_phm_lora(path)
+            or is_shared(path) or is_head(path) or is_prompt(path) or is_intrinsic(path)
+            or path[0] == FASTFOOD)
 
 
 def is_shared(path):

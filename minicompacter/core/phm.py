@@ -11,9 +11,10 @@ products,
 
 so it holds n^3 + d_in d_out / n numbers instead of d_in d_out; n must divide d_in and
 d_out. With n = 4 and the A_i fixed to the signed permutation matrices of the Hamilton
-product it is a quaternion linear layer; PHM learns the A_i (notebook 01, "Where PHM
-comes from"). Compacter (LPHM, Eq. 5) makes each B_i low rank, B_i = s_i t_i^T with the
-paper's t_i: (d_out/n, r). The factors are stored as s: (n, d_in/n, r) and
+product it is a quaternion linear layer (`algebra_rule("quaternion")`; the complex numbers
+and the octonions too); PHM learns the A_i (notebook 01, "Where PHM comes from"). The
+reference code can also factor each rule, A_i = a_i b_i^T (`rule`). Compacter (LPHM,
+Eq. 5) makes each B_i low rank, B_i = s_i t_i^T with the paper's t_i: (d_out/n, r). The factors are stored as s: (n, d_in/n, r) and
 t: (n, r, d_out/n), so the array t[i] already holds t_i^T and B = s @ t.
 
 Row-vector convention as in the reference code (rabeehk/compacter,
@@ -30,6 +31,7 @@ The layer can be computed two ways, equal up to float rounding:
 """
 
 import math
+from functools import partial
 
 import autograd.numpy as np
 import numpy as onp
@@ -60,8 +62,19 @@ def phm_weight(A, B):
 
 def low_rank_B(s, t):
     """B_i = s_i t_i^T for every i, as s @ t: the stored t[i] is t_i^T.
-    s: (n, p, r)  t: (n, r, q)  ->  B: (n, p, q)"""
+    s: (n, p, r)  t: (n, r, q)  ->  B: (n, p, q)
+    (The factored rule A_i = a_i b_i^T is the same product: `rule`.)"""
     return s @ t
+
+
+def rule(params):
+    """The rules A of a PHM layer or of the model's shared entry: params["A"], or the
+    factored rule of the reference's factorized_phm_rule, A_i = a_i b_i^T, stored as
+    A_left: (n, n, r) holding the a_i and A_right: (n, r, n) holding the b_i^T
+    (AdapterHub's phm_rule_left, phm_rule_right, with r = 1).   ->  A: (n, n, n)"""
+    if "A" in params:
+        return params["A"]
+    return low_rank_B(params["A_left"], params["A_right"])                   # (n, n, n)
 
 
 # --- the layer -------------------------------------------------------------------------
@@ -161,26 +174,50 @@ C_INITS = ("normal", "uniform")
 
 
 def init_phm_rule(rng, n, *, shared, phm_c_init="normal", phm_init_range=1e-4,
-                  dtype=onp.float32):
-    """The rules A: (n, n, n). Shared (Compacter): N(0, phm_init_range^2), so each
-    adapter starts near the identity; or U(-1, 1) with phm_c_init="uniform".
-    Per layer (PHM-Adapter): N(0, 0.01^2), or U(-0.01, 0.01)."""
+                  dtype=onp.float32, shape=None):
+    """The rules A: (n, n, n) (or another shape: a factor of a factored rule). Shared
+    (Compacter): N(0, phm_init_range^2), so each adapter starts near the identity; or
+    U(-1, 1) with phm_c_init="uniform". Per layer (PHM-Adapter): N(0, 0.01^2), or
+    U(-0.01, 0.01)."""
+    shape = shape or (n, n, n)
     if phm_c_init == "normal":
         std = phm_init_range if shared else 0.01
-        return (rng.standard_normal((n, n, n)) * std).astype(dtype)
+        return (rng.standard_normal(shape) * std).astype(dtype)
     if phm_c_init == "uniform":
         a = 1.0 if shared else 0.01
-        return rng.uniform(-a, a, size=(n, n, n)).astype(dtype)
+        return rng.uniform(-a, a, size=shape).astype(dtype)
     raise ValueError(f"phm_c_init {phm_c_init!r} is unknown; use one of {C_INITS}.")
 
 
-def init_phm_linear(rng, n, d_in, d_out, *, rank=None, with_A=True, bias=True,
+def init_rule(rng, n, *, shared, algebra=None, rank=None, phm_c_init="normal",
+              phm_init_range=1e-4, dtype=onp.float32):
+    """The rules of one PHM layer, or the model's shared ones, as the entries they are stored
+    under: {"A": (n, n, n)}, an algebra's (`algebra_rule`) or drawn by `init_phm_rule`; or,
+    with a rank r (the reference's factorized_phm_rule), {"A_left": (n, n, r),
+    "A_right": (n, r, n)}, each factor drawn as a rule is (as AdapterHub draws
+    phm_rule_left and phm_rule_right), so that A_i = a_i b_i^T starts near zero."""
+    if algebra is not None:
+        return {"A": algebra_rule(algebra).astype(dtype)}
+    draw = partial(init_phm_rule, n=n, shared=shared, phm_c_init=phm_c_init,
+                   phm_init_range=phm_init_range, dtype=dtype)
+    if rank is None:
+        return {"A": draw(rng)}
+    if rank < 1:
+        raise ValueError(f"phm_rule_rank must be at least 1, got {rank}.")
+    r_left, r_right = rng.spawn(2)
+    return {"A_left": draw(r_left, shape=(n, n, rank)),                 # a_i: (n, r)
+            "A_right": draw(r_right, shape=(n, rank, n))}               # b_i^T: (r, n)
+
+
+def init_phm_linear(rng, n, d_in, d_out, *, rank=None, with_A=True, with_B=True, bias=True,
                     hypercomplex_nonlinearity="glorot-uniform", phm_c_init="normal",
-                    phm_init_range=1e-4, dtype=onp.float32):
-    """A PHM layer's parameters: A (unless with_A=False: it is shared), B or the factors
-    s, t (rank given), and a zero bias. hypercomplex_nonlinearity is AdapterHub's name for
-    the initialisation of B / s / t: "glorot-uniform" (gain sqrt 2, per slice),
-    "glorot-normal", or "normal" (std phm_init_range)."""
+                    phm_init_range=1e-4, algebra=None, rule_rank=None, dtype=onp.float32):
+    """A PHM layer's parameters: its rules (unless with_A=False: they are shared), B or the
+    factors s, t (rank given; unless with_B=False: they are shared too) and a zero bias.
+    hypercomplex_nonlinearity is AdapterHub's name for the initialisation of B / s / t:
+    "glorot-uniform" (gain sqrt 2, per slice), "glorot-normal", or "normal" (std
+    phm_init_range). The rules: `init_rule` (algebra: a fixed algebra's; rule_rank: the
+    factored A_i = a_i b_i^T)."""
     check_phm_dim(n, d_in, d_out)
     if rank is not None and rank < 1:
         raise ValueError(f"phm_rank must be at least 1, got {rank}.")
@@ -188,27 +225,32 @@ def init_phm_linear(rng, n, d_in, d_out, *, rank=None, with_A=True, bias=True,
         raise ValueError(f"hypercomplex_nonlinearity {hypercomplex_nonlinearity!r} is unknown; "
                          f"use one of {W_INITS}.")
     r_A, r_s, r_t = rng.spawn(3)
-
-    def w_init(g, shape):
-        if hypercomplex_nonlinearity == "glorot-uniform":
-            return glorot_uniform(g, shape, dtype=dtype)
-        if hypercomplex_nonlinearity == "glorot-normal":
-            return glorot_normal(g, shape, dtype=dtype)
-        return (g.standard_normal(shape) * phm_init_range).astype(dtype)
-
-    p, q = d_in // n, d_out // n
     params = {}
     if with_A:
-        params["A"] = init_phm_rule(r_A, n, shared=False, phm_c_init=phm_c_init,
-                                    phm_init_range=phm_init_range, dtype=dtype)
-    if rank is None:
-        params["B"] = w_init(r_s, (n, p, q))
-    else:
-        params["s"] = w_init(r_s, (n, p, rank))
-        params["t"] = w_init(r_t, (n, rank, q))
+        params.update(init_rule(r_A, n, shared=False, algebra=algebra, rank=rule_rank,
+                                phm_c_init=phm_c_init, phm_init_range=phm_init_range,
+                                dtype=dtype))
+    if with_B:
+        params.update(init_phm_factors(r_s, r_t, n, d_in // n, d_out // n, rank,
+                                       hypercomplex_nonlinearity, phm_init_range, dtype))
     if bias:
         params["b"] = onp.zeros(d_out, dtype)
     return params
+
+
+def init_phm_factors(r_s, r_t, n, p, q, rank, how, phm_init_range, dtype):
+    """{"B": (n, p, q)} (rank None) or {"s": (n, p, r), "t": (n, r, q)}, drawn `how`
+    (hypercomplex_nonlinearity) from r_s (B, s) and r_t (t)."""
+    def w_init(g, shape):
+        if how == "glorot-uniform":
+            return glorot_uniform(g, shape, dtype=dtype)
+        if how == "glorot-normal":
+            return glorot_normal(g, shape, dtype=dtype)
+        return (g.standard_normal(shape) * phm_init_range).astype(dtype)
+
+    if rank is None:
+        return {"B": w_init(r_s, (n, p, q))}
+    return {"s": w_init(r_s, (n, p, rank)), "t": w_init(r_t, (n, rank, q))}
 
 
 def check_phm_dim(n, *widths):
@@ -218,3 +260,53 @@ def check_phm_dim(n, *widths):
         ok = [m for m in range(1, g + 1) if g % m == 0]
         raise ValueError(f"phm_dim {n} does not divide the widths {list(widths)}; n must "
                          f"divide both d_in and d_out. phm_dim values that work here: {ok}.")
+
+
+# --- fixed rules: the hypercomplex algebras ------------------------------------------------
+
+# The algebras whose rules `algebra_rule` gives, and their dimension n (= phm_dim).
+ALGEBRAS = {"complex": 2, "quaternion": 4, "octonion": 8}
+
+
+def conjugate(p):
+    """The conjugate of a hypercomplex number: its real part kept, the others negated."""
+    return onp.concatenate([p[:1], -p[1:]])
+
+
+def cayley_dickson_product(p, q):
+    """The product pq in the 2^k-dimensional Cayley-Dickson algebra (k = 0: the reals),
+    p and q given by their components on the basis (1, e_1, ..., e_{2^k - 1}). Each number
+    is a pair of halves, p = (a, b), q = (c, d), and
+        (a, b)(c, d) = (a c - conj(d) b,  d a + b conj(c)).
+    k = 1 gives the complex numbers, k = 2 the quaternions on (1, i, j, k) with
+    i^2 = j^2 = k^2 = ijk = -1, k = 3 the octonions.   p, q: (2^k,) -> (2^k,)"""
+    m = len(p)
+    if m == 1:
+        return p * q
+    a, b, c, d = p[:m // 2], p[m // 2:], q[:m // 2], q[m // 2:]
+    return onp.concatenate([cayley_dickson_product(a, c) - cayley_dickson_product(conjugate(d), b),
+                            cayley_dickson_product(d, a) + cayley_dickson_product(b, conjugate(c))])
+
+
+def algebra_rule(name):
+    """The PHM rules of a hypercomplex algebra: A: (n, n, n) with
+        A[i, a, c] = the coefficient of e_c in the product e_i e_a,
+    n = 2 ("complex"), 4 ("quaternion") or 8 ("octonion"). Each A_i is a signed permutation
+    matrix (one +-1 in every row and column). In the row-vector convention of this module,
+    sum_i q_i A_i is the matrix of LEFT multiplication by q: for a row vector x of
+    components, x @ (sum_i q_i A_i) = q x (notebook 01, "Where PHM comes from", derives the
+    quaternion case: its E_i are the A_i transposed).
+
+    A PHM layer with these rules, W[a p + u, c q + v] = sum_i A_i[a, c] B_i[u, v], is a
+    hypercomplex linear layer: reading the input row as n blocks X_a (x = sum_a X_a e_a)
+    and the weight as w = sum_i B_i e_i, output block c is the e_c component of w x, with
+    each product of components the matrix product X_a B_i. The octonions are not
+    associative: one octonion layer computes one product w x per output, well defined, but
+    two stacked octonion layers, w2 (w1 x), are in general not one octonion layer
+    ((w2 w1) x), as two quaternion layers are."""
+    if name not in ALGEBRAS:
+        raise ValueError(f"Unknown algebra {name!r}; the rules known are {list(ALGEBRAS)}.")
+    n = ALGEBRAS[name]
+    e = onp.eye(n)
+    return onp.stack([[cayley_dickson_product(e[i], e[a]) for a in range(n)]
+                      for i in range(n)])                                    # (i, a, c)

@@ -52,7 +52,8 @@ import numpy as onp
 from ..core.counting import (BERT_BASE, T5_BASE, base_total, count_analytic, count_measured,
                              peft_line, shapes_from_config, summary)
 from ..core.encoder import pool
-from ..core.methods import METHODS, AdapterConfig, IntrinsicConfig, PromptConfig, method_config
+from ..core.methods import (METHODS, PHM_ONLY, AdapterConfig, IntrinsicConfig, LoKrConfig,
+                            PHMLoRAConfig, PromptConfig, method_config)
 from ..core.model import init_model
 from .data.metrics import METRIC_KINDS
 from .data.tasks import tasks
@@ -78,13 +79,15 @@ DEMO_SENTENCES = [
     "A cat is sleeping on the sofa.",
     "The kitten naps on the couch.",
 ]
-# the method configs' fields that are flags (default: the preset's); each applies to the
-# methods whose config has it (the phm_* ones to the PHM methods only)
-METHOD_FLAGS = {AdapterConfig: ("reduction_factor", "phm_dim", "train_layer_norms", "leave_out",
-                                "leave_out_lower"),
-                PromptConfig: ("prompt_length",),
-                IntrinsicConfig: ("intrinsic_dim",)}
-FLAG_NAMES = tuple(name for names in METHOD_FLAGS.values() for name in names)
+# Method config fields that are flags (default: the preset's). Each applies to the methods
+# whose config has it (AdapterConfig's to the adapters, r and alpha to LoRA, LoKr and the PHM
+# update, prompt_length to prompt tuning, ...), the PHM options only where the projection is PHM.
+METHOD_FLAGS = ("reduction_factor", "phm_dim", "train_layer_norms", "leave_out", "leave_out_lower",
+                "phm_rule", "learn_phm", "factorized_phm_rule", "phm_rule_rank", "shared_W_phm",
+                "r", "alpha", "decompose_both", "decompose_factor", "prompt_length",
+                "intrinsic_dim")
+FLAG_CONFIGS = (AdapterConfig, PHMLoRAConfig, LoKrConfig, PromptConfig,      # where each flag's
+                IntrinsicConfig)                                              # field is found
 
 
 def cmd_encode(args):
@@ -212,18 +215,19 @@ def train_config_from_args(args):
 
 
 def method_from_args(name, args):
-    """A method's preset with the method flags applied where they mean something (each on
-    the methods whose config has it; the phm_* ones on PHM methods)."""
+    """A method's preset with the method flags applied where they mean something: the fields
+    its config has; the PHM options only where its projection is PHM."""
     preset = method_config(name)
-    flags = METHOD_FLAGS.get(type(preset), ())
-    phm = getattr(preset, "projection", None) == "phm"
-    return method_config(name, **{flag: getattr(args, flag, None) for flag in flags
-                                  if phm or not flag.startswith("phm_")})
+    fields = {f.name for f in dataclasses.fields(preset)}
+    phm = getattr(preset, "projection", "phm") == "phm"
+    return method_config(name, **{flag: getattr(args, flag, None) for flag in METHOD_FLAGS
+                                  if flag in fields and (phm or not (flag.startswith("phm_")
+                                                                     or flag in PHM_ONLY))})
 
 
 def method_options(args):
     """The method flags given, as method_from_args reads them (for a child process)."""
-    return {flag: getattr(args, flag) for flag in FLAG_NAMES if getattr(args, flag, None) is not None}
+    return {flag: getattr(args, flag) for flag in METHOD_FLAGS if getattr(args, flag, None) is not None}
 
 
 # --- the data a command names ------------------------------------------------------------------
@@ -637,8 +641,9 @@ def build_parser():
                 config_flags(p, TrainConfig)
                 continue
             if argument is METHOD_OPTIONS:
-                for config, names in METHOD_FLAGS.items():
-                    config_flags(p, config, names, preset_default=True)
+                for i, cls in enumerate(FLAG_CONFIGS):       # each flag once, from the first
+                    earlier = {f.name for c in FLAG_CONFIGS[:i] for f in dataclasses.fields(c)}
+                    config_flags(p, cls, set(METHOD_FLAGS) - earlier, preset_default=True)
                 continue
             flags, kwargs = argument
             if callable(kwargs.get("help")):

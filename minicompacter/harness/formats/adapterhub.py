@@ -47,13 +47,14 @@ import numpy as onp
 
 from ...core.counting import count_analytic, shapes_from_config
 from ...core.layers import ACTIVATIONS
-from ...core.methods import AdapterConfig
+from ...core.methods import PHM_ONLY, AdapterConfig
 from ...core.model import init_model
-from ...core.paths import ATTENTION_ADAPTER, FFN_ADAPTER, HEAD, SHARED
-from ...core.tree import flatten
-from .files import (FLAG, OBJECT, FormatError, atomic_write, check_fields, check_tree, integer,
-                    json_file, nullable, number, read_json_object, read_tensors, refuse_pickle,
-                    tensor_bytes, text)
+from ...core.paths import ATTENTION_ADAPTER, FFN_ADAPTER, HEAD, RULES, SHARED, is_rule
+from ...core.phm import ALGEBRAS, algebra_rule
+from ...core.tree import flatten, leaves, merge, split
+from .files import (FLAG, OBJECT, ExportError, FormatError, atomic_write, check_fields, check_tree,
+                    integer, json_file, nullable, number, read_json_object, read_tensors,
+                    refuse_pickle, tensor_bytes, text)
 
 CONFIG, WEIGHTS, PICKLE = "adapter_config.json", "adapter.safetensors", "pytorch_adapter.bin"
 HEAD_CONFIG, HEAD_WEIGHTS, HEAD_PICKLE = ("head_config.json", "model_head.safetensors",
@@ -67,8 +68,7 @@ FIX = "the files are not an adapter as AdapterHub's adapters 1.x saves one (save
 # above. (original_ln_before is free, and residual_before_ln must be True when it is set.)
 FIXED = {"original_ln_after": True, "adapter_residual_before_ln": False, "ln_before": False,
          "ln_after": False, "is_parallel": False, "scaling": 1.0, "use_gating": False,
-         "dropout": 0.0, "factorized_phm_rule": False, "shared_W_phm": False, "learn_phm": True,
-         "cross_adapter": False, "inv_adapter": None,
+         "dropout": 0.0, "cross_adapter": False, "inv_adapter": None,
          "inv_adapter_reduction_factor": None, "stochastic_depth": 0.0, "residual_before_ln": True}
 # fields that describe only how the weights were first drawn, which a trained adapter no
 # longer depends on
@@ -78,7 +78,7 @@ SAME = {"mh_adapter": FLAG, "output_adapter": FLAG, "reduction_factor": integer(
         "non_linearity": text(), "original_ln_before": FLAG, "phm_dim": integer(1),
         "phm_rank": integer(1), "shared_phm_rule": FLAG, "factorized_phm_W": FLAG,
         "phm_c_init": text(), "phm_init_range": number(0), "hypercomplex_nonlinearity": text(),
-        "phm_bias": FLAG}
+        "phm_bias": FLAG, "factorized_phm_rule": FLAG, "shared_W_phm": FLAG}
 # adapter_config.json's own fields
 META = {"config": OBJECT, "name": text(), "version": text(), "model_type": text()}
 META_OPTIONAL = {"hidden_size": integer(1), "model_class": text(), "model_name": nullable(text())}
@@ -86,6 +86,11 @@ META_OPTIONAL = {"hidden_size": integer(1), "model_class": text(), "model_name":
 HEAD_FIELDS = {"head_type": text(), "num_labels": integer(1), "layers": integer(1)}
 HEAD_OPTIONAL = {"activation_function": nullable(text()), "use_pooler": FLAG, "bias": FLAG,
                  "label2id": nullable(OBJECT), "dropout_prob": nullable(number(0, 1))}
+# learn_phm: AdapterHub's bool is AdapterConfig.rule_trained (True read as None, the default).
+# Its factorized rule has rank 1 (phm_rule_left (n, n, 1)); its PHMLayer has no fixed algebra
+# rule, but an algebra's rules written with learn_phm False compute the same (`as_algebra`).
+# (AdapterHub 1.3.0's train_adapter sets requires_grad on every adapter and shared
+# parameter, learn_phm's rules too: learn_phm False holds only until train_adapter is called.)
 
 
 def is_adapterhub(directory):
@@ -133,7 +138,8 @@ def method_config(bn, source):
             raise FormatError(f"{source}: {field} = {bn[field]!r}; minicompacter computes the "
                               f"blocks with {field} = {value!r} only (and original_ln_before "
                               f"either way), so it cannot load this adapter exactly.")
-    known = set(FIXED) | set(INIT_ONLY) | set(SAME) | {"architecture", "phm_layer", "leave_out"}
+    known = set(FIXED) | set(INIT_ONLY) | set(SAME) | {"architecture", "phm_layer", "leave_out",
+                                                       "learn_phm"}
     for field, value in bn.items():
         if field not in known and value not in (None, False, [], {}, 0, 0.0):
             raise FormatError(f"{source}: field {field} = {value!r} is unknown to minicompacter, "
@@ -144,10 +150,14 @@ def method_config(bn, source):
     if not isinstance(bn.get("reduction_factor"), int) or isinstance(bn["reduction_factor"], bool):
         raise FormatError(f"{source}: reduction_factor {bn.get('reduction_factor')!r}; "
                           f"minicompacter needs one whole number for every layer.")
-    check_fields(bn, optional={**SAME, "phm_layer": FLAG}, source=f"{source}'s config",
-                 error=FormatError, fix=FIX)
+    check_fields(bn, optional={**SAME, "phm_layer": FLAG, "learn_phm": FLAG},
+                 source=f"{source}'s config", error=FormatError, fix=FIX)
     fields = {f: bn[f] for f in SAME if f in bn}
     fields["projection"] = "phm" if bn.get("phm_layer") else "dense"
+    if fields["projection"] != "phm":                 # AdapterHub ignores them there
+        fields = {k: v for k, v in fields.items() if k not in PHM_ONLY}
+    elif bn.get("learn_phm", True) is False:
+        fields["learn_phm"] = False
     fields["leave_out"] = read_leave_out(bn.get("leave_out"), source)
     try:
         return AdapterConfig(method=preset_name(fields), train_layer_norms=False, **fields)
@@ -183,26 +193,57 @@ def preset_name(fields):
 
 def bn_config(cfg, num_layers):
     """A minicompacter AdapterConfig on a model of `num_layers` blocks as AdapterHub's BnConfig
-    fields (a dict); leave_out lists every block without adapters (leave_out_lower's too)."""
+    fields (a dict); leave_out lists every block without adapters (leave_out_lower's too).
+    ExportError naming an option AdapterHub's files cannot hold."""
     if cfg.projection == "low-rank":
         # a rank-r weight s t is a PHM layer with n = 1 and the rule A = [[[1]]]
         cfg = AdapterConfig(**{**cfg.__dict__, "projection": "phm", "phm_dim": 1,
                                "shared_phm_rule": False, "factorized_phm_W": True})
-    bn = {**FIXED, **{f: getattr(cfg, f) for f in SAME},
+    check_exportable(cfg)
+    bn = {**FIXED, **{f: getattr(cfg, f) for f in SAME}, "learn_phm": cfg.rule_trained,
           "phm_layer": cfg.projection == "phm", "init_weights": "bert", "init_weights_seed": None,
           "leave_out": sorted(cfg.left_out(num_layers))}
     return dict(sorted(bn.items()))
 
 
+def check_exportable(cfg):
+    """ExportError for the PHM options AdapterHub 1.3.0 cannot compute."""
+    if cfg.factorized_phm_rule and cfg.phm_rule_rank != 1:
+        raise ExportError(f"phm_rule_rank {cfg.phm_rule_rank}: AdapterHub's factorized_phm_rule "
+                          f"has rank 1 only (phm_rule_left (n, n, 1)); export a rank-1 rule.")
+    if cfg.shared_W_phm and not cfg.factorized_phm_W:
+        raise ExportError("shared_W_phm with factorized_phm_W False: AdapterHub 1.3.0 cannot "
+                          "build it (its init_shared_parameters fails with a NameError on "
+                          "_in_feats_per_axis); export shared factored weights (s, t) instead.")
+
+
 # --- tensor names ---------------------------------------------------------------------------
+
+# AdapterHub's PHMLayer names -> minicompacter's leaves (the rules, the weights, the bias)
+PHM_NAMES = (("W_left", "s"), ("W_right", "t"), ("W", "B"), ("b", "b"), ("phm_rule", "A"),
+             ("phm_rule_left", "A_left"), ("phm_rule_right", "A_right"))
+
 
 def _projection_names(prefix, projection, p):
     """{AdapterHub name: minicompacter leaf name} of one projection (D or U)."""
     if projection == "dense":
         return {prefix + "weight": "w", prefix + "bias": "b"}
-    names = {prefix + k: v for k, v in (("W_left", "s"), ("W_right", "t"), ("W", "B"),
-                                        ("b", "b"), ("phm_rule", "A")) if v in p}
-    return names
+    return {prefix + k: v for k, v in PHM_NAMES if v in p}
+
+
+def shared_names(shared, name, family):
+    """{AdapterHub name: (dotted path, False)} of what the model's PHM layers share: the rule
+    (phm_rule, or phm_rule_left and _right) and, with shared_W_phm, W_down_left, W_down_right,
+    W_up_left, W_up_right (or W_down, W_up)."""
+    base = family.adapterhub_shared(name)
+    out = {base + theirs: (f"{SHARED}.{ours}", False) for theirs, ours in PHM_NAMES
+           if ours in RULES and ours in shared}
+    for part in ("down", "up"):
+        for theirs, ours in (("left", "s"), ("right", "t"), ("", "B")):
+            if ours in shared.get(part, {}):
+                key = f"W_{part}_{theirs}" if theirs else f"W_{part}"
+                out[base + key] = (f"{SHARED}.{part}.{ours}", False)
+    return out
 
 
 def adapter_names(trainable, cfg, name, family):
@@ -217,10 +258,10 @@ def adapter_names(trainable, cfg, name, family):
             base = family.adapterhub_prefix(i, slot, name)
             for part, prefix in (("down", "adapter_down.0."), ("up", "adapter_up.")):
                 for theirs, ours in _projection_names(base + prefix, cfg.projection,
-                                                      layer[slot][part]).items():
+                                                      layer[slot].get(part, {})).items():
                     out[theirs] = (f"layers.{i}.{slot}.{part}.{ours}", dense and ours == "w")
     if SHARED in trainable:
-        out[family.adapterhub_shared_rule(name)] = (f"{SHARED}.A", False)
+        out.update(shared_names(trainable[SHARED], name, family))
     return out
 
 
@@ -297,6 +338,7 @@ def phm_as_lowrank(cfg, trainable):
     projections = [q for layer in trainable["layers"] for slot, adapter in layer.items()
                    if slot in SLOTS for q in adapter.values()]
     if cfg.phm_dim != 1 or cfg.shared_phm_rule or not cfg.factorized_phm_W or \
+            not cfg.rule_trained or cfg.factorized_phm_rule or cfg.shared_W_phm or \
             any(not onp.all(q["A"] == 1) or "b" not in q for q in projections):
         return None
     low = dataclasses.replace(cfg, method="adapter-lowrank", projection="low-rank", phm_dim=4)
@@ -304,6 +346,28 @@ def phm_as_lowrank(cfg, trainable):
                       for part, q in adapter.items()} if slot in SLOTS else adapter
                for slot, adapter in layer.items()} for layer in trainable["layers"]]
     return low, dict(trainable, layers=layers)
+
+
+def as_algebra(cfg, tree):
+    """The config with phm_rule set to the algebra whose rules every rule of `tree` is exactly,
+    when they are fixed (learn_phm False); else None. An algebra's rules are exported as
+    AdapterHub's phm_rule with learn_phm False; this reads them back as what they are."""
+    if cfg.rule_trained or cfg.factorized_phm_rule:
+        return None
+    rules = [leaf for path, leaf in leaves(tree) if is_rule(path)]
+    for algebra, n in ALGEBRAS.items():
+        if n == cfg.phm_dim and rules and all(onp.array_equal(A, algebra_rule(algebra))
+                                              for A in rules):
+            return dataclasses.replace(cfg, phm_rule=algebra, learn_phm=None,
+                                       method=preset_name_fixed(cfg, algebra))
+    return None
+
+
+def preset_name_fixed(cfg, algebra):
+    """quaternion-adapter for its preset's shape (full B, n = 4), else the learned name."""
+    if algebra == "quaternion" and not cfg.factorized_phm_W:
+        return "quaternion-adapter"
+    return cfg.method
 
 
 # --- reading and writing --------------------------------------------------------------------
@@ -326,7 +390,9 @@ def check_size(tensors, cfg, pretrained, num_labels, layers, source):
     describe on this model: checked before the model is built, so that a config naming a
     huge head or bottleneck never allocates it."""
     d = pretrained.config.hidden_size
-    want = sum(count_analytic(cfg, shapes_from_config(pretrained.config), num_labels).values())
+    held_too = dataclasses.replace(cfg, learn_phm=True) if cfg.projection == "phm" else cfg
+    want = sum(count_analytic(held_too, shapes_from_config(pretrained.config),   # fixed rules
+                              num_labels).values())                            # are held too
     want += d * (d + 1) if num_labels and layers == 2 else 0
     held = sum(t.size for t in tensors.values())
     if held != want:
@@ -359,6 +425,8 @@ def read(directory, pretrained, family):
     tensors.update(head)
     model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, cfg,
                                          num_labels=num_labels, pooling="cls", head_layers=layers)
+    fixed, frozen = split(frozen, model.method.fixed)       # learn_phm False: rules in frozen
+    skeleton = merge(skeleton, fixed)
     names = adapter_names(skeleton, cfg, name, family)
     if num_labels:
         names.update(head_names(skeleton[HEAD], name))
@@ -373,10 +441,15 @@ def read(directory, pretrained, family):
             for theirs, (ours, transpose) in names.items()}
     trainable = check_tree(skeleton, flat, directory)
     low = phm_as_lowrank(cfg, trainable) if cfg.projection == "phm" else None
-    if low is not None:
-        cfg, trainable = low
+    cfg_fixed = as_algebra(cfg, trainable) if low is None and cfg.projection == "phm" else None
+    if low is not None or cfg_fixed is not None:
+        cfg = low[0] if low is not None else cfg_fixed
+        trainable = low[1] if low is not None else trainable
         model, _, frozen = init_model(onp.random.default_rng(0), pretrained, cfg,
                                       num_labels=num_labels, pooling="cls", head_layers=layers)
+        frozen = split(frozen, model.method.fixed)[1]
+    fixed, trainable = split(trainable, model.method.fixed)
+    frozen = merge(frozen, fixed)
     info = {"format": "adapterhub", "adapter_name": name, "method": cfg.method, "task": None,
             "num_labels": num_labels, "pooling": "cls", "head_layers": layers,
             "label_names": labels, "base_model": {"name": meta.get("model_name"),

@@ -6,9 +6,11 @@ the base model a checkpoint names, and `export_adapter` to every target.
                                base model of any encoder family (families.py)
     checkpoint_base(DIR)       the pretrained model a checkpoint of any of these formats names
     export_adapter(DIR, "adapters", out)      AdapterHub: the bottleneck methods (AdapterDrop too)
-    export_adapter(DIR, "peft", out)          peft: LoRA, prompt tuning
-    export_adapter(DIR, "transformers", out)  the family's bare model: full, BitFit, LoRA merged,
-                                              Intrinsic-SAID's moved weights
+    export_adapter(DIR, "peft", out)          peft: LoRA, LoKr, prompt tuning
+    export_adapter(DIR, "transformers", out)  the family's bare model: full, BitFit, every update
+                                              beside a weight (LoRA, LoKr, the PHM update) merged
+                                              into it, Intrinsic-SAID's moved weights
+                                              (core/updates.merge_updates)
 
 The format modules below import only the file layer (files.py) and the families' data
 (families.py), never each other or this module; this module imports them all.
@@ -25,12 +27,12 @@ says how:
     adapter on another base model;
   - the head, where the target has no head of its own (peft, transformers) or none that
     reads the mean of the tokens (AdapterHub's read [CLS]): head.py's two files in out/;
-  - LoRA for transformers: merged into the weights, W + (alpha / r) A B (peft's
-    merge_and_unload);
+  - LoRA, LoKr and the PHM update for transformers: merged into the weights, W + dW (peft's
+    merge_and_unload for the first two); an adapter cannot be, it is nonlinear;
   - Intrinsic-SAID for transformers: the weights it computes with, theta_0 + lambda_i
     P_i(theta_d), written as a whole model (neither AdapterHub nor peft has the method).
-A method the target has no counterpart for is refused with the target that takes it
-(prompt tuning is not AdapterHub's: its PromptTuningConfig puts the prompt after the
+A method the target has no counterpart for is refused with the reason and the target that
+takes it (prompt tuning is not AdapterHub's: its PromptTuningConfig puts the prompt after the
 embedding layer, core/prompts.py).
 Adapter-LowRank goes to AdapterHub as a PHM layer with n = 1 (W = 1 kron s t).
 
@@ -54,14 +56,15 @@ from typing import NamedTuple
 
 import numpy as onp
 
-from ...core.methods import (AdapterConfig, BitFitConfig, FullConfig, IntrinsicConfig, LoRAConfig,
-                             PromptConfig)
-from ...core.paths import HEAD, LORA, is_layer_norm
-from ...core.tree import flatten, merge, split, unflatten
+from ...core.methods import AdapterConfig, IntrinsicConfig, LoKrConfig, LoRAConfig, PromptConfig
+from ...core.model import kept_fixed
+from ...core.paths import HEAD, is_layer_norm
+from ...core.tree import flatten, merge, split
+from ...core.updates import merge_refusal, merge_updates
 from ..data.tasks import get_task
 from ..pretrained import BUILTIN, HUB_IDS, base_identity, load_pretrained, weights_digest
 from . import adapterhub, families, native, peft
-from .files import CheckpointError, LoadError, json_file, read_json_object
+from .files import CheckpointError, ExportError, LoadError, json_file, read_json_object
 from .head import HEAD_INFO, HEAD_WEIGHTS, read_head, write_head
 from .transformers import write_directory
 
@@ -69,11 +72,6 @@ TARGETS = ("adapters", "peft", "transformers")
 BASE = "base"            # out/base/: the base model with the trained layer norms, beside an adapter
 FOREIGN = {"adapterhub": adapterhub, "peft": peft}
 MANIFEST, README = "minicompacter_export.json", "README.md"     # written in every export
-
-
-class ExportError(ValueError):
-    """A checkpoint the target cannot hold, or an --out an export cannot use; the message
-    says what to do instead."""
 
 
 def family_of(pretrained):
@@ -358,7 +356,7 @@ def export_adapter(checkpoint_dir, to, out, *, pretrained=None, name=None, repla
     claim_export_dir(out, {"the checkpoint": str(checkpoint_dir), "the base model":
                            pretrained.path}, replace)
     model, trainable, frozen, config = load_adapter(checkpoint_dir, pretrained)
-    check_target(model.method.config, to)
+    check_target(model.method, to)
     with staging(out) as tmp:
         target = Target(tmp, out)
         summary = write_target(target, to, trainable, frozen, model, pretrained, config, name)
@@ -374,34 +372,31 @@ def write_target(target, to, trainable, frozen, model, pretrained, config, name)
     hub_id = pretrained.hub_id or (config.get("base_model") or {}).get("name") or pretrained.name
     labels = label_names(config)
     family = family_of(pretrained)
-    if to == "adapters":
-        return _to_adapterhub(target, trainable, model, pretrained,
-                              name or adapter_name(method, config), hub_id, labels)
+    if to == "adapters":                # with the rules the method keeps fixed (learn_phm False)
+        return _to_adapterhub(target, merge(trainable, kept_fixed(model, frozen)), model,
+                              pretrained, name or adapter_name(method, config), hub_id, labels)
     if to == "peft":
         written = peft.write(target.dir, trainable, model, family=family,
                              base_model_name_or_path=hub_id)
         return _with_head(target, written, trainable, model, labels, "peft")
-    written = write_directory(target.dir, merged_params(pretrained, trainable, model, frozen),
-                              pretrained)
-    notes = [MERGED[type(method)]] if type(method) in MERGED else []
+    written = write_directory(target.dir, merged_params(trainable, frozen, model), pretrained)
+    notes = [MERGED[type(method)] if type(method) in MERGED
+             else f"{method.method} merged into the weights: W + dW"] if (
+        model.method.delta or model.method.hooks.weights) else []
     summary = _with_head(target, written, trainable, model, labels, "transformers")
     summary["notes"] = notes + summary["notes"]
     return summary
 
 
-# the method configs each target takes
-TAKES = {"adapters": (AdapterConfig,), "peft": (LoRAConfig, PromptConfig),
-         "transformers": (FullConfig, BitFitConfig, LoRAConfig, IntrinsicConfig)}
+# the method configs each target takes ("transformers": whatever merges, `merge_refusal`)
+TAKES = {"adapters": (AdapterConfig,), "peft": (LoRAConfig, LoKrConfig, PromptConfig)}
 WHY_NOT = {"adapters": "AdapterHub's bottleneck adapter files hold the adapter methods only",
-           "peft": "peft's files hold LoRA and prompt tuning only",
-           "transformers": "an adapter cannot be merged into the weights (it is nonlinear)"}
+           "peft": "peft's files hold LoRA, LoKr and prompt tuning only (peft has no PHM update)"}
 # why a method is not where one might look for it (else WHY_NOT[target])
 WHY_NOT_METHOD = {
     (PromptConfig, "adapters"): "AdapterHub's PromptTuningConfig puts the prompt after the "
                                 "embedding layer (after positions and its layer norm), not "
                                 "before the word embeddings as peft and minicompacter do",
-    (PromptConfig, "transformers"): "a prompt is extra input, not a weight: a BertModel has no "
-                                    "place for it",
     (IntrinsicConfig, "adapters"): "neither AdapterHub nor peft has Intrinsic-SAID",
     (IntrinsicConfig, "peft"): "neither AdapterHub nor peft has Intrinsic-SAID"}
 # what export --to transformers says it did with a method's trained numbers
@@ -409,14 +404,31 @@ MERGED = {LoRAConfig: "LoRA merged into the weights: W + (alpha / r) A B",
           IntrinsicConfig: "Intrinsic-SAID's weights written out: theta_0 + lambda_i P_i(theta_d)"}
 
 
+def takes(method, to):
+    """Whether a target takes a method (a Method): AdapterHub and peft by kind, transformers
+    whatever merges into the weights."""
+    if to == "transformers":
+        return merge_refusal(method) is None
+    return isinstance(method.config, TAKES[to])
+
+
 def check_target(method, to):
-    """ExportError unless the target takes the method; the message names one that does."""
-    if isinstance(method, TAKES[to]):
+    """ExportError unless the target takes the method (a Method), and holds its options; the
+    message says why and names a target that takes it."""
+    if takes(method, to):
+        if to == "adapters":
+            try:
+                adapterhub.check_exportable(method.config)
+            except ExportError as e:
+                raise ExportError(f"{method.config.method} cannot be exported to adapters: "
+                                  f"{e}") from None
         return
-    instead = next(t for t in TARGETS if isinstance(method, TAKES[t]))
-    why = WHY_NOT_METHOD.get((type(method), to), WHY_NOT[to])
-    raise ExportError(f"{method.method} cannot be exported to {to}: {why}. Export it "
-                      f"with --to {instead}.")
+    why = (f"it cannot be merged into the weights: {merge_refusal(method)}"
+           if to == "transformers"
+           else WHY_NOT_METHOD.get((type(method.config), to), WHY_NOT[to]))
+    instead = next(t for t in TARGETS if takes(method, t))
+    raise ExportError(f"{method.config.method} cannot be exported to {to}: {why.rstrip('.')}. "
+                      f"Export it with --to {instead}.")
 
 
 def adapter_name(method, config):
@@ -519,23 +531,9 @@ def readme(to, pretrained, summary):
     return "\n".join(lines) + "\n"
 
 
-def merged_params(pretrained, trainable, model, frozen=None):
-    """The encoder's parameters with what was trained put in: the unfrozen pretrained weights
-    (full fine-tuning, BitFit's biases) as trained, LoRA's update merged into its targets,
-    w + (alpha / r) A B  (w: (d_in, d_out), as minicompacter stores it), and the weights a
-    `weights` hook computes (Intrinsic-SAID's theta_0 + lambda_i P_i(theta_d), from the
-    frozen tree's projections)."""
-    if model.method.hooks.weights is not None:
-        moved = flatten(model.method.hooks.weights(merge(frozen, trainable)))
-        return unflatten({name: moved[name] for name in flatten(pretrained.params)})
-    flat = dict(flatten(pretrained.params))
-    for name, leaf in flatten(trainable).items():
-        if name in flat:
-            flat[name] = leaf
-    method = model.method.config
-    if isinstance(method, LoRAConfig):
-        for i, layer in enumerate(trainable["layers"]):
-            for target, p in layer[LORA].items():
-                key = f"layers.{i}.attention.{target}.w"
-                flat[key] = flat[key] + (p["A"] @ p["B"]) * (method.alpha / method.r)
-    return unflatten(flat)
+def merged_params(trainable, frozen, model):
+    """The encoder's parameters with what was trained put in (core/updates.merge_updates):
+    the unfrozen pretrained weights (full fine-tuning, BitFit's biases) as trained, and every
+    update beside a weight (LoRA, LoKr, the PHM update) merged into it, w + dW
+    (w: (d_in, d_out), as minicompacter stores it)."""
+    return merge_updates(merge(frozen, trainable), model.method)

@@ -118,6 +118,9 @@ class Family(NamedTuple):
     def adapterhub_prefix(self, i, slot, name):
         return adapterhub_prefix(self, i, slot, name)
 
+    def adapterhub_shared(self, name):
+        return adapterhub_shared(self, name)
+
     def adapterhub_shared_rule(self, name):
         return adapterhub_shared_rule(self, name)
 
@@ -487,9 +490,15 @@ def adapterhub_prefix(family, i, slot, name):
     return f"{a.prefix}{a.layer.format(i=i)}{a.locations[slot]}.adapters.{name}."
 
 
+def adapterhub_shared(family, name):
+    """Where AdapterHub keeps what an adapter's PHM layers share (the rule, shared_W_phm's
+    weights): "{prefix}shared_parameters.{name}." """
+    return f"{family.adapterhub.prefix}shared_parameters.{name}."
+
+
 def adapterhub_shared_rule(family, name):
     """The shared PHM rule's name: "{prefix}shared_parameters.{name}.phm_rule"."""
-    return f"{family.adapterhub.prefix}shared_parameters.{name}.phm_rule"
+    return adapterhub_shared(family, name) + "phm_rule"
 
 
 def peft_module(family, i, projection, *, task_model=False):

@@ -67,6 +67,11 @@ class FormatError(ValueError):
     """Files of another library that minicompacter cannot read as they are; says why."""
 
 
+class ExportError(ValueError):
+    """A checkpoint the target cannot hold (a method, or an option, its files have no place
+    for), or an --out an export cannot use; the message says what to do instead."""
+
+
 class NonFiniteError(ValueError):
     """Numbers that are not finite (nan or inf) where a number is promised: a model's
     outputs, or a tensor an export would write."""

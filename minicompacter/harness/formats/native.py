@@ -1,9 +1,10 @@
 """Adapter-only checkpoints, written atomically, loaded with every shape checked.
 
 A checkpoint directory holds
-  minicompacter_adapter.safetensors  the trainable tree only (adapters, shared A, unfrozen
-                              layer norms or biases, the head); keys are dotted tree paths,
-                              such as layers.3.ffn_adapter.down.s
+  minicompacter_adapter.safetensors  the trainable tree (adapters, shared A, unfrozen
+                              layer norms or biases, the head) and the method's own fixed
+                              leaves (a PHM rule with learn_phm False, `Method.fixed`); keys
+                              are dotted tree paths, such as layers.3.ffn_adapter.down.s
   minicompacter_adapter.json  the method and its config, the base model (its name, hub id,
                               directory and weights digest) and config, the task, the number
                               of labels, the pooling, the head's layers
@@ -33,8 +34,8 @@ import numpy as onp
 
 from ...core.encoder import EncoderConfig
 from ...core.methods import method_config
-from ...core.model import init_model
-from ...core.tree import flatten
+from ...core.model import init_model, kept_fixed
+from ...core.tree import flatten, merge, split, unflatten
 from ..pretrained import weights_digest
 from .files import (OBJECT, CheckpointError, array, as_kind, atomic_write, check_fields, check_tree,
                     integer, json_file, nullable, number, read_json_object, read_tensors, record,
@@ -54,11 +55,15 @@ def config_dict(model, base, task_name, extra=None):
             "head_layers": model.head_layers, **(extra or {})}
 
 
-def save_adapter(directory, trainable, model, base, task_name, extra=None):
+def save_adapter(directory, trainable, model, base, task_name, extra=None, *, frozen=None):
     """WEIGHTS, then CONFIG, each written atomically. base: the base model's identity;
-    `extra`: more settings to record (the evaluation's max_length and batch size)."""
+    `extra`: more settings to record (the evaluation's max_length and batch size); frozen:
+    the model's frozen tree, whose leaves the method keeps fixed (model.kept_fixed: a PHM rule
+    with learn_phm False) are written beside the trainable ones, so the checkpoint gives the
+    same model back."""
     directory = Path(directory)
-    atomic_write(directory / WEIGHTS, tree_bytes(trainable))
+    kept = kept_fixed(model, frozen) if frozen is not None else {}
+    atomic_write(directory / WEIGHTS, tree_bytes(merge(trainable, kept) if kept else trainable))
     atomic_write(directory / CONFIG, json.dumps(config_dict(model, base, task_name, extra),
                                                 indent=2))
 
@@ -200,7 +205,13 @@ def read(directory, pretrained):
                                          num_labels=config["num_labels"],
                                          pooling=config["pooling"],
                                          head_layers=config.get("head_layers", 1))
-    return model, check_tree(skeleton, tensors, weights), frozen, config
+    kept = flatten(kept_fixed(model, frozen))          # the method's fixed leaves, if any
+    trainable = check_tree(skeleton, {k: v for k, v in tensors.items() if k not in kept}, weights)
+    if kept:
+        rest = split(frozen, model.method.fixed)[1]
+        frozen = merge(rest, check_tree(unflatten(kept), {k: v for k, v in tensors.items()
+                                                         if k in kept}, weights))
+    return model, trainable, frozen, config
 
 
 # --- what --resume needs ----------------------------------------------------------------------

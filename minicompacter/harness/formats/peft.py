@@ -1,26 +1,32 @@
-"""peft's LoRA and prompt-tuning files (peft 0.21): read into a minicompacter model, and
-minicompacter's LoRA and prompt tuning written as peft saves them, for every encoder family
-(families.py).
+"""peft's LoRA, LoKr and prompt-tuning files (peft 0.21): read into a minicompacter model,
+and minicompacter's LoRA, LoKr and prompt tuning written as peft saves them, for every
+encoder family (families.py).
 
-`PeftModel.save_pretrained(DIR)` on a transformers bare model (BertModel, RobertaModel,
-DistilBertModel, ...) writes
+`PeftModel.save_pretrained(DIR)` on the family's bare model (BertModel, ...) writes
 
     adapter_config.json         {"peft_type": "LORA", "r", "lora_alpha", "target_modules",
-                                 "lora_dropout", "bias", "base_model_name_or_path", ...}
-    adapter_model.safetensors   base_model.model.{layer}.{module}.lora_A.weight (r, d) and
-                                .lora_B.weight (d, r), the family's names
+                                 "lora_dropout", "bias", "base_model_name_or_path", ...}, or
+                                {"peft_type": "LOKR", "r", "alpha", "decompose_both",
+                                 "decompose_factor", "rank_dropout", "module_dropout", ...}
+    adapter_model.safetensors   per block i and target, under the family's module name
                                 (families.peft_module: encoder.layer.{i}.attention.self.query on
-                                BERT, transformer.layer.{i}.attention.q_lin on DistilBERT);
+                                BERT, transformer.layer.{i}.attention.q_lin on DistilBERT):
+                                  LoRA: lora_A.weight (r, d), lora_B.weight (d, r)
+                                  LoKr: lokr_w1 (out_l, in_m) or lokr_w1_a, lokr_w1_b;
+                                        lokr_w2 (out_k, in_n) or lokr_w2_a (out_k, r), lokr_w2_b (r, in_n)
                                 metadata {"format": "pt"}
 
-and computes y = x W^T + b + (lora_alpha / r) (x A^T) B^T on each target: minicompacter's
-x A B (alpha / r) with A = lora_A.weight^T (d, r) and B = lora_B.weight^T (r, d).
+and computes y = x W^T + b + (lora_alpha / r) (x A^T) B^T on each LoRA target:
+minicompacter's x A B (alpha / r) with A = lora_A.weight^T (d, r) and B = lora_B.weight^T
+(r, d); on each LoKr target y = x W^T + b + x dW^T with dW = (alpha / r) kron(W1, W2):
+minicompacter's (core/updates.py), every tensor transposed under its name without "lokr_".
 
 peft matches each target_modules entry against a module's full name or its last parts
 (name == entry or name ending in "." + entry); an entry that matches anything but the
 attention projections (BERT's "dense" also matches the feed-forward layers) is refused. Every
 field of adapter_config.json is checked for its type and range (r a positive integer,
-lora_alpha a finite number, ...), and r against the tensors before the model is built.
+lora_alpha a finite number, ...), and the tensors' shapes against the config before the model
+is built.
 
 For prompt tuning (PromptTuningConfig, task_type FEATURE_EXTRACTION, on the family's bare
 model) it writes
@@ -43,31 +49,45 @@ from pathlib import Path
 
 import numpy as onp
 
-from ...core.methods import LoRAConfig, PromptConfig
+from ...core.methods import LoKrConfig, LoRAConfig, PromptConfig
 from ...core.model import init_model
-from ...core.paths import LORA, PROMPT
+from ...core.paths import LOKR, LORA, PROMPT
 from ...core.tree import flatten
-from .files import (FormatError, array, atomic_write, check_fields, check_tree, integer,
+from ...core.updates import lokr_shapes
+from .files import (FLAG, FormatError, array, atomic_write, check_fields, check_tree, integer,
                     json_file, nullable, number, read_json_object, read_tensors, refuse_pickle,
                     tensor_bytes, text)
 
 CONFIG, WEIGHTS, PICKLE = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
 PROJECTIONS = ("query", "key", "value", "output")     # what minicompacter's LoRA adapts
-# peft's fields that must have these values for minicompacter's LoRA to be peft's
+# fields both kinds share that must have these values for minicompacter to compute peft's
+COMMON = {"modules_to_save": None, "layers_to_transform": None, "layers_pattern": None,
+          "rank_pattern": {}, "alpha_pattern": {}, "exclude_modules": None}
+# peft's LoRA fields that must have these values for minicompacter's LoRA to be peft's
 FIXED = {"peft_type": "LORA", "bias": "none", "lora_dropout": 0.0, "fan_in_fan_out": False,
-         "use_rslora": False, "use_dora": False, "lora_bias": False, "modules_to_save": None,
-         "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {},
-         "alpha_pattern": {}, "exclude_modules": None, "layer_replication": None,
-         "target_parameters": None, "trainable_token_indices": None}
+         "use_rslora": False, "use_dora": False, "lora_bias": False, **COMMON,
+         "layer_replication": None, "target_parameters": None, "trainable_token_indices": None}
 # fields that do not change what a saved adapter computes (megatron_core and
 # qalora_group_size matter only with megatron_config and use_qalora, refused when set)
 NEUTRAL = ("base_model_name_or_path", "revision", "task_type", "inference_mode",
            "init_lora_weights", "auto_mapping", "peft_version", "r", "lora_alpha", "target_modules",
            "megatron_core", "qalora_group_size")
+# LoKr: dropout must be off (minicompacter computes LoKr without rank or module dropout);
+# use_effective_conv2d and rank_dropout_scale change nothing on a Linear without dropout
+LOKR_FIXED = {"peft_type": "LOKR", "rank_dropout": 0.0, "module_dropout": 0.0, **COMMON}
+LOKR_NEUTRAL = ("base_model_name_or_path", "revision", "task_type", "inference_mode",
+                "init_weights", "auto_mapping", "peft_version", "r", "alpha", "target_modules",
+                "decompose_both", "decompose_factor", "use_effective_conv2d",
+                "rank_dropout_scale")
+# peft_type -> (the fields that must have these values, the fields without effect, the
+# scaling's field)
+PEFT_TYPES = {"LORA": (FIXED, NEUTRAL, "lora_alpha"), "LOKR": (LOKR_FIXED, LOKR_NEUTRAL, "alpha")}
 # what the fields read may be
-KINDS = {"r": integer(1), "lora_alpha": number(), "target_modules": array(text()),
-         "task_type": nullable(text()), "base_model_name_or_path": nullable(text())}
-FIX = "the file is not a LoRA adapter config as peft saves one (save_pretrained)."
+KINDS = {"r": integer(1), "lora_alpha": number(), "alpha": number(),
+         "target_modules": array(text()), "task_type": nullable(text()),
+         "base_model_name_or_path": nullable(text()), "decompose_both": FLAG,
+         "decompose_factor": integer(-1)}
+FIX = "the file is not a LoRA or LoKr adapter config as peft saves one (save_pretrained)."
 
 
 def is_peft(directory):
@@ -77,32 +97,46 @@ def is_peft(directory):
 
 
 def method_config(config, source, family):
-    """The LoRAConfig that computes what a peft adapter_config.json computes on a model of
-    the family; FormatError naming the first field it cannot honour or whose value is of the
-    wrong type or range."""
-    for field, value in FIXED.items():
+    """The LoRAConfig or LoKrConfig that computes what a peft adapter_config.json computes on
+    a model of the family; FormatError naming the first field it cannot honour or whose value
+    is of the wrong type or range."""
+    kind = config.get("peft_type")
+    if kind not in PEFT_TYPES:
+        raise FormatError(f"{source}: peft_type = {kind!r}; minicompacter reads peft's LORA, LOKR "
+                          f"and PROMPT_TUNING adapters only.")
+    fixed, neutral, scaling = PEFT_TYPES[kind]
+    for field, value in fixed.items():
         if field in config and config[field] != value:
-            raise FormatError(f"{source}: {field} = {config[field]!r}; minicompacter's LoRA "
-                              f"computes peft's with {field} = {value!r} only.")
+            raise FormatError(f"{source}: {field} = {config[field]!r}; minicompacter computes "
+                              f"peft's {kind} with {field} = {value!r} only.")
     for field, value in config.items():
-        if field not in FIXED and field not in NEUTRAL and value not in (None, False, [], {}, ""):
+        if field not in fixed and field not in neutral and value not in (None, False, [], {}, ""):
             raise FormatError(f"{source}: field {field} = {value!r} is unknown to minicompacter, "
                               f"which cannot tell what it computes.")
     if isinstance(config.get("target_modules"), str):
         raise FormatError(f"{source}: target_modules {config['target_modules']!r} is a regular "
                           f"expression (peft matches it against whole module names); "
                           f"minicompacter reads target_modules given as a list of names.")
-    check_fields(config, {"r": KINDS["r"], "lora_alpha": KINDS["lora_alpha"],
+    check_fields(config, {"r": KINDS["r"], scaling: KINDS[scaling],
                           "target_modules": KINDS["target_modules"]}, KINDS, source=source,
                  error=FormatError, fix=FIX)
     if config.get("task_type") not in (None, "FEATURE_EXTRACTION"):
-        raise FormatError(f"{source}: task_type {config['task_type']!r}; minicompacter reads LoRA "
+        raise FormatError(f"{source}: task_type {config['task_type']!r}; minicompacter reads "
                           f"adapters of a bare model ({family.peft.base_class}: task_type null or "
                           f"FEATURE_EXTRACTION).")
     ours = {projection for t in config["target_modules"]
             for projection in targets_of(t, family, source)}
-    return LoRAConfig(r=config["r"], alpha=float(config["lora_alpha"]),
-                      target_modules=tuple(p for p in PROJECTIONS if p in ours))
+    targets = tuple(p for p in PROJECTIONS if p in ours)
+    try:
+        if kind == "LORA":
+            return LoRAConfig(r=config["r"], alpha=float(config["lora_alpha"]),
+                              target_modules=targets)
+        return LoKrConfig(r=config["r"], alpha=float(config["alpha"]),
+                          decompose_both=config.get("decompose_both", False),
+                          decompose_factor=config.get("decompose_factor", -1),
+                          target_modules=targets)
+    except ValueError as e:
+        raise FormatError(f"{source}: {e}") from None
 
 
 def targets_of(entry, family, source):
@@ -115,7 +149,7 @@ def targets_of(entry, family, source):
     if not hit or any(name not in projections for name in hit):
         raise FormatError(f"{source}: target module {entry!r}"
                           + (f" matches {', '.join(hit)}" if hit else " matches no module")
-                          + f"; minicompacter's LoRA adapts the attention projections "
+                          + f"; minicompacter's LoRA and LoKr adapt the attention projections "
                           f"{', '.join(PROJECTIONS)} ({', '.join(family.peft.modules.values())}) "
                           f"of a {family.model_type} model.")
     return [projections[name] for name in hit]
@@ -186,11 +220,27 @@ def lora_names(cfg, num_layers, family):
     return out
 
 
-def check_rank(tensors, cfg, d, source):
-    """FormatError unless every lora_A.weight is (r, d) and lora_B.weight (d, r) for the
-    config's r: before the model is built, so a config naming a huge r allocates nothing."""
+def lokr_names(cfg, num_layers, d, family):
+    """{peft tensor name: minicompacter dotted path} of LoKr on a width-d model (every one
+    transposed): lokr_w1 -> w1, lokr_w2_a -> w2_a, ... (which ones: updates.lokr_shapes)."""
+    out = {}
+    for i in range(num_layers):
+        for target in cfg.target_modules:
+            base = family.peft_module(i, target) + "."
+            for leaf in lokr_shapes(cfg, d, d):
+                out[base + "lokr_" + leaf] = f"layers.{i}.{LOKR}.{target}.{leaf}"
+    return out
+
+
+def check_shapes(tensors, cfg, d, source):
+    """FormatError unless every LoRA or LoKr tensor has the shape the config gives it on a
+    width-d model: before the model is built, so a config naming a huge r allocates nothing."""
+    lokr = lokr_shapes(cfg, d, d) if isinstance(cfg, LoKrConfig) else {}
     for name, t in tensors.items():
-        want = (cfg.r, d) if name.endswith("lora_A.weight") else (d, cfg.r)
+        if lokr:
+            want = tuple(reversed(lokr[name.rsplit(".lokr_", 1)[1]]))     # peft's, transposed
+        else:
+            want = (cfg.r, d) if name.endswith("lora_A.weight") else (d, cfg.r)
         if t.shape != want:
             raise FormatError(f"{source}: {name} has shape {t.shape}, and r = {cfg.r} on a model "
                               f"of width {d} needs {want}; the config and the weights do not "
@@ -208,23 +258,26 @@ def check_prompt(tensors, cfg, width, source):
 
 
 def tensor_names(cfg, encoder_config, family):
-    """{peft tensor name: (minicompacter dotted path, transposed?)} of a LoRA or prompt tuning."""
+    """{peft tensor name: (minicompacter dotted path, transposed?)} of LoRA, LoKr or prompt
+    tuning."""
     if isinstance(cfg, PromptConfig):
         return {PROMPT_TENSOR: (PROMPT, False)}
-    return {theirs: (ours, True)
-            for theirs, ours in lora_names(cfg, encoder_config.num_layers, family).items()}
+    names = (lokr_names(cfg, encoder_config.num_layers, encoder_config.hidden_size, family)
+             if isinstance(cfg, LoKrConfig) else lora_names(cfg, encoder_config.num_layers, family))
+    return {theirs: (ours, True) for theirs, ours in names.items()}
 
 
 def described(cfg, encoder_config, family):
     """What the files should hold, for a message."""
     if isinstance(cfg, PromptConfig):
         return f"a prompt of {cfg.prompt_length} vectors"
-    return (f"LoRA on {list(cfg.target_modules)} of a {encoder_config.num_layers}-layer "
+    kind = "LoKr" if isinstance(cfg, LoKrConfig) else "LoRA"
+    return (f"{kind} on {list(cfg.target_modules)} of a {encoder_config.num_layers}-layer "
             f"{family.peft.base_class}")
 
 
 def read(directory, pretrained, family):
-    """(model, trainable, frozen, info) of a peft LoRA or prompt-tuning directory on a
+    """(model, trainable, frozen, info) of a peft LoRA, LoKr or prompt-tuning directory on a
     pretrained model of the family (no head: peft's files of a bare model hold none)."""
     directory = Path(directory)
     config = read_json_object(directory / CONFIG, error=FormatError, fix=FIX)
@@ -241,7 +294,7 @@ def read(directory, pretrained, family):
     if isinstance(cfg, PromptConfig):
         check_prompt(tensors, cfg, pretrained.config.embedding_width, directory)
     else:
-        check_rank(tensors, cfg, pretrained.config.hidden_size, directory)
+        check_shapes(tensors, cfg, pretrained.config.hidden_size, directory)
     model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, cfg, num_labels=0)
     trainable = check_tree(skeleton, {ours: tensors[theirs].T if transposed else tensors[theirs]
                                       for theirs, (ours, transposed) in names.items()}, directory)
@@ -252,18 +305,23 @@ def read(directory, pretrained, family):
 
 
 def peft_config(cfg, base_model_name_or_path, family):
-    """adapter_config.json as peft writes it for minicompacter's LoRA on the family's bare model."""
+    """adapter_config.json as peft writes it for minicompacter's LoRA or LoKr on the family's
+    bare model."""
     module = family.model_type.replace("-", "_")
-    return {**FIXED, "auto_mapping": {"base_model_class": family.peft.base_class,
-                                      "parent_library": f"transformers.models.{module}."
-                                                        f"modeling_{module}"},
-            "base_model_name_or_path": base_model_name_or_path, "inference_mode": True,
-            "init_lora_weights": True, "r": cfg.r, "lora_alpha": cfg.alpha, "revision": None,
-            "target_modules": family.peft_target_modules(cfg.target_modules), "task_type": None}
+    common = {"auto_mapping": {"base_model_class": family.peft.base_class,
+                               "parent_library": f"transformers.models.{module}.modeling_{module}"},
+              "base_model_name_or_path": base_model_name_or_path, "inference_mode": True,
+              "r": cfg.r, "revision": None, "task_type": None,
+              "target_modules": family.peft_target_modules(cfg.target_modules)}
+    if isinstance(cfg, LoKrConfig):
+        return {**LOKR_FIXED, **common, "alpha": cfg.alpha, "decompose_both": cfg.decompose_both,
+                "decompose_factor": cfg.decompose_factor, "init_weights": True,
+                "rank_dropout_scale": False, "use_effective_conv2d": False}
+    return {**FIXED, **common, "init_lora_weights": True, "lora_alpha": cfg.alpha}
 
 
 def write(out, trainable, model, *, family, base_model_name_or_path):
-    """peft's files for minicompacter's LoRA or prompt tuning (the head, if any, is the
+    """peft's files for minicompacter's LoRA, LoKr or prompt tuning (the head, if any, is the
     caller's business); every tensor finite or none written."""
     cfg = model.method.config
     flat = flatten(trainable)

@@ -349,7 +349,7 @@ def validate(run, state, on_validation=None):
     better = improves(scores["score"], None if state.best is None else state.best["score"])
     if better and run.out is not None:
         save_adapter(run.out, state.trainable, run.model, run.base, run.task_name,
-                     checkpoint_extra(run))
+                     checkpoint_extra(run), frozen=run.frozen)
     state.history.append({"step": state.step, "epoch": state.epoch, "validation": scores})
     if better:
         state.best = {"score": scores["score"], "epoch": state.epoch + 1, "step": state.step}
