@@ -16,6 +16,7 @@ from typing import Optional
 
 from .encoder import EncoderConfig
 from .methods import AdapterConfig, BitFitConfig, FullConfig, LoRAConfig
+from .t5 import FEED_FORWARD, T5Config
 from .paths import is_adapter, is_bias, is_head, is_layer_norm, is_lora, is_shared
 from .tree import leaves
 
@@ -40,6 +41,13 @@ class Shapes:
     fixed_positions: bool = False  # a sinusoidal position table, never trained (DistilBERT)
     heads: int = 12
     relative_buckets: int = 32    # T5's relative attention bias (first block of each stack)
+    inner: Optional[int] = None   # T5: num_heads * d_kv, the attention's width (None: d)
+    gated: bool = False           # T5 v1.1: a gated feed-forward, two input matrices
+    tied: bool = True             # T5: the output layer is the embedding (v1.0); False: its own
+
+    @property
+    def attention_width(self):
+        return self.d if self.inner is None else self.inner
 
 
 T5_BASE = Shapes("t5-base", d=768, ffn=3072, vocab=32100, encoder_layers=12, decoder_layers=12,
@@ -47,7 +55,15 @@ T5_BASE = Shapes("t5-base", d=768, ffn=3072, vocab=32100, encoder_layers=12, dec
 BERT_BASE = Shapes("bert-base-uncased", d=768, ffn=3072, vocab=30522, encoder_layers=12)
 
 
-def shapes_from_config(cfg: EncoderConfig, name="encoder"):
+def shapes_from_config(cfg, name="encoder"):
+    """The Shapes of an EncoderConfig or a T5Config."""
+    if isinstance(cfg, T5Config):
+        return Shapes(name, d=cfg.d_model, ffn=cfg.d_ff, vocab=cfg.vocab_size,
+                      encoder_layers=cfg.num_layers, decoder_layers=cfg.num_decoder_layers,
+                      kind="t5", heads=cfg.num_heads,
+                      relative_buckets=cfg.relative_attention_num_buckets, inner=cfg.inner_dim,
+                      gated=FEED_FORWARD[cfg.feed_forward_proj][0],
+                      tied=cfg.tie_word_embeddings)
     return Shapes(name, d=cfg.hidden_size, ffn=cfg.intermediate_size, vocab=cfg.vocab_size,
                   encoder_layers=cfg.num_layers, positions=cfg.max_positions,
                   type_vocab=cfg.type_vocab_size, heads=cfg.num_heads,
@@ -67,13 +83,17 @@ def base_breakdown(s: Shapes):
         biases = s.encoder_layers * (4 * d + f + d) + b_project
         norms = 2 * s.encoder_layers * 2 * d + 2 * E                # weight and bias each
         return {"weights": weights, "biases": biases, "layer norms": norms}
-    # T5: shared embedding tied with the output layer, no biases, layer norms with a weight
-    # only; relative attention bias in the first block of each stack; a final LN per stack.
-    enc = s.encoder_layers * (4 * d * d + 2 * d * f)
-    dec = s.decoder_layers * (8 * d * d + 2 * d * f)
+    # T5: shared embedding (tied with the output layer, or a separate one), no biases, layer
+    # norms with a weight only; relative attention bias in the first block of each stack; a
+    # final LN per stack; attention d -> inner -> d; a gated FFN has two input matrices.
+    attention = 4 * d * s.attention_width
+    ffn = (3 if s.gated else 2) * d * f
+    enc = s.encoder_layers * (attention + ffn)
+    dec = s.decoder_layers * (2 * attention + ffn)
     rel = s.relative_buckets * s.heads * (1 + (s.decoder_layers > 0))
     norms = (2 * s.encoder_layers + 3 * s.decoder_layers + 1 + (s.decoder_layers > 0)) * d
-    return {"weights": s.vocab * d + enc + dec + rel, "biases": 0, "layer norms": norms}
+    output = 0 if s.tied else s.vocab * d
+    return {"weights": s.vocab * d + output + enc + dec + rel, "biases": 0, "layer norms": norms}
 
 
 def base_total(s: Shapes):
@@ -121,13 +141,16 @@ def count_analytic(config, s: Shapes, num_labels=2):
         if s.kind == "bert":
             base = base_breakdown(s)
             out["biases"] = base["biases"] + base["layer norms"] // 2       # LN biases too
-        else:  # the reference gives every T5 linear layer and layer norm a bias (docs/paper.md)
-            d, f = s.d, s.ffn
-            out["biases"] = (s.encoder_layers * (4 * d + f + d + 2 * d)
-                             + s.decoder_layers * (8 * d + f + d + 3 * d) + s.vocab)
+        else:  # the reference gives every T5 linear layer and block layer norm a bias
+            d, f, inner = s.d, s.ffn, s.attention_width      # (t5.init_biases; docs/paper.md)
+            attention = 3 * inner + d
+            ffn = (2 if s.gated else 1) * f + d
+            out["biases"] = (s.encoder_layers * (attention + ffn + 2 * d)
+                             + s.decoder_layers * (2 * attention + ffn + 3 * d) + s.vocab)
     elif isinstance(config, LoRAConfig):
         attention_modules = s.encoder_layers + 2 * s.decoder_layers           # T5: + cross
-        out["lora weights"] = attention_modules * len(config.target_modules) * config.r * 2 * s.d
+        out["lora weights"] = (attention_modules * len(config.target_modules) * config.r
+                               * (s.d + s.attention_width))                  # A (d_in, r), B (r, d_out)
     elif isinstance(config, AdapterConfig):
         k = config.bottleneck_size(s.d)
         (w_down, b_down), (w_up, b_up) = projection_count(config, s.d, k), projection_count(config, k, s.d)

@@ -17,7 +17,8 @@ parameters, a predicate saying which of the pretrained weights it unfreezes, and
 | bitfit          | nothing                                     | every bias  | none            |
 | lora            | B A on query and value                      | nothing     | attention-projection hook |
 
-Every method also trains a task head (model.py). The adapter (Houlsby et al. 2019;
+Every method also trains a task head on the encoder (model.py); on T5 the answers are words,
+and no head is added. The adapter (Houlsby et al. 2019;
 Compacter paper Eq. 2) is   A(x) = x + U(f(D(x))),  D: d -> k, U: k -> d, k = d / reduction_factor.
 
 Choices where the paper is silent (docs/paper.md, "Choices"):
@@ -28,6 +29,12 @@ Choices where the paper is silent (docs/paper.md, "Choices"):
     B zero, no dropout, on query and value; layer norms frozen;
   - layer norms are trained by the adapter methods, as in the paper
     (`train_layer_norms=False` freezes them, as AdapterHub does).
+
+On T5 (t5.py) every method is the same config and the same hooks; only `init` builds its
+per-block entries per stack (`per_block`): adapters in every block of the encoder and the
+decoder, none on cross-attention, one shared A for both stacks; LoRA on the targets of every
+attention, self and cross (peft's default "q", "v" on T5), A: (d, r), B: (r, num_heads d_kv);
+BitFit trains the biases the reference adds (t5.init_biases).
 """
 
 import dataclasses
@@ -40,8 +47,9 @@ import numpy as onp
 from .encoder import NO_HOOKS, Hooks
 from .layers import ACTIVATIONS, activation, current
 from .nn import init_dense
-from .paths import ATTENTION_ADAPTER, FFN_ADAPTER, LORA, SHARED, is_bias, is_layer_norm
-from .paths import train_everything, train_nothing
+from .paths import ATTENTION_ADAPTER, CROSS, FFN_ADAPTER, LORA, SHARED, is_bias, is_layer_norm
+from .paths import projection_kind, train_everything, train_nothing
+from .t5 import T5Config, init_biases, stacks
 from .phm import C_INITS, W_INITS, check_phm_dim, glorot_uniform, init_phm_linear
 from .phm import init_phm_rule, phm_linear
 
@@ -254,13 +262,64 @@ def adapter(cfg, params, x, shared_A=None):
     return x + bottleneck(cfg, params, x, shared_A)
 
 
-def init_lora(rng, cfg, d, dtype=onp.float32):
-    """Per target: A: (d, r) Kaiming-uniform U(-1/sqrt d, 1/sqrt d) (peft's default, a=sqrt 5),
-    B: (r, d) zero, so the model starts exactly at the base."""
-    bound = 1.0 / math.sqrt(d)
-    return {name: {"A": g.uniform(-bound, bound, (d, cfg.r)).astype(dtype),
-                   "B": onp.zeros((cfg.r, d), dtype)}
-            for name, g in zip(cfg.target_modules, rng.spawn(len(cfg.target_modules)))}
+def init_lora(rng, cfg, shapes, dtype=onp.float32):
+    """Per adapted projection W: (d_in, d_out) (shapes: {name: (d_in, d_out)}):
+    A: (d_in, r) Kaiming-uniform U(-1/sqrt d_in, 1/sqrt d_in) (peft's default, a=sqrt 5),
+    B: (r, d_out) zero, so the model starts exactly at the base."""
+    out = {}
+    for (name, (d_in, d_out)), g in zip(shapes.items(), rng.spawn(len(shapes))):
+        bound = 1.0 / math.sqrt(d_in)
+        out[name] = {"A": g.uniform(-bound, bound, (d_in, cfg.r)).astype(dtype),
+                     "B": onp.zeros((cfg.r, d_out), dtype)}
+    return out
+
+
+# --- where a method's per-block entries go ----------------------------------------------
+
+class Block(NamedTuple):
+    """One transformer block as a method's init sees it."""
+    stack: Optional[str]      # None: the BERT-style encoder's; T5's "encoder" or "decoder"
+    index: int                # i in params[stack]["layers"][i] (in params["layers"] if None)
+    number: int               # counted over the whole model, a decoder's after the encoder's
+    cross: bool               # the block has cross-attention (T5's decoder)
+
+
+def model_stacks(cfg):
+    """A model's stacks of blocks, (name, blocks, cross-attention?): one unnamed stack for
+    the BERT-style encoder, T5's encoder and decoder (t5.stacks) for a T5Config."""
+    return stacks(cfg) if isinstance(cfg, T5Config) else ((None, cfg.num_layers, False),)
+
+
+def per_block(cfg, rng, make):
+    """A method's entries for every block, where the model's hooks look for them: make(g, block)
+    for each Block, with its own generator g, gathered as
+        {"layers": [...]}                                       the encoder (encoder.py)
+        {"encoder": {"layers": [...]}, "decoder": {"layers": [...]}}   T5 (t5.stack_view)
+    One stack draws its generators from rng itself (as before T5 was here), several from one
+    child generator each."""
+    parts = model_stacks(cfg)
+    gens = [rng] if len(parts) == 1 else rng.spawn(len(parts))
+    out, first = {}, 0
+    for (stack, n, cross), g in zip(parts, gens):
+        layers = [make(r, Block(stack, i, first + i, cross)) for i, r in enumerate(g.spawn(n))]
+        first += n
+        if stack is None:
+            out["layers"] = layers
+        else:
+            out[stack] = {"layers": layers}
+    return out
+
+
+def projection_shapes(cfg, names, block):
+    """{projection name: (d_in, d_out)} of the attention projections `names` (query, key,
+    value, output) in a block, and, in a block with cross-attention, of the same projections
+    there (cross_query, ...): queries, keys and values d -> inner, the output inner -> d
+    (inner = num_heads * d_kv in T5; d in the encoder)."""
+    d = cfg.hidden_size
+    inner = cfg.inner_dim if isinstance(cfg, T5Config) else d
+    shape = {"query": (d, inner), "key": (d, inner), "value": (d, inner), "output": (inner, d)}
+    prefixes = ("", CROSS) if block.cross else ("",)
+    return {prefix + name: shape[name] for prefix in prefixes for name in names}
 
 
 # --- methods as the encoder and the trainer see them -------------------------------------
@@ -268,7 +327,8 @@ def init_lora(rng, cfg, d, dtype=onp.float32):
 class Method(NamedTuple):
     """What a method means to the rest of the package."""
     config: object            # one of the config dataclasses above
-    init: Callable            # (rng, EncoderConfig, dtype) -> the method's new parameters
+    init: Callable            # (rng, the base's EncoderConfig or T5Config, dtype) -> the
+                              # method's new parameters (on T5, per stack: `per_block`)
     unfreezes: Callable       # (path tuple of a pretrained weight) -> trained?
     hooks: Hooks              # what the encoder calls
 
@@ -281,7 +341,7 @@ def make_method(config):
     if isinstance(config, FullConfig):
         return Method(config, init_nothing, train_everything, NO_HOOKS)
     if isinstance(config, BitFitConfig):
-        return Method(config, init_nothing, is_bias, NO_HOOKS)
+        return Method(config, init_bitfit, is_bias, NO_HOOKS)
     if isinstance(config, LoRAConfig):
         return Method(config, partial(init_lora_layers, config), train_nothing,
                       Hooks(attention_projection=partial(lora_projection, config)))
@@ -295,26 +355,34 @@ def make_method(config):
 
 
 def init_nothing(rng, encoder_config, dtype=onp.float32):
-    """The `init` of methods that add no parameters (full fine-tuning, BitFit)."""
+    """The `init` of methods that add no parameters (full fine-tuning)."""
     return {}
 
 
-def init_adapters(cfg, rng, encoder_config, dtype=onp.float32):
-    """Every block's adapters (in the slots cfg names) and, for Compacter, the shared A:
-    {"layers": [{"attention_adapter": ..., "ffn_adapter": ...}, ...], "shared": {"A": (n, n, n)}}"""
-    d = encoder_config.hidden_size
+def init_bitfit(rng, model_config, dtype=onp.float32):
+    """BitFit's `init`: nothing on the encoder, whose biases it unfreezes; on T5, which has no
+    biases, the zero biases the reference adds (t5.init_biases), trained with the rest."""
+    return init_biases(model_config, dtype) if isinstance(model_config, T5Config) else {}
+
+
+def init_adapters(cfg, rng, model_config, dtype=onp.float32):
+    """Every block's adapters (in the slots cfg names) and, for Compacter, the shared A, one
+    for the whole model (both of T5's stacks, as the reference's phm_rule):
+    {"layers": [{"attention_adapter": ..., "ffn_adapter": ...}, ...], "shared": {"A": (n, n, n)}}
+    on the encoder; on T5 the blocks' entries under "encoder" and "decoder" (`per_block`)."""
+    d = model_config.hidden_size
     cfg.bottleneck_size(d)                                        # clear errors before any work
     r_shared, r_layers = rng.spawn(2)
-    layers = []
-    for g in r_layers.spawn(encoder_config.num_layers):
+
+    def block_adapters(g, block):
         g_att, g_ffn = g.spawn(2)
         layer = {}
         if cfg.mh_adapter:
             layer[ATTENTION_ADAPTER] = init_adapter(g_att, cfg, d, dtype)
         if cfg.output_adapter:
             layer[FFN_ADAPTER] = init_adapter(g_ffn, cfg, d, dtype)
-        layers.append(layer)
-    added = {"layers": layers}
+        return layer
+    added = per_block(model_config, r_layers, block_adapters)
     if cfg.projection == "phm" and cfg.shared_phm_rule:
         added[SHARED] = {"A": init_phm_rule(r_shared, cfg.phm_dim, shared=True,
                                             phm_c_init=cfg.phm_c_init,
@@ -338,17 +406,22 @@ def adapter_slot(cfg, key, params, i, f, h, norm):
     return adapter(cfg, p, f, shared_A)
 
 
-def init_lora_layers(cfg, rng, encoder_config, dtype=onp.float32):
-    """{"layers": [{"lora": {target: {"A", "B"}}}, ...]}"""
-    return {"layers": [{LORA: init_lora(g, cfg, encoder_config.hidden_size, dtype)}
-                       for g in rng.spawn(encoder_config.num_layers)]}
+def init_lora_layers(cfg, rng, model_config, dtype=onp.float32):
+    """{"layers": [{"lora": {target: {"A", "B"}}}, ...]}; on T5 per stack (`per_block`), and a
+    decoder block's cross-attention targets too (cross_query, ...), as peft's "q", "v" match
+    the projections of every attention."""
+    def block_lora(g, block):
+        return {LORA: init_lora(g, cfg, projection_shapes(model_config, cfg.target_modules,
+                                                          block), dtype)}
+    return per_block(model_config, rng, block_lora)
 
 
 def lora_projection(cfg, params, i, name, x, y):
     """The attention-projection hook of LoRA: y + (alpha / r) x A B on the target projections of
-    block i, y unchanged on the others.   x, y: (B, T, d)"""
-    if name not in cfg.target_modules:
+    block i (a target names its kind: "query" adapts a cross-attention's query too), y
+    unchanged on the others.   x: (B, T, d_in)  y: (B, T, d_out)"""
+    if projection_kind(name) not in cfg.target_modules:
         return y
     p = params["layers"][i][LORA][name]
     L = current()
-    return y + L.linear(L.linear(x, p["A"]), p["B"]) * (cfg.alpha / cfg.r)   # (B, T, d)
+    return y + L.linear(L.linear(x, p["A"]), p["B"]) * (cfg.alpha / cfg.r)   # (B, T, d_out)

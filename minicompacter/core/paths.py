@@ -15,6 +15,9 @@ EMBEDDING_LN, ATTENTION_LN, FFN_LN = "ln", "attention_ln", "ffn_ln"
 # decoder.layers[i].cross_attention_ln and each stack's last, encoder.final_ln, decoder.final_ln
 CROSS_ATTENTION_LN, FINAL_LN = "cross_attention_ln", "final_ln"
 LAYER_NORMS = (EMBEDDING_LN, ATTENTION_LN, FFN_LN, CROSS_ATTENTION_LN, FINAL_LN)
+# T5's decoder names its cross-attention's projections as the self-attention's, prefixed:
+# cross_query, cross_key, cross_value, cross_output (the attention-projection hook sees them so)
+CROSS = "cross_"
 BIAS = "b"                        # every bias leaf, encoder and methods alike
 
 # what methods add: per layer, an adapter in each slot, or LoRA's factors
@@ -42,6 +45,12 @@ def is_adapter(path):
 
 def is_lora(path):
     return LORA in path
+
+
+def projection_kind(name):
+    """query, key, value or output: what an attention projection is, in self- or
+    cross-attention ("cross_query" -> "query")."""
+    return name[len(CROSS):] if name.startswith(CROSS) else name
 
 
 def is_shared(path):

@@ -61,7 +61,7 @@ import numpy as onp
 from .encoder import NO_HOOKS
 from .layers import activation, current
 from .nn import dropout, mask_bias
-from .paths import ATTENTION_LN, CROSS_ATTENTION_LN, FFN_LN, FINAL_LN
+from .paths import ATTENTION_LN, BIAS, CROSS, CROSS_ATTENTION_LN, FFN_LN, FINAL_LN
 
 EMBEDDINGS, ENCODER, DECODER, LM_HEAD = "embeddings", "encoder", "decoder", "lm_head"
 RELATIVE_BIAS = "relative_bias"
@@ -128,6 +128,18 @@ class T5Config:
     def inner_dim(self):
         """num_heads * d_kv, the width of the attention's queries, keys and values."""
         return self.num_heads * self.d_kv
+
+    @property
+    def hidden_size(self):
+        """d_model under the name EncoderConfig gives the width (the methods' adapters and the
+        adapter formats read it so)."""
+        return self.d_model
+
+
+def stacks(cfg):
+    """T5's two stacks of blocks: (name, blocks, cross-attention?) of the encoder and the
+    decoder. A method's per-block entries go in params[name]["layers"][i] (`stack_view`)."""
+    return ((ENCODER, cfg.num_layers, False), (DECODER, cfg.num_decoder_layers, True))
 
 
 # A small T5 for gradient checks and fast tests: both stacks of different depths, and
@@ -200,6 +212,34 @@ def init_t5(rng, cfg, *, dtype=onp.float32):
         params[LM_HEAD] = weight(r_head, cfg.d_model, cfg.vocab_size,
                                  cfg.initializer_factor * cfg.d_model ** -0.5, dtype)
     return params
+
+
+def init_biases(cfg, dtype=onp.float32):
+    """The biases the Compacter reference code gives T5 for BitFit (T5 has none of its own),
+    all zero: every linear layer of every block (attention, cross-attention, feed-forward)
+    and every block's RMS norm (then g x / rms(x) + b), and the output layer; not the stacks'
+    final norms, which the reference builds without one. T5-base: 8,448 per encoder block,
+    12,288 per decoder block and 32,100 for the output layer, 280,932 in all (the paper's).
+    -> {"encoder": {"layers": [...]}, "decoder": {"layers": [...]}, "lm_head": {"b": (V,)}}"""
+    d, inner, k = cfg.d_model, cfg.inner_dim, cfg.d_ff
+    ffn_in = ("in", "in_linear") if FEED_FORWARD[cfg.feed_forward_proj][0] else ("in",)
+
+    def zeros(n):
+        return {BIAS: onp.zeros(n, dtype)}
+
+    def attention():
+        return {"query": zeros(inner), "key": zeros(inner), "value": zeros(inner),
+                "output": zeros(d)}
+
+    def block(cross):
+        b = {"attention": attention(), ATTENTION_LN: zeros(d), FFN_LN: zeros(d),
+             "ffn": {**{name: zeros(k) for name in ffn_in}, "out": zeros(d)}}
+        if cross:
+            b.update({"cross_attention": attention(), CROSS_ATTENTION_LN: zeros(d)})
+        return b
+    out = {name: {"layers": [block(cross) for _ in range(n)]} for name, n, cross in stacks(cfg)}
+    out[LM_HEAD] = zeros(cfg.vocab_size)
+    return out
 
 
 # --- relative positions ---------------------------------------------------------------------
@@ -342,7 +382,7 @@ def decoder_block(view, i, h, bias, pos, memory, cfg, hooks=NO_HOOKS, rng=None, 
     x = L.rms_norm(p[CROSS_ATTENTION_LN], h, cfg.layer_norm_epsilon)
     f = L.attention(p["cross_attention"], x, memory.bias, cfg.num_heads,
                     dropout_rate=cfg.dropout_rate, rng=r[2], kv=memory.kv[i], scale=1.0,
-                    project=projection_hook(hooks, view, i, "cross_"))   # (B, T, d)
+                    project=projection_hook(hooks, view, i, CROSS))   # (B, T, d)
     h = residual(view, i, h, f, None, cfg, r[3])
     x = L.rms_norm(p[FFN_LN], h, cfg.layer_norm_epsilon)
     f = feed_forward(p["ffn"], x, cfg, r[4])
@@ -399,7 +439,7 @@ def memory(params, states, attention_mask, cfg, hooks=NO_HOOKS):
     view = stack_view(params, DECODER)
     B, T, _ = states.shape
     kv = [L.key_values(view["layers"][i]["cross_attention"], states,
-                       projection_hook(hooks, view, i, "cross_"))
+                       projection_hook(hooks, view, i, CROSS))
           for i in range(cfg.num_decoder_layers)]
     mask = onp.ones((B, T)) if attention_mask is None else attention_mask
     return Memory(kv, mask_bias(mask, states.dtype))
@@ -439,11 +479,13 @@ def t5_decoder(params, decoder_input_ids, memory, cfg, *, hooks=NO_HOOKS, rng=No
 
 def lm_logits(params, states, cfg):
     """Scores over the vocabulary. Tied (v1.0): (states * d^-0.5) E^T, as Mesh TensorFlow and
-    transformers scale it; untied: states W_lm.   states: (..., d) -> (..., V)"""
+    transformers scale it; untied: states W_lm; either + b when the tree holds an output bias
+    (lm_head.b: BitFit adds one, as the reference does).   states: (..., d) -> (..., V)"""
     L = current()
     if cfg.tie_word_embeddings:
         embedding = params[EMBEDDINGS]["word"]                   # (V, d)
-        return L.linear(states * cfg.d_model ** -0.5, np.transpose(embedding))
+        bias = params[LM_HEAD][BIAS] if LM_HEAD in params else None
+        return L.linear(states * cfg.d_model ** -0.5, np.transpose(embedding), bias)
     return L.dense(params[LM_HEAD], states)
 
 
