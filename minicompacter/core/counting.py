@@ -52,6 +52,10 @@ class Shapes:
 
 T5_BASE = Shapes("t5-base", d=768, ffn=3072, vocab=32100, encoder_layers=12, decoder_layers=12,
                  kind="t5", heads=12)
+# T5-base's config with the vocabulary resized to 32,100 (the paper's code resized its 32,128
+# rows to the tokenizer's): `count --model t5-base` measures on a random tree of it
+T5_BASE_CONFIG = T5Config(vocab_size=32100, d_model=768, d_kv=64, d_ff=3072, num_layers=12,
+                          num_decoder_layers=12, num_heads=12)
 BERT_BASE = Shapes("bert-base-uncased", d=768, ffn=3072, vocab=30522, encoder_layers=12)
 
 

@@ -49,7 +49,7 @@ from .layers import ACTIVATIONS, activation, current
 from .nn import init_dense
 from .paths import ATTENTION_ADAPTER, CROSS, FFN_ADAPTER, LORA, SHARED, is_bias, is_layer_norm
 from .paths import projection_kind, train_everything, train_nothing
-from .t5 import T5Config, init_biases, stacks
+from .t5 import DECODER, ENCODER, T5Config, init_biases, stacks
 from .phm import C_INITS, W_INITS, check_phm_dim, glorot_uniform, init_phm_linear
 from .phm import init_phm_rule, phm_linear
 
@@ -308,6 +308,30 @@ def per_block(cfg, rng, make):
         else:
             out[stack] = {"layers": layers}
     return out
+
+
+def blocks_of(tree):
+    """(stack, i, entries) of every block of a tree laid out as `per_block` lays it out (a
+    method's tree, a trainable tree, a model's parameters): stack None for tree["layers"],
+    "encoder" and "decoder" for T5's, in that order."""
+    if "layers" in tree:
+        return [(None, i, layer) for i, layer in enumerate(tree["layers"])]
+    return [(stack, i, layer) for stack in (ENCODER, DECODER) if stack in tree
+            for i, layer in enumerate(tree[stack]["layers"])]
+
+
+def block_path(stack, i):
+    """The dotted path of a block in a tree: "layers.3", or "decoder.layers.3" in T5."""
+    return f"layers.{i}" if stack is None else f"{stack}.layers.{i}"
+
+
+def map_blocks(tree, fn):
+    """The tree with every block's entries replaced by fn(entries) (`blocks_of`'s blocks)."""
+    if "layers" in tree:
+        return dict(tree, layers=[fn(layer) for layer in tree["layers"]])
+    return dict(tree, **{stack: dict(tree[stack], layers=[fn(layer) for layer in
+                                                          tree[stack]["layers"]])
+                         for stack in (ENCODER, DECODER) if stack in tree})
 
 
 def projection_shapes(cfg, names, block):

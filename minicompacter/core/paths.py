@@ -53,6 +53,13 @@ def projection_kind(name):
     return name[len(CROSS):] if name.startswith(CROSS) else name
 
 
+def projection_path(name):
+    """Where an attention projection's weights sit in a block: ("attention", "query"), or
+    ("cross_attention", "query") for "cross_query"."""
+    kind = projection_kind(name)
+    return ("cross_attention" if kind != name else "attention", kind)
+
+
 def is_shared(path):
     return path[0] == SHARED
 

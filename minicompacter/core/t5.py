@@ -114,6 +114,14 @@ class T5Config:
         if not (math.isfinite(self.layer_norm_epsilon) and self.layer_norm_epsilon > 0):
             raise ValueError(f"T5Config.layer_norm_epsilon must be positive, got "
                              f"{self.layer_norm_epsilon}.")
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ValueError(f"T5Config.tie_word_embeddings must be True or False, got "
+                             f"{self.tie_word_embeddings!r}.")
+        if isinstance(self.initializer_factor, bool) or not (
+                isinstance(self.initializer_factor, (int, float))
+                and math.isfinite(self.initializer_factor) and self.initializer_factor > 0):
+            raise ValueError(f"T5Config.initializer_factor must be a positive number, got "
+                             f"{self.initializer_factor!r}.")
         if self.feed_forward_proj not in FEED_FORWARD:
             raise ValueError(f"T5Config.feed_forward_proj {self.feed_forward_proj!r} is not "
                              f"supported; use one of {sorted(FEED_FORWARD)}.")

@@ -49,14 +49,16 @@ from typing import NamedTuple
 
 import numpy as onp
 
-from ...core.methods import AdapterConfig, BitFitConfig, FullConfig, LoRAConfig
-from ...core.paths import HEAD, LORA, is_layer_norm
+from ...core.methods import (AdapterConfig, BitFitConfig, FullConfig, LoRAConfig, block_path,
+                             blocks_of)
+from ...core.paths import HEAD, LORA, is_layer_norm, projection_path
 from ...core.tree import flatten, merge, split, unflatten
 from ..data.tasks import get_task
 from ..pretrained import BUILTIN, HUB_IDS, base_identity, load_pretrained, weights_digest
 from . import adapterhub, families, native, peft
 from .files import CheckpointError, LoadError, json_file, read_json_object
 from .head import HEAD_INFO, HEAD_WEIGHTS, read_head, write_head
+from .t5 import write_t5_directory
 from .transformers import write_directory
 
 TARGETS = ("adapters", "peft", "transformers")
@@ -71,8 +73,16 @@ class ExportError(ValueError):
 
 
 def family_of(pretrained):
-    """The families.Family of a Pretrained."""
-    return families.FAMILIES[pretrained.family]
+    """The families.Family of a Pretrained (families.T5 for a T5)."""
+    return families.T5 if pretrained.seq2seq else families.FAMILIES[pretrained.family]
+
+
+def write_model(out, params, pretrained):
+    """The base model's transformers directory with these parameters: T5's
+    (T5ForConditionalGeneration) or the encoder family's bare model. Returns the names written."""
+    if pretrained.seq2seq:
+        return write_t5_directory(out, params, pretrained)
+    return write_directory(out, params, pretrained)
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -352,7 +362,7 @@ def export_adapter(checkpoint_dir, to, out, *, pretrained=None, name=None, repla
     claim_export_dir(out, {"the checkpoint": str(checkpoint_dir), "the base model":
                            pretrained.path}, replace)
     model, trainable, _, config = load_adapter(checkpoint_dir, pretrained)
-    check_target(model.method.config, to)
+    check_target(model.method.config, to, pretrained)
     with staging(out) as tmp:
         target = Target(tmp, out)
         summary = write_target(target, to, trainable, model, pretrained, config, name)
@@ -375,7 +385,7 @@ def write_target(target, to, trainable, model, pretrained, config, name):
         written = peft.write(target.dir, trainable, model, family=family,
                              base_model_name_or_path=hub_id)
         return _with_head(target, written, trainable, model, labels, "peft")
-    written = write_directory(target.dir, merged_params(pretrained, trainable, model), pretrained)
+    written = write_model(target.dir, merged_params(pretrained, trainable, model), pretrained)
     notes = ["LoRA merged into the weights: W + (alpha / r) A B"] if isinstance(method, LoRAConfig) else []
     summary = _with_head(target, written, trainable, model, labels, "transformers")
     summary["notes"] = notes + summary["notes"]
@@ -390,8 +400,13 @@ WHY_NOT = {"adapters": "AdapterHub's bottleneck adapter files hold the adapter m
            "transformers": "an adapter cannot be merged into the weights (it is nonlinear)"}
 
 
-def check_target(method, to):
+def check_target(method, to, pretrained=None):
     """ExportError unless the target takes the method; the message names one that does."""
+    if pretrained is not None and pretrained.seq2seq and isinstance(method, BitFitConfig):
+        raise ExportError(f"bitfit on T5 cannot be exported: T5 has no biases, and BitFit trains "
+                          f"the ones the Compacter reference code adds, which neither "
+                          f"transformers' T5 nor AdapterHub or peft can hold. Keep it in "
+                          f"minicompacter's checkpoint (evaluate, predict).")
     if isinstance(method, TAKES[to]):
         return
     instead = next(t for t in TARGETS if isinstance(method, TAKES[t]))
@@ -426,7 +441,7 @@ def _to_adapterhub(target, trainable, model, pretrained, name, hub_id, labels):
     summary = _summary(target, written)
     if flatten(norms):
         base = merge(split(pretrained.params, is_layer_norm)[1], norms)
-        files = write_directory(target.dir / BASE, base, pretrained)
+        files = write_model(target.dir / BASE, base, pretrained)
         summary["written"] += [str(target.shown / BASE / f) for f in files]
         summary["needs_base"] = weights_digest(base)
         summary["notes"].append(
@@ -508,8 +523,8 @@ def merged_params(pretrained, trainable, model):
             flat[name] = leaf
     method = model.method.config
     if isinstance(method, LoRAConfig):
-        for i, layer in enumerate(trainable["layers"]):
+        for stack, i, layer in blocks_of(trainable):
             for target, p in layer[LORA].items():
-                key = f"layers.{i}.attention.{target}.w"
+                key = f"{block_path(stack, i)}.{'.'.join(projection_path(target))}.w"
                 flat[key] = flat[key] + (p["A"] @ p["B"]) * (method.alpha / method.r)
     return unflatten(flat)

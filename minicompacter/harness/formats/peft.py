@@ -1,5 +1,7 @@
 """peft's LoRA files (peft 0.21): read into a minicompacter model, and minicompacter's
-LoRA written as peft saves it, for every encoder family (families.py).
+LoRA written as peft saves it, for every encoder family (families.py) and for T5
+(families.T5: T5ForConditionalGeneration, task_type SEQ_2_SEQ_LM; a target adapts its
+projection in every attention, self and cross, as peft's "q" matches both).
 
 `PeftModel.save_pretrained(DIR)` on a transformers bare model (BertModel, RobertaModel,
 DistilBertModel, ...) writes
@@ -27,9 +29,9 @@ from pathlib import Path
 
 import numpy as onp
 
-from ...core.methods import LoRAConfig
+from ...core.methods import LoRAConfig, block_path, blocks_of, per_block, projection_shapes
 from ...core.model import init_model
-from ...core.paths import LORA
+from ...core.paths import LORA, projection_kind
 from ...core.tree import flatten
 from .files import (FormatError, array, atomic_write, check_fields, check_tree, integer,
                     json_file, nullable, number, read_json_object, read_tensors, refuse_pickle,
@@ -79,10 +81,10 @@ def method_config(config, source, family):
     check_fields(config, {"r": KINDS["r"], "lora_alpha": KINDS["lora_alpha"],
                           "target_modules": KINDS["target_modules"]}, KINDS, source=source,
                  error=FormatError, fix=FIX)
-    if config.get("task_type") not in (None, "FEATURE_EXTRACTION"):
+    if config.get("task_type") not in family.peft.task_types:
+        allowed = " or ".join("null" if t is None else t for t in family.peft.task_types)
         raise FormatError(f"{source}: task_type {config['task_type']!r}; minicompacter reads LoRA "
-                          f"adapters of a bare model ({family.peft.base_class}: task_type null or "
-                          f"FEATURE_EXTRACTION).")
+                          f"adapters of {family.peft.base_class} (task_type {allowed}).")
     ours = {projection for t in config["target_modules"]
             for projection in targets_of(t, family, source)}
     return LoRAConfig(r=config["r"], alpha=float(config["lora_alpha"]),
@@ -102,29 +104,51 @@ def targets_of(entry, family, source):
                           + f"; minicompacter's LoRA adapts the attention projections "
                           f"{', '.join(PROJECTIONS)} ({', '.join(family.peft.modules.values())}) "
                           f"of a {family.model_type} model.")
-    return [projections[name] for name in hit]
+    kinds = {projection_kind(projections[name]) for name in hit}
+    every = [name for name, p in projections.items() if projection_kind(p) in kinds]
+    if sorted(every) != sorted(hit):
+        raise FormatError(f"{source}: target module {entry!r} matches {', '.join(hit)} but not "
+                          f"{', '.join(sorted(set(every) - set(hit)))}; minicompacter's LoRA "
+                          f"adapts a projection in every attention of a {family.model_type} "
+                          f"model (self- and cross-attention), as peft's {entry.split('.')[-1]!r} "
+                          f"does.")
+    return [projection_kind(projections[name]) for name in hit]
 
 
-def lora_names(cfg, num_layers, family):
+def lora_layout(cfg, model_config):
+    """{peft module name: (minicompacter dotted path of its LoRA, (d_in, d_out))} of every
+    projection the config adapts on the model (its tree's layout, `methods.per_block`,
+    without making any array)."""
+    family_blocks = per_block(model_config, onp.random.default_rng(0), lambda g, block: {
+        LORA: projection_shapes(model_config, cfg.target_modules, block)})
+    return {(stack, i, name): (f"{block_path(stack, i)}.{LORA}.{name}", shape)
+            for stack, i, layer in blocks_of(family_blocks)
+            for name, shape in layer[LORA].items()}
+
+
+def lora_names(cfg, model_config, family):
     """{peft tensor name: minicompacter dotted path} (every one transposed)."""
     out = {}
-    for i in range(num_layers):
-        for target in cfg.target_modules:
-            base = family.peft_module(i, target) + "."
-            out[base + "lora_A.weight"] = f"layers.{i}.{LORA}.{target}.A"
-            out[base + "lora_B.weight"] = f"layers.{i}.{LORA}.{target}.B"
+    for (stack, i, name), (path, _) in lora_layout(cfg, model_config).items():
+        base = family.peft_module(i, name, stack=stack) + "."
+        out[base + "lora_A.weight"] = f"{path}.A"
+        out[base + "lora_B.weight"] = f"{path}.B"
     return out
 
 
-def check_rank(tensors, cfg, d, source):
-    """FormatError unless every lora_A.weight is (r, d) and lora_B.weight (d, r) for the
-    config's r: before the model is built, so a config naming a huge r allocates nothing."""
-    for name, t in tensors.items():
-        want = (cfg.r, d) if name.endswith("lora_A.weight") else (d, cfg.r)
-        if t.shape != want:
-            raise FormatError(f"{source}: {name} has shape {t.shape}, and r = {cfg.r} on a model "
-                              f"of width {d} needs {want}; the config and the weights do not "
-                              f"belong together.")
+def check_rank(tensors, cfg, model_config, family, source):
+    """FormatError unless every lora_A.weight is (r, d_in) and lora_B.weight (d_out, r) for the
+    config's r and its projection's widths: before the model is built, so a config naming a
+    huge r allocates nothing."""
+    for (stack, i, name), (_, (d_in, d_out)) in lora_layout(cfg, model_config).items():
+        base = family.peft_module(i, name, stack=stack) + "."
+        for theirs, want in ((base + "lora_A.weight", (cfg.r, d_in)),
+                             (base + "lora_B.weight", (d_out, cfg.r))):
+            if tensors[theirs].shape != want:
+                raise FormatError(f"{source}: {theirs} has shape {tensors[theirs].shape}, and "
+                                  f"r = {cfg.r} on this model (a projection {d_in} -> {d_out}) "
+                                  f"needs {want}; the config and the weights do not belong "
+                                  f"together.")
 
 
 def read(directory, pretrained, family):
@@ -135,13 +159,13 @@ def read(directory, pretrained, family):
     cfg = method_config(config, directory / CONFIG, family)
     refuse_pickle(directory, PICKLE, WEIGHTS)
     tensors = read_tensors(directory / WEIGHTS, error=FormatError, fix=FIX)
-    names = lora_names(cfg, pretrained.config.num_layers, family)
+    names = lora_names(cfg, pretrained.config, family)
     if set(tensors) != set(names):
         odd = sorted(set(tensors) ^ set(names))
         raise FormatError(f"{directory}: tensors {odd[:3]} do not fit LoRA on "
                           f"{list(cfg.target_modules)} of a {pretrained.config.num_layers}-layer "
                           f"{family.peft.base_class} as {CONFIG} describes it.")
-    check_rank(tensors, cfg, pretrained.config.hidden_size, directory)
+    check_rank(tensors, cfg, pretrained.config, family, directory)
     model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, cfg, num_labels=0)
     trainable = check_tree(skeleton, {ours: tensors[theirs].T for theirs, ours in names.items()},
                            directory)
@@ -154,12 +178,15 @@ def read(directory, pretrained, family):
 def peft_config(cfg, base_model_name_or_path, family):
     """adapter_config.json as peft writes it for minicompacter's LoRA on the family's bare model."""
     module = family.model_type.replace("-", "_")
-    return {**FIXED, "auto_mapping": {"base_model_class": family.peft.base_class,
+    task_type = family.peft.task_types[0]
+    mapping = None if task_type else {"base_model_class": family.peft.base_class,
                                       "parent_library": f"transformers.models.{module}."
-                                                        f"modeling_{module}"},
+                                                        f"modeling_{module}"}
+    return {**FIXED, "auto_mapping": mapping,
             "base_model_name_or_path": base_model_name_or_path, "inference_mode": True,
             "init_lora_weights": True, "r": cfg.r, "lora_alpha": cfg.alpha, "revision": None,
-            "target_modules": family.peft_target_modules(cfg.target_modules), "task_type": None}
+            "target_modules": family.peft_target_modules(cfg.target_modules),
+            "task_type": task_type}
 
 
 def write(out, trainable, model, *, family, base_model_name_or_path):
@@ -168,7 +195,7 @@ def write(out, trainable, model, *, family, base_model_name_or_path):
     cfg = model.method.config
     flat = flatten(trainable)
     tensors = {theirs: flat[ours].T for theirs, ours in
-               lora_names(cfg, model.encoder_config.num_layers, family).items()}
+               lora_names(cfg, model.encoder_config, family).items()}
     out = Path(out)
     atomic_write(out / WEIGHTS, tensor_bytes(tensors, metadata={"format": "pt"}))
     atomic_write(out / CONFIG, json.dumps(peft_config(cfg, base_model_name_or_path, family),

@@ -191,7 +191,8 @@ def prepare(pretrained, task_name, method, cfg, *, data_dir=None, train_size=Non
     task = get_task(task_name)
     method = method if isinstance(method, Method) else make_method(method)
     splits = encode_splits(load_task(task_name, data_dir=data_dir, train_size=train_size,
-                                     seed=cfg.seed), pretrained, task, cfg.max_length)
+                                     seed=cfg.seed), pretrained, task, cfg.max_length,
+                           method.config)
     model, trainable, frozen = init_model(onp.random.default_rng([cfg.seed, 0]), pretrained,
                                           method, num_labels=task.num_labels, pooling=cfg.pooling)
     model_name = model_name or pretrained.name
