@@ -202,7 +202,8 @@ def read(directory, pretrained):
     check_base(directory, base, base_cfg, pretrained)
     weights = directory / (WEIGHTS if kind(directory) == "minicompacter" else LEGACY_WEIGHTS)
     tensors = read_tensors(weights, dtype=leaf_dtype(pretrained.params))
-    check_head_size(tensors, config["num_labels"], weights)
+    t5 = config.get("base_architecture") == "t5"          # T5 answers in words: no head
+    check_head_size(tensors, 0 if t5 else config["num_labels"], weights)
     model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, method,
                                          num_labels=config["num_labels"],
                                          pooling=config["pooling"],
