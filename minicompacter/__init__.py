@@ -21,6 +21,7 @@ from .core.phm import phm_linear, phm_weight
 from .core.threads import parallel
 from .harness.data.batches import tokenize
 from .harness.data.tasks import load_task, tasks
+from .harness.data.userdata import TaskData
 from .harness.formats.dispatch import export_adapter, load_adapter
 from .harness.pretrained import LoadError, Pretrained, encode_texts, load_pretrained
 from .harness.training.evaluate import evaluate_checkpoint
@@ -30,7 +31,7 @@ __version__ = "0.3.0"
 
 __all__ = ["AdapterConfig", "BitFitConfig", "EncoderConfig", "FAST", "FullConfig", "Hooks",
            "LoRAConfig", "Layers", "LoadError", "METHODS", "Method", "NO_HOOKS", "PLAIN",
-           "PRESETS", "Pretrained", "TINY", "TaskModel", "TrainConfig", "encode_texts",
+           "PRESETS", "Pretrained", "TINY", "TaskData", "TaskModel", "TrainConfig", "encode_texts",
            "encoder", "evaluate_checkpoint", "export_adapter", "finetune", "head", "hidden_states", "init_encoder", "init_head",
            "init_model", "load_adapter", "load_pretrained", "load_task", "loss", "loss_and_grad",
            "loss_grad", "make_method", "method_config", "parallel", "phm_linear", "phm_weight",

@@ -53,6 +53,8 @@ FT = ("finetune",) + RUN
 OUT = ("--out", "{ws}/out")
 GLUE_RUN = ("finetune", "--method", "bitfit", "--model", "tiny", "--epochs", "1",
             "--max-length", "32", "--no-progress", "--data-dir", "{ws}/data") + OUT
+OWN = ("finetune", "--method", "bitfit", "--model", "tiny", "--epochs", "1", "--max-length", "32") + OUT
+TRAIN_CSV = ("--train-file", "{ws}/d/train.csv")
 
 
 def command(argv, fsize=None):
@@ -181,6 +183,20 @@ def write_file(relative, content):
     return setup
 
 
+def write_bytes(relative, content):
+    def setup(ws, world):
+        (ws / relative).parent.mkdir(parents=True, exist_ok=True)
+        (ws / relative).write_bytes(content)
+    return setup
+
+
+def csv_text(header, body):
+    return "".join(",".join(r) + "\n" for r in [header] + body)
+
+
+GOOD = [[f"sentence {i}", ("neg", "pos")[i % 2]] for i in range(20)]
+
+
 def both(*setups):
     def setup(ws, world):
         for s in setups:
@@ -287,6 +303,63 @@ CASES = [
          with_glue(dev=rows(1))),
     Case("mnli-dev-missing", GLUE_RUN + ("--task", "mnli"), "dev_matched.tsv does not exist",
          with_glue("MNLI", dev_file="dev_mismatched.tsv")),
+    # your own data files (--train-file ...)
+    Case("own-file-missing", OWN + ("--train-file", "{ws}/nowhere.csv"), "{ws}/nowhere.csv does not exist"),
+    Case("own-format-unsupported", OWN + ("--train-file", "{ws}/d/train.xlsx"), "unsupported format '.xlsx'",
+         write_file("d/train.xlsx", csv_text(["text", "label"], GOOD))),
+    Case("own-file-a-spreadsheet", OWN + TRAIN_CSV, "is a ZIP archive (an Excel .xlsx file is one), not CSV text",
+         write_bytes("d/train.csv", b"PK\x03\x04" + bytes(40))),
+    Case("own-file-a-directory", OWN + ("--train-file", "{ws}/d/dir.csv"), "is a directory",
+         lambda ws, world: (ws / "d" / "dir.csv").mkdir(parents=True)),
+    Case("own-not-utf8", OWN + TRAIN_CSV, "train.csv, line 3: byte 0xe9 is not UTF-8",
+         write_bytes("d/train.csv", csv_text(["text", "label"], GOOD[:1] + [["caf\u00e9", "pos"]]).encode("latin-1"))),
+    Case("own-quote-not-closed", OWN + TRAIN_CSV, "train.csv, line 3: the row starting on this line opens a quoted field that is never closed",
+         write_file("d/train.csv", csv_text(["text", "label"], GOOD[:1] + [['"open', "pos"]] + GOOD[1:]))),
+    Case("own-quote-then-text", OWN + TRAIN_CSV, "train.csv, line 2: a quoting error",
+         write_file("d/train.csv", csv_text(["text", "label"], [['"a" b', "pos"]] + GOOD))),
+    Case("own-field-count", OWN + TRAIN_CSV, "train.csv, line 4: 3 fields, the header has 2",
+         write_file("d/train.csv", csv_text(["text", "label"], GOOD[:2] + [["a", "b", "pos"]]))),
+    Case("own-column-missing", OWN + TRAIN_CSV, "train.csv has no column 'label' (its columns: text, sentiment); give --label-column",
+         write_file("d/train.csv", csv_text(["text", "sentiment"], GOOD))),
+    Case("own-text-column-missing", OWN + TRAIN_CSV + ("--text-column", "review"),
+         "has no column 'review' (its columns: text, label); give --text-column",
+         write_file("d/train.csv", csv_text(["text", "label"], GOOD))),
+    Case("own-empty-split", OWN + TRAIN_CSV + ("--test-file", "{ws}/d/test.csv"), "test.csv has a header but no examples",
+         both(write_file("d/train.csv", csv_text(["text", "label"], GOOD)), write_file("d/test.csv", "text,label\n"))),
+    Case("own-empty-file", OWN + TRAIN_CSV, "train.csv is empty", write_file("d/train.csv", "")),
+    Case("own-label-unseen", OWN + TRAIN_CSV + ("--validation-file", "{ws}/d/dev.csv"),
+         "dev.csv, line 3: the label 'maybe' never appears in training (the training labels: neg, pos)",
+         both(write_file("d/train.csv", csv_text(["text", "label"], GOOD)),
+              write_file("d/dev.csv", csv_text(["text", "label"], [["a", "pos"], ["b", "maybe"]])))),
+    Case("own-labels-mixed", OWN + ("--train-file", "{ws}/d/train.jsonl"), "train.jsonl, line 3: mixed label types",
+         write_file("d/train.jsonl", "".join(json.dumps({"text": f"t{i}", "label": [0, 1, "pos"][i % 3]}) + "\n"
+                                             for i in range(9)))),
+    Case("own-target-not-finite", OWN + TRAIN_CSV, "train.csv, line 4: the regression target inf is not a finite number",
+         write_file("d/train.csv", csv_text(["text", "label"], [["a", "0.5"], ["b", "1.5"], ["c", "inf"]]))),
+    Case("own-text-empty", OWN + TRAIN_CSV, "train.csv, line 3: the text in column 'text' is empty",
+         write_file("d/train.csv", csv_text(["text", "label"], GOOD[:1] + [["", "pos"]] + GOOD[1:]))),
+    Case("own-text-blank", OWN + TRAIN_CSV, "train.csv, line 3: the text in column 'text' is blank",
+         write_file("d/train.csv", csv_text(["text", "label"], GOOD[:1] + [["   ", "pos"]] + GOOD[1:]))),
+    Case("own-json-broken", OWN + ("--train-file", "{ws}/d/train.json"), "train.json, line 2, column 1: not valid JSON",
+         write_file("d/train.json", '[{"text": "a", "label": 1}\n{"text": "b", "label": 0}]')),
+    Case("own-jsonl-not-an-object", OWN + ("--train-file", "{ws}/d/train.jsonl"), "train.jsonl, line 2: a JSON array, not an object",
+         write_file("d/train.jsonl", '{"text": "a", "label": 1}\n["b", 0]\n')),
+    Case("own-flag-without-files", OWN + ("--task", TASK, "--text-column", "text"), "--text-column applies to data files"),
+    Case("own-data-dir-with-files", OWN + TRAIN_CSV + ("--data-dir", "{ws}/d"), "--data-dir is a GLUE directory",
+         write_file("d/train.csv", csv_text(["text", "label"], GOOD))),
+    Case("own-no-task-no-file", OWN, "give --task (a GLUE or synthetic task) or --train-file"),
+    Case("own-too-few-for-a-holdout", OWN + TRAIN_CSV, "too few to hold out a validation split",
+         write_file("d/train.csv", csv_text(["text", "label"], GOOD[:3]))),
+    Case("own-evaluate-bad-test-file", EVAL + ("--test-file", "{ws}/d/test.csv"), "test.csv, line 2: the label '7' never appears in training",
+         both(with_run(), write_file("d/test.csv", csv_text(["sentence", "label"], [["a", "7"]])))),
+    Case("own-predict-column-missing", ("predict", "--checkpoint", "{ws}/out", "--test-file", "{ws}/d/test.csv"),
+         "test.csv has no column 'sentence' (its columns: review); give --text-column",
+         both(with_run(), write_file("d/test.csv", "review\na film\n"))),
+    Case("own-compare-bad-file", ("compare", "--methods", "bitfit,lora", "--model", "tiny", "--epochs", "1",
+                                  "--train-file", "{ws}/d/train.csv") + OUT, "train.csv, line 3: 1 field, the header has 2",
+         write_file("d/train.csv", csv_text(["text", "label"], GOOD[:1] + [["lonely"]] + GOOD[1:]))),
+    Case("patience-0", FT + OUT + ("--patience", "0"), "patience (--patience) must be at least 1"),
+    Case("unknown-flag", FT + OUT + ("--patiense", "2"), "unrecognized arguments: --patiense 2 (did you mean --patience?)"),
     # model directories (--model)
     Case("model-no-config", FT + OUT + ("--model", "{ws}/model"), "has no config.json",
          with_model(lambda d: (d / "config.json").unlink())),
@@ -433,7 +506,8 @@ def test_bad_input_is_refused_clearly_and_changes_nothing(case, outcomes):
 
 def test_a_refused_run_leaves_no_directory_it_created(outcomes):
     for name in ("epochs-0", "unknown-task", "data-dir-missing", "model-no-config",
-                 "compacter-on-tiny", "out-file-size-limit"):
+                 "compacter-on-tiny", "out-file-size-limit", "own-quote-not-closed",
+                 "own-label-unseen", "own-compare-bad-file"):
         assert not (outcomes[name][3] / "out").exists(), name
 
 

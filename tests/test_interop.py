@@ -379,4 +379,4 @@ def test_predict_and_evaluate_an_imported_adapterhub_adapter(tmp_path):
     done = run_cli("evaluate", "--checkpoint", str(FIXTURES / "adapterhub_compacter"),
                    "--task", "synthetic-sentiment")
     assert done.returncode == 0, done.stderr
-    assert set(json.loads(done.stdout)) == {"validation", "test"}
+    assert set(json.loads(done.stdout.splitlines()[-1])) == {"validation", "test"}

@@ -13,13 +13,14 @@ import scipy.stats
 
 from minicompacter.harness.data import metrics
 from minicompacter.harness.data.metrics import (METRIC_KINDS, accuracy, f1, glue_metrics,
-                                   majority_baseline, matthews_correlation, pearson,
+                                   macro_f1, majority_baseline, matthews_correlation, pearson,
                                    spearmanr)
 
 SEEDS = [0, 1, 2, 3, 4]
 KEYS = {"matthews": {"matthews_correlation", "score"},
         "accuracy": {"accuracy", "score"},
         "accuracy_f1": {"accuracy", "f1", "score"},
+        "accuracy_macro_f1": {"accuracy", "macro_f1", "score"},
         "pearson_spearman": {"pearson", "spearmanr", "score"}}
 
 
@@ -147,6 +148,23 @@ def test_lists_and_arrays_agree():
 
 # --- degenerate cases -------------------------------------------------------------------
 
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("num_labels", [2, 3, 5])
+def test_macro_f1_matches_sklearn(sk, seed, num_labels):
+    preds, refs = random_labels(seed, num_labels)
+    assert macro_f1(preds, refs) == pytest.approx(sk.f1_score(refs, preds, average="macro"))
+    preds[preds == 0] = 1                               # a class only the references hold
+    assert macro_f1(preds, refs) == pytest.approx(sk.f1_score(refs, preds, average="macro"))
+
+
+def test_macro_f1_by_hand():
+    # refs (0, 0, 1, 2), preds (0, 1, 1, 1): class 0: TP 1, FN 1 -> 2/3; class 1: TP 1,
+    # FP 2 -> 1/2; class 2: FN 1 -> 0. Mean: (2/3 + 1/2 + 0) / 3 = 7/18; acc 2/4
+    assert macro_f1([0, 1, 1, 1], [0, 0, 1, 2]) == pytest.approx(7 / 18)
+    assert glue_metrics("accuracy_macro_f1", [0, 1, 1, 1], [0, 0, 1, 2]) == pytest.approx(
+        {"accuracy": 0.5, "macro_f1": 7 / 18, "score": (0.5 + 7 / 18) / 2})
+
+
 def test_f1_without_positives_is_zero():
     assert f1([0, 0, 0], [0, 0, 0]) == 0.0
 
@@ -227,7 +245,7 @@ def test_unknown_kind_names_the_known_kinds():
         majority_baseline("mse", [0, 1], [0, 1])
 
 
-@pytest.mark.parametrize("fn", [accuracy, f1, matthews_correlation, pearson, spearmanr])
+@pytest.mark.parametrize("fn", [accuracy, f1, macro_f1, matthews_correlation, pearson, spearmanr])
 def test_length_mismatch_and_empty_raise(fn):
     with pytest.raises(ValueError, match="differ in length: 3 != 2"):
         fn([0, 1, 1], [0, 1])

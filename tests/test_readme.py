@@ -1,7 +1,10 @@
 """The README's snippets run, its test command is the one CI runs, and the command line
 does what the README says."""
 
+import json
 import re
+import shutil
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +76,32 @@ def test_readme_count_commands_run():
             continue
         out = run_cli(*line.split()[3:])
         assert out.returncode == 0, (line, out.stderr)
+
+
+def own_data_section():
+    return README[README.index("### Your own data"):README.index("\n## ", README.index("### Your own data"))]
+
+
+@pytest.mark.slow
+def test_your_own_data_and_model_run_as_written(tmp_path):
+    """The section's CSV written as it stands and its commands run in that directory, the
+    first on the tiny random model (with the reduction factor its width needs), the model
+    directory `my-roberta` a small random RoBERTa (the families' fixture, made by
+    transformers, whose 66 positions hold 64 tokens: --max-length 64)."""
+    section = own_data_section()
+    csv_text = re.findall(r"```csv\n(.*?)```", section, flags=re.S)[0]
+    assert len(csv_text.splitlines()) == 10
+    (tmp_path / "reviews.csv").write_text(csv_text)
+    shutil.copytree(ROOT / "tests" / "fixtures" / "families" / "roberta", tmp_path / "my-roberta")
+    commands = [l for l in section.splitlines() if l.startswith("python -m minicompacter ")]
+    assert [c.split()[3] for c in commands] == ["finetune", "predict", "finetune"]
+    extra = {0: ["--model", "tiny", "--reduction-factor", "8"], 1: [], 2: ["--max-length", "64"]}
+    for i, command in enumerate(commands):
+        argv = shlex.split(command)[3:] + extra[i]
+        done = subprocess.run([sys.executable, "-m", "minicompacter", *argv], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=300)
+        assert done.returncode == 0, (command, done.stderr)
+    assert (tmp_path / "runs" / "reviews" / "train.log").exists()
+    assert done.stdout.startswith("trainable params")
+    assert json.loads((tmp_path / "runs" / "my-roberta" / "metrics.json").read_text())["model"] \
+        == "my-roberta"

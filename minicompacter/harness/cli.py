@@ -1,9 +1,11 @@
 """The command line: python -m minicompacter COMMAND ...
 
 Commands:
-  finetune  train one method on one task; writes metrics.json, the adapter-only checkpoint
-            (minicompacter_adapter.safetensors, minicompacter_adapter.json) and last/ for --resume
-  evaluate  a saved checkpoint on validation and test, printed as JSON
+  finetune  train one method on one task (a GLUE or synthetic task, or data files: --train-file
+            ...); writes metrics.json, the adapter-only checkpoint
+            (minicompacter_adapter.safetensors, minicompacter_adapter.json), last/ for --resume,
+            train.log and curves.png
+  evaluate  a saved checkpoint on validation and test: a line per split, then JSON
   predict   a checkpoint's label (or score) for texts given on the command line or in a file
   export    a checkpoint as AdapterHub, peft or transformers load it
   compare   several methods on one task, each in its own process: a table and a plot
@@ -17,7 +19,9 @@ Commands:
 The training flags (--epochs, --batch-size, ...) are TrainConfig's fields and the method
 flags (--reduction-factor, --phm-dim, --train-layer-norms) AdapterConfig's, with their
 defaults and descriptions: `COMMANDS` below says which command takes which, and
-`build_parser` makes the parser from it.
+`build_parser` makes the parser from it. The data flags (--train-file, --text-column, ...)
+make a userdata.TaskData (`data_source`). An unknown flag is reported with the usage of the
+command it was given to.
 
 `main` runs a command with SIGTERM handled as Ctrl-C (interrupts.handled) and turns what
 a user can cause into one line on stderr and an exit code: 2 for bad input, named (refused
@@ -29,10 +33,12 @@ message says what is on disk).
 
 import argparse
 import dataclasses
+import difflib
 import errno
 import importlib.util
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -48,7 +54,9 @@ from ..core.encoder import pool
 from ..core.methods import METHODS, AdapterConfig, method_config
 from ..core.model import init_model
 from ..core.t5 import init_t5
+from .data.metrics import METRIC_KINDS
 from .data.tasks import tasks
+from .data.userdata import SPLITS, TASK_TYPES, TaskData, as_source
 from .formats.dispatch import MANIFEST, export_adapter
 from .formats.files import LoadError, json_file
 from .formats.native import CONFIG, WEIGHTS
@@ -56,10 +64,11 @@ from .pretrained import Pretrained, encode_texts, load_pretrained
 from .study.results import run_study
 from .training import checks, rundir
 from .training.compare import DEMO_METHODS, demo_settings, method_names, run_methods
-from .training.evaluate import evaluate_checkpoint, predict_texts
+from .training.evaluate import evaluate_checkpoint, file_inputs, predict_texts
 from .training.interrupts import exit_code, handled
-from .training.process import tune_malloc
+from .training.process import say, tune_malloc
 from .training.train import TrainConfig, TrainingError, finetune
+from .training.watch import CURVES, LOG, metrics_text
 
 DEMO_SENTENCES = [
     "A man is playing a guitar.",
@@ -222,26 +231,64 @@ def method_options(args):
     return {flag: getattr(args, flag) for flag in METHOD_FLAGS if getattr(args, flag) is not None}
 
 
+# --- the data a command names ------------------------------------------------------------------
+
+DATA_OPTIONS = ("text_column", "label_column", "task_type", "metric")
+
+
+def data_source(args):
+    """What --task and the data flags name: a task name (str), or a TaskData (data files, or
+    --task naming a data file or a saved DatasetDict's directory); then --task, if a name,
+    names the run."""
+    files = {split: getattr(args, f"{split}_file", None) for split in SPLITS}
+    options = {"text_columns": tuple(getattr(args, "text_column", None) or ()),
+               "label_column": getattr(args, "label_column", None) or "label",
+               "task_type": getattr(args, "task_type", None), "metric": getattr(args, "metric", None)}
+    given = [o for o in DATA_OPTIONS if getattr(args, o, None)]
+    if any(files.values()):
+        if getattr(args, "data_dir", None):
+            raise ValueError("--data-dir is a GLUE directory; data files (--train-file ...) need "
+                             "none.")
+        return TaskData(**files, name=args.task, **options)
+    source = as_source(args.task) if args.task is not None else None
+    if isinstance(source, TaskData):
+        return dataclasses.replace(source, **options)
+    if given:
+        raise ValueError(f"--{given[0].replace('_', '-')} applies to data files; give them with "
+                         f"--train-file (and --validation-file, --test-file).")
+    return source
+
+
+def task_label(m):
+    """ "validation 0.8123, test 0.8012" of a run's metrics (no test split said so)."""
+    test = (f"test {m['test']['score']:.4f}" if m.get("test") is not None
+            else "no test data, no test score")
+    return f"validation {m['validation']['score']:.4f}, {test}"
+
+
 # --- finetune, evaluate, compare, demo, study ------------------------------------------------
 
 def cmd_finetune(args):
     method = method_from_args(args.method, args)
     cfg = train_config_from_args(args)
     checks.run_arguments(out=args.out, resume=args.resume, replace=args.replace)
+    source = data_source(args)
+    if source is None:
+        raise ValueError("give --task (a GLUE or synthetic task) or --train-file (your own data: "
+                         "CSV, TSV, JSON or JSON Lines).")
     pretrained = load_pretrained(args.model)
-    m = finetune(pretrained, args.task, method, cfg, data_dir=args.data_dir,
+    m = finetune(pretrained, source, method, cfg, data_dir=args.data_dir,
                  train_size=args.train_size, out=args.out, resume=args.resume,
-                 replace=args.replace, model_name=args.model, log=print)
+                 replace=args.replace, model_name=args.model, log=say)
     if m.get("finished_before"):
         print(f"{args.out} holds this run, finished, with the same settings: not trained again "
               f"(--replace trains it again).")
-    print(f"{args.task} {args.method}: validation {m['validation']['score']:.4f}, test "
-          f"{m['test']['score']:.4f} (best epoch {m['best_epoch']} of {m['epochs']}), "
-          f"{m['trainable_params']:,} trainable parameters ({m['percent']:.3f}%), "
+    print(f"{m['task']} {args.method}: {task_label(m)} (best epoch {m['best_epoch']} of "
+          f"{m['epochs']}), {m['trainable_params']:,} trainable parameters ({m['percent']:.3f}%), "
           f"{m['train_seconds']:.0f} s, peak {m['peak_memory_mb']:.0f} MB")
     print(json.dumps({"validation": m["validation"], "test": m["test"]}))
     if not m.get("finished_before"):
-        print(f"written: {args.out}/{rundir.METRICS}, {WEIGHTS}, {CONFIG}")
+        print(f"written: {args.out}/{rundir.METRICS}, {WEIGHTS}, {CONFIG}, {LOG}, {CURVES}")
     return 0
 
 
@@ -267,8 +314,11 @@ def unfinished_notice(checkpoint):
 
 def cmd_evaluate(args):
     unfinished_notice(args.checkpoint)
-    print(json.dumps(evaluate_checkpoint(args.checkpoint, args.task, data_dir=args.data_dir,
-                                         pretrained=_base(args))))
+    results = evaluate_checkpoint(args.checkpoint, data_source(args), data_dir=args.data_dir,
+                                  pretrained=_base(args), log=print)
+    for split, scores in results.items():
+        print(f"{split}: " + (metrics_text(scores) if scores is not None else "no data"))
+    print(json.dumps(results))
     return 0
 
 
@@ -295,7 +345,12 @@ def read_inputs(args):
 
 
 def cmd_predict(args):
-    texts, pairs = read_inputs(args)
+    if args.test_file:
+        if args.text or args.file:
+            raise ValueError("give the inputs with --text, --file or --test-file, one of them.")
+        texts, pairs = file_inputs(args.checkpoint, args.test_file, tuple(args.text_column or ()))
+    else:
+        texts, pairs = read_inputs(args)
     unfinished_notice(args.checkpoint)
     results = predict_texts(args.checkpoint, texts, pairs, pretrained=_base(args))
     for i, (text, r) in enumerate(zip(texts, results)):
@@ -345,7 +400,10 @@ def cmd_compare(args):
     for name in names:
         method_from_args(name, args)                 # unknown names fail here, before any run
     checks.run_arguments(out=args.out, resume=args.resume, replace=args.replace)
-    run_methods(args.task, names, args.model, method_options(args), train_config_from_args(args),
+    source = data_source(args)
+    if source is None:
+        raise ValueError("give --task (a GLUE or synthetic task) or --train-file (your own data).")
+    run_methods(source, names, args.model, method_options(args), train_config_from_args(args),
                 args.out, data_dir=args.data_dir, train_size=args.train_size,
                 resume=args.resume, replace=args.replace)
     return 0
@@ -388,7 +446,8 @@ def cmd_study(args):
 # --- the parser ----------------------------------------------------------------------------
 
 def _tasks_help():
-    return "a GLUE task or a synthetic one: " + ", ".join(tasks())
+    return ("a GLUE task or a synthetic one: " + ", ".join(tasks()) + "; with data files "
+            "(--train-file ...), the run's name (default: the training file's name)")
 
 
 MODEL = (("--model",), {"default": "minilm",
@@ -402,7 +461,7 @@ RESUME = (("--resume",), {"action": "store_true",
                           "help": "continue the unfinished run in --out from DIR/last/"})
 REPLACE = (("--replace",), {"action": "store_true",
                             "help": "discard the run that --out holds (its checkpoint, last/, "
-                                    "metrics and history) and train anew"})
+                                    "metrics, history, log and curves) and train anew"})
 RUNS_RESUME = (("--resume",), {"action": "store_true",
                                "help": "continue each method's unfinished run, start those not "
                                        "begun (finished ones are reported, not trained again)"})
@@ -412,6 +471,29 @@ CHECKPOINT = (("--checkpoint",), {"required": True, "help": "a directory written
                                                             "an AdapterHub or peft adapter"})
 BASE_MODEL = (("--model",), {"default": None, "help": "the base model (default: the one the "
                                                       "checkpoint records)"})
+
+def file_flag(split, help_text):
+    return ((f"--{split}-file",), {"default": None, "help": help_text})
+
+
+TRAIN_FILE = file_flag("train", "your own training data: a .csv, .tsv, .json or .jsonl file "
+                                "with a header (or keys) naming its columns")
+VALIDATION_FILE = file_flag("validation", "validation data (default: 10%% of --train-file, at "
+                                          "least one row per label and at most 1,000, held out "
+                                          "stratified with seed 42)")
+TEST_FILE = file_flag("test", "test data (default: none, and no test metrics)")
+TEXT_COLUMN = (("--text-column",), {"action": "extend", "nargs": "+", "default": None,
+                                    "help": "the text column, or two for pairs (default: "
+                                            "sentence1 and sentence2, premise and hypothesis, "
+                                            "text, sentence, or the only other column)"})
+LABEL_COLUMN = (("--label-column",), {"default": None, "help": "the label column (default: label)"})
+TASK_TYPE = (("--task-type",), {"default": None, "choices": TASK_TYPES,
+                                "help": "default: from the labels (integers or words: "
+                                        "classification; fractions: regression)"})
+METRIC = (("--metric",), {"default": None, "choices": METRIC_KINDS,
+                          "help": "default: accuracy_macro_f1 (classification), pearson_spearman "
+                                  "(regression); matthews for the Matthews correlation"})
+DATA_FILES = (TRAIN_FILE, VALIDATION_FILE, TEST_FILE, TEXT_COLUMN, LABEL_COLUMN, TASK_TYPE, METRIC)
 TRAINING = object()               # placeholders in COMMANDS: TrainConfig's flags,
 METHOD_OPTIONS = object()         # and the method flags (METHOD_FLAGS)
 
@@ -439,18 +521,28 @@ COMMANDS = {
         f"DIR/{CONFIG} (the best checkpoint on validation) and DIR/last/ (for --resume). A "
         f"finished run with the same settings in DIR is reported, not trained again; any other "
         f"run there is refused unless --resume or --replace says what to do with it.",
-        ((("--task",), {"required": True, "help": _tasks_help}),
+        ((("--task",), {"default": None, "help": _tasks_help}),
          (("--method",), {"required": True, "help": "one of " + ", ".join(METHODS)}),
-         MODEL, DATA_DIR, TRAIN_SIZE, TRAINING, METHOD_OPTIONS, RESUME, REPLACE,
+         MODEL, DATA_DIR, *DATA_FILES, TRAIN_SIZE, TRAINING, METHOD_OPTIONS, RESUME, REPLACE,
          (("--out",), {"required": True, "help": "the output directory (one run's)"})),
         runs_left),
     "evaluate": Command(
         cmd_evaluate, "evaluate a saved checkpoint",
-        'Evaluate a checkpoint on the validation and test splits; prints {"validation": ..., '
-        '"test": ...} as JSON.',
+        'Evaluate a checkpoint on the validation and test splits: a line per split, then '
+        '{"validation": ..., "test": ...} as JSON (a split without data: null). A checkpoint '
+        'trained on data files reads them again, unless other files are given.',
         (CHECKPOINT,
          (("--task",), {"default": None, "help": "the task (default: the checkpoint's)"}),
-         DATA_DIR, BASE_MODEL)),
+         DATA_DIR, file_flag("train", "a training file, from which the validation split is held "
+                                      "out as finetune held it out"),
+         file_flag("validation", "validation data to score (default: what the checkpoint was "
+                                 "trained with)"),
+         file_flag("test", "test data to score (default: what the checkpoint was trained with)"),
+         (("--text-column",), dict(TEXT_COLUMN[1], help="the text column(s) (default: the "
+                                                       "checkpoint's)")),
+         (("--label-column",), dict(LABEL_COLUMN[1], help="the label column (default: the "
+                                                          "checkpoint's, or label)")),
+         BASE_MODEL)),
     "predict": Command(
         cmd_predict, "a checkpoint's predictions for texts",
         "Print each input's label and probabilities (or score, for regression) as the "
@@ -460,6 +552,10 @@ COMMANDS = {
          (("--pair",), {"action": "append", "help": "the second text of a pair task, one per --text"}),
          (("--file",), {"default": None, "help": "a UTF-8 file: one text per line, or two "
                                                  "separated by a tab"}),
+         file_flag("test", "a data file (.csv, .tsv, .json, .jsonl) whose text columns are "
+                           "predicted, row by row"),
+         (("--text-column",), dict(TEXT_COLUMN[1], help="--test-file's text column(s) (default: "
+                                                       "the checkpoint's)")),
          BASE_MODEL, (("--json",), {"action": "store_true", "help": "one JSON object per input"}))),
     "export": Command(
         cmd_export, "write a checkpoint as AdapterHub, peft or transformers load it",
@@ -483,9 +579,10 @@ COMMANDS = {
         "Fine-tune several methods on one task, each in its own process (so peak memory is per "
         "run); print a table and save a params-versus-score plot. Every method's options and "
         "directory (--out/METHOD, under finetune's rule) are checked before the first run.",
-        ((("--task",), {"required": True, "help": "the task"}),
+        ((("--task",), {"default": None, "help": _tasks_help}),
          (("--methods",), {"required": True, "help": "comma-separated methods, or all"}),
-         MODEL, DATA_DIR, TRAIN_SIZE, TRAINING, METHOD_OPTIONS, RUNS_RESUME, RUNS_REPLACE,
+         MODEL, DATA_DIR, *DATA_FILES, TRAIN_SIZE, TRAINING, METHOD_OPTIONS, RUNS_RESUME,
+         RUNS_REPLACE,
          (("--out",), {"default": "runs/compare", "help": "where the runs, compare.json and "
                                                           "params_vs_score.png go (default runs/compare)"})),
         runs_left),
@@ -533,12 +630,15 @@ COMMANDS = {
 
 
 def build_parser():
-    """The parser of every command in COMMANDS."""
+    """The parser of every command in COMMANDS; `parser.commands` maps each command to its
+    own parser."""
     parser = argparse.ArgumentParser(prog="python -m minicompacter",
                                      description="Compacter and its relatives in NumPy + autograd.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = {}
     for name, command in COMMANDS.items():
-        p = sub.add_parser(name, help=command.help, description=command.description)
+        p = parser.commands[name] = sub.add_parser(name, help=command.help,
+                                                   description=command.description)
         for argument in command.arguments:
             if argument is TRAINING:
                 config_flags(p, TrainConfig)
@@ -554,8 +654,22 @@ def build_parser():
     return parser
 
 
+def parse(argv=None):
+    """The arguments; an unknown flag is an error with the usage of its command (argparse's
+    own would show the top level's), and the flag it may have meant."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = parser.commands[args.command]
+        flags = sorted(set(re.findall(r"--[\w-]+", command.format_help())))
+        close = difflib.get_close_matches(unknown[0].split("=")[0], flags, n=1)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}"
+                      + (f" (did you mean {close[0]}?)" if close else ""))
+    return args
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     tune_malloc()                   # a command's process is ours to tune (training/process.py)
     with handled():                 # SIGTERM as Ctrl-C, for the command's duration
         code = run_command(args)

@@ -63,6 +63,11 @@ def tokenize(tokenizer, texts, pairs=None, *, max_length=MAX_LENGTH, padding=Tru
     return out
 
 
+def pad_id(tokenizer):
+    """The id of the tokenizer's padding token (every batch is padded with it)."""
+    return pad_token(tokenizer)[1]
+
+
 def encode(dataset, tokenizer, task, *, max_length=MAX_LENGTH, chunk=1000):
     """The split's columns as token ids: {"input_ids", "token_type_ids": one list per row,
     unpadded, "label": the labels}, tokenised `chunk` rows at a time."""
@@ -75,7 +80,7 @@ def encode(dataset, tokenizer, task, *, max_length=MAX_LENGTH, chunk=1000):
                         max_length=max_length, padding=False)
         out["input_ids"] += part["input_ids"]
         out["token_type_ids"] += part["token_type_ids"]
-    out["label"] = list(dataset["label"])
+    out["label"] = list(dataset["label"][:])          # [:]: one batch, not row by row
     return out
 
 

@@ -3,7 +3,9 @@
 CoLA reports the Matthews correlation; SST-2, MNLI, QNLI, RTE and WNLI accuracy; MRPC
 and QQP accuracy and the F1 of class 1; STS-B the Pearson and Spearman correlations.
 Each result also carries `score`, the single number per task that the Compacter paper
-averages over GLUE (the mean of the two numbers for MRPC, QQP and STS-B).
+averages over GLUE (the mean of the two numbers for MRPC, QQP and STS-B). A task made from
+the user's data (data/userdata.py) reports accuracy and the macro F1 (the mean of every
+class's F1), scored by the same rule: their mean.
 
 Predictions are labels (argmax of the logits) or, for STS-B, scores. Inputs may be lists
 or arrays; everything is float64 inside and every value returned is a Python float.
@@ -21,7 +23,7 @@ import math
 
 import numpy as onp
 
-METRIC_KINDS = ("matthews", "accuracy", "accuracy_f1", "pearson_spearman")
+METRIC_KINDS = ("matthews", "accuracy", "accuracy_f1", "accuracy_macro_f1", "pearson_spearman")
 
 
 def _pair(predictions, references):
@@ -62,6 +64,19 @@ def f1(predictions, references):
     fn = onp.sum((p != 1) & (r == 1))
     denominator = 2 * tp + fp + fn
     return float(2 * tp / denominator) if denominator > 0 else 0.0
+
+
+def macro_f1(predictions, references):
+    """The macro-averaged F1, as sklearn's `f1_score(average="macro")`: every class c that
+    occurs in the predictions or the references is in turn the positive one,
+        F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c),    macro F1 = (1/K) sum_c F1_c,
+    so a rare class weighs as much as a common one."""
+    p, r = _pair(predictions, references)
+    classes = onp.union1d(p, r)                                         # (K,)
+    tp = onp.array([onp.sum((p == c) & (r == c)) for c in classes])      # (K,)
+    fp = onp.array([onp.sum((p == c) & (r != c)) for c in classes])
+    fn = onp.array([onp.sum((p != c) & (r == c)) for c in classes])
+    return float(onp.mean(2 * tp / (2 * tp + fp + fn)))        # each class occurs: never 0/0
 
 
 def matthews_correlation(predictions, references):
@@ -112,6 +127,7 @@ def glue_metrics(kind, predictions, references):
         matthews         -> matthews_correlation;            score = MCC
         accuracy         -> accuracy;                        score = acc
         accuracy_f1      -> accuracy, f1;                    score = (acc + F1) / 2
+        accuracy_macro_f1 -> accuracy, macro_f1;             score = (acc + macro F1) / 2
         pearson_spearman -> pearson, spearmanr;              score = (r + rho) / 2"""
     _check_kind(kind)
     _pair(predictions, references)                  # the errors, before any metric
@@ -124,6 +140,9 @@ def glue_metrics(kind, predictions, references):
     if kind == "accuracy_f1":
         acc, f = accuracy(predictions, references), f1(predictions, references)
         return {"accuracy": acc, "f1": f, "score": (acc + f) / 2}
+    if kind == "accuracy_macro_f1":
+        acc, f = accuracy(predictions, references), macro_f1(predictions, references)
+        return {"accuracy": acc, "macro_f1": f, "score": (acc + f) / 2}
     r, rho = pearson(predictions, references), spearmanr(predictions, references)
     return {"pearson": r, "spearmanr": rho, "score": (r + rho) / 2}
 

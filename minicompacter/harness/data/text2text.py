@@ -11,6 +11,7 @@ T5 answers in words. An example becomes the input text the Compacter reference c
     mnli                         premise: S1 hypothesis S2                        "0", "1", "2"
     stsb                         sentence1: S1 sentence2: S2                      "0.0", "0.2", ..., "5.0"
     synthetic-sentiment          as sst2;  synthetic-paraphrase as mrpc;  synthetic-similarity as stsb
+    the user's data              sentence: S, or sentence1: S1 sentence2: S2      "0", "1", ... (label ids)
 
 The label words are the label ids written as numbers (the reference's str(label)), not their
 names; MNLI's "hypothesis" has no colon, as in the reference. A score (STS-B,
@@ -75,10 +76,18 @@ def label_word(task, label):
     return str(int(label))
 
 
+def fields(task):
+    """The words before each text column: the task's (FIELDS), else sentence: / sentence1:,
+    sentence2: (the user's data)."""
+    if task.name in FIELDS:
+        return FIELDS[task.name]
+    return ("sentence:",) if len(task.columns) == 1 else ("sentence1:", "sentence2:")
+
+
 def input_text(task, texts, prefix):
     """An example's input: "[task ]field1: text1[ field2: text2]"."""
     parts = [task.name] if prefix else []
-    for field, text in zip(FIELDS[task.name], texts):
+    for field, text in zip(fields(task), texts):
         parts += [field, text]
     return " ".join(parts)
 

@@ -420,8 +420,9 @@ def adapter_name(method, config):
 
 
 def label_names(config):
-    """The head's label names: the task's, an imported head's, or none."""
-    if config.get("label_names"):
+    """The head's label names: those recorded (a checkpoint of this version's, an imported
+    head's; none for regression), else the task's, or none."""
+    if config.get("label_names") is not None:
         return list(config["label_names"])
     if config.get("task"):
         return list(get_task(config["task"]).label_names)

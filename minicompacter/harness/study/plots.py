@@ -1,28 +1,32 @@
-"""The figures the command line and the notebooks draw (matplotlib, no display needed)."""
+"""The figures the command line and the notebooks draw (matplotlib, no display needed).
+
+Each function returns its figure. Given a path (or a binary file object: the PNG goes
+there), it draws without pyplot, on a figure no backend knows about, so that drawing a
+file changes nothing in the process (a notebook's inline backend, a script's window);
+without, it draws with pyplot, for a notebook to show."""
 
 import math
 
 from ..data.metrics import wilson_interval
 
 
-def _pyplot(path):
-    """matplotlib.pyplot; the file-only Agg backend when the figure goes to a file (and no
-    backend is chosen yet), so that the command line needs no display. (matplotlib is
-    imported here, not at the top: it takes a third of a second and pyplot picks its backend
-    when first imported.)"""
-    import matplotlib
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    return plt
+def _subplots(path, *args, **kwargs):
+    """(figure, axes) as pyplot's `subplots` makes them: a bare `Figure` when the figure
+    goes to `path`, pyplot's when it is to be shown. (matplotlib is imported here, not at the
+    top: it takes a third of a second.)"""
+    if path is None:
+        import matplotlib.pyplot as plt
+        return plt.subplots(*args, **kwargs)
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _finish(fig, path):
-    """Lay the figure out; save it to path (and close it) if given. Returns the figure."""
+    """Lay the figure out; save it to path (a PNG, at 120 dpi) if given. Returns the figure."""
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
-        _pyplot(path).close(fig)
+        fig.savefig(path, dpi=120, format="png")
     return fig
 
 
@@ -55,9 +59,7 @@ def params_vs_score(rows, path=None, *, title=None):
     proportion of n scored examples (accuracy): that point then carries its 95% Wilson
     interval, and the score axis is never narrower than the intervals, so that points a
     few examples apart do not look ranked. Returns the figure; saved to path if given."""
-    plt = _pyplot(path)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(path, figsize=(6, 4))
     spans = []
     for i, r in enumerate(rows):
         if r.get("score") is None or not math.isfinite(r["score"]):
@@ -86,9 +88,7 @@ def low_resource(summary, path=None, *, title=None, records=None):
     seeds, a band of +-1 standard deviation, and each seed's run as a faint point.
     summary: rows of study.summarize (method, train_size, mean, std, n); records: the runs
     (optional, for the points). Returns the figure; saved to path if given."""
-    plt = _pyplot(path)
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = _subplots(path, figsize=(6.5, 4))
     methods = list(dict.fromkeys(r["method"] for r in summary))
     for i, method in enumerate(methods):
         rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["train_size"])
@@ -116,9 +116,7 @@ def efficiency(rows, path=None, *, title=None, paper=None):
     fine-tuning's (1, 1): lower left is cheaper on both. rows: dicts with "method",
     "time" and "memory" (ratios); paper: optional {label: (time, memory)} drawn as hollow
     markers for comparison. Returns the figure; saved to path if given."""
-    plt = _pyplot(path)
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = _subplots(path, figsize=(6, 4.2))
     for i, r in enumerate(rows):
         color, marker = _style(r["method"], i)
         ax.scatter(r["time"], r["memory"], s=50, color=color, marker=marker,
@@ -157,9 +155,7 @@ def loss_and_validation(histories, path=None, *, window, title=None):
     histories: {method: history list from finetune}. Returns the figure; saved to path if given."""
     if window < 1:
         raise ValueError(f"window must be at least 1 step, got {window}.")
-    plt = _pyplot(path)
-
-    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax_loss, ax_score) = _subplots(path, 1, 2, figsize=(10, 3.6))
     for i, (method, history) in enumerate(histories.items()):
         color, marker = _style(method, i)
         style = _LINESTYLES[i % len(_LINESTYLES)]

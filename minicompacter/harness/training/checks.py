@@ -53,6 +53,8 @@ def train_config(cfg):
         refuse("max_length", f"at least {MIN_LENGTH} (the special tokens take 2 or 3 of a row)")
     if cfg.eval_every is not None and cfg.eval_every < 1:
         refuse("eval_every", "at least 1 (leave it out to evaluate after each epoch)")
+    if cfg.patience is not None and cfg.patience < 1:
+        refuse("patience", "at least 1 (leave it out to train every epoch)")
     if cfg.seed < 0:
         refuse("seed", "a non-negative integer")
     if cfg.lr is not None and not (_finite(cfg.lr) and cfg.lr > 0):

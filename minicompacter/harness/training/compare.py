@@ -10,22 +10,25 @@ import json
 from pathlib import Path
 
 from ...core.methods import METHODS, method_config
-from ..data.tasks import get_task
+from ..data.userdata import TaskData, as_source, resolve, task_name
 from ..formats.files import atomic_write
 from ..pretrained import load_pretrained
 from ..study.plots import params_vs_score
 from . import checks, rundir
 from .jobs import run_in_process
+from .process import say
 from .train import TrainConfig, finetune, run_settings
 
 
 def finetune_job(model, task, method, options, train, data_dir, train_size, out, resume=False,
                  replace=False):
     """One method's run inside `compare` or `demo`, in its own process (jobs.run_in_process):
-    finetune with JSON-able arguments; returns metrics.json's contents."""
+    finetune with JSON-able arguments (the task: a name, or {"data": a TaskData's fields});
+    prints the run's lines; returns metrics.json's contents."""
+    task = TaskData(**task["data"]) if isinstance(task, dict) else task
     metrics = finetune(load_pretrained(model), task, method_config(method, **options),
                        TrainConfig(**train), data_dir=data_dir, train_size=train_size,
-                       out=out, resume=resume, replace=replace)
+                       out=out, resume=resume, replace=replace, log=say)
     return {k: v for k, v in metrics.items() if k not in ("history", "trainable",
                                                           "finished_before")}
 
@@ -64,11 +67,28 @@ def plan_runs(task, methods, pretrained, options, cfg, out, *, data_dir=None, tr
     return plans
 
 
+def job_task(source):
+    """A task as a job's JSON argument: a name, or {"data": a TaskData's fields} (data files:
+    a DatasetDict in memory cannot travel to another process)."""
+    if isinstance(source, str):
+        return source
+    if source.dataset is not None and not isinstance(source.dataset, (str, Path)):
+        raise ValueError("compare runs each method in a process of its own, which a DatasetDict "
+                         "in memory cannot reach: save it (save_to_disk) and give its directory, "
+                         "or give data files.")
+    return {"data": {k: str(v) if isinstance(v, Path) else v
+                     for k, v in dataclasses.asdict(source).items()}}
+
+
 def run_methods(task, methods, model, options, cfg, out, *, data_dir=None, train_size=None,
                 resume=False, replace=False):
     """Each method's finetune in a process of its own, after plan_runs has checked them all;
-    a finished run with the same settings is read, not trained again. Their metrics dicts."""
-    get_task(task)
+    a finished run with the same settings is read, not trained again. Their metrics dicts.
+    `task`: a name or the user's data, as finetune takes it."""
+    task = as_source(task)
+    job = job_task(task)
+    if not isinstance(task, str):             # the user's data, checked before any directory
+        resolve(task, train_size=train_size, seed=cfg.seed)
     pretrained = load_pretrained(model)
     path, _ = rundir.make_out(out)
     with rundir.locked(path):
@@ -82,28 +102,33 @@ def run_methods(task, methods, model, options, cfg, out, *, data_dir=None, train
                       f"trained again (--replace trains it again)", flush=True)
                 rows.append(rundir.finished_metrics(decision.path)[0])
                 continue
-            rows.append(run_in_process(finetune_job, model=pretrained.name, task=task,
+            rows.append(run_in_process(finetune_job, model=pretrained.name, task=job,
                                        method=name, options=opts, train=dataclasses.asdict(cfg),
                                        data_dir=data_dir, train_size=train_size,
                                        out=str(decision.path), resume=decision.kind == "resume",
                                        replace=decision.replace))
-        print_comparison(rows, task, out)
+        print_comparison(rows, task_name(task), out)
     return rows
 
 
 def print_comparison(rows, task, out):
+    split = "test" if all(r["test"] is not None for r in rows) else "validation"
     print("\n| method | trainable params | % | score | best epoch | seconds | peak MB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['method']} | {r['trainable_params']:,} | {r['percent']:.3f} | "
-              f"{r['test']['score']:.4f} | {r['best_epoch']}/{r['epochs']} | "
+              f"{r[split]['score']:.4f} | {r['best_epoch']}/{r['epochs']} | "
               f"{r['train_seconds']:.0f} | {r['peak_memory_mb']:.0f} |")
     plot = Path(out) / "params_vs_score.png"
-    params_vs_score([{"method": r["method"], "percent": r["percent"], "score": r["test"]["score"],
-                      "n": r.get("test_examples") if is_accuracy(r["test"]) else None}
-                     for r in rows], plot, title=f"{task}: test score against trainable parameters")
+    params_vs_score([{"method": r["method"], "percent": r["percent"], "score": r[split]["score"],
+                      "n": r.get(f"{split}_examples") if is_accuracy(r[split]) else None}
+                     for r in rows], plot,
+                    title=f"{task}: {split} score against trainable parameters")
     atomic_write(Path(out) / "compare.json", json.dumps(rows, indent=2))
-    print(f"\nscore: the test split's, at the best epoch on validation (a method whose best "
+    which = ("the test split's" if split == "test" else
+             "the validation split's (there is no test data: the score the epoch was chosen on, "
+             "which flatters every method alike)")
+    print(f"\nscore: {which}, at the best epoch on validation (a method whose best "
           f"epoch is its last may gain from more epochs); peak MB: each run's "
           f"process, from the start of training\nplot: {plot}\nall numbers: {Path(out) / 'compare.json'}")
 

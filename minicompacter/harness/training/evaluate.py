@@ -4,6 +4,11 @@ checkpoint's predictions for any texts.
     evaluate(trainable, frozen, encoded, model, task)   the task's metrics on one split
     evaluate_checkpoint(DIR)                            validation and test, as finetune reported
     predict_texts(DIR, texts, pairs)                    labels and probabilities (or scores)
+    trainable_line(trainable, model, pretrained)        peft's line of parameter counts
+
+A checkpoint trained on the user's data records them (their files, columns and labels), so
+`evaluate_checkpoint(DIR)` reads the same files again; other data (a TaskData) are read
+with the checkpoint's labels.
 
 On T5 (text to text, data/text2text.py) a split is scored by greedy generation: each answer
 is the label word it spells, or invalid (wrong, and counted: "invalid_answers").
@@ -15,22 +20,29 @@ or asked only about inputs of the kind it was trained on: the task it records, o
 the same labels and as many texts per input.
 """
 
+import dataclasses
+import warnings
+
 import numpy as onp
 
+from ...core.counting import count_measured, peft_line, summary
 from ...core.model import generate, predict
 from ...core.threads import parallel
-from ..data.batches import (EVAL_BATCH_SIZE, MAX_LENGTH, Encoded, batch_order, encode, pad_token,
+from ...core.tree import count
+from ..data.batches import (EVAL_BATCH_SIZE, MAX_LENGTH, Encoded, batch_order, encode, pad_id,
                             tokenize)
 from ..data.metrics import glue_metrics
-from ..data.tasks import get_task, load_task
+from ..data.tasks import DataError, Task, get_task, tasks
 from ..data.text2text import (adds_prefix, answer_ids, answer_index, encode_splits_text2text,
                               input_text, label_words, score_answers)
-from ..formats.dispatch import checkpoint_base, label_names, load_adapter
+from ..data.userdata import TaskData, as_source, from_identity, identity, read_texts, resolve
+from ..formats.dispatch import checkpoint_base, checkpoint_format, label_names, load_adapter
 from ..formats.files import NonFiniteError, finite_outputs
+from ..formats.native import read_config
 from . import checks
 
 __all__ = ["NonFiniteError", "encode_splits", "predictions", "evaluate", "evaluate_checkpoint",
-           "predict_texts"]
+           "predict_texts", "file_inputs", "trainable_line"]
 
 
 def encode_splits(splits, pretrained, task, max_length, method_config=None):
@@ -40,7 +52,7 @@ def encode_splits(splits, pretrained, task, max_length, method_config=None):
     if pretrained.seq2seq:
         return encode_splits_text2text(splits, pretrained.tokenizer, task,
                                        prefix=adds_prefix(method_config), max_length=max_length)
-    pad = pad_token(pretrained.tokenizer)[1]
+    pad = pad_id(pretrained.tokenizer)
     return {name: Encoded(encode(ds, pretrained.tokenizer, task, max_length=max_length), pad,
                           task.is_regression)
             for name, ds in splits.items()}
@@ -84,24 +96,86 @@ def evaluate(trainable, frozen, encoded, model, task, batch_size=EVAL_BATCH_SIZE
                         labels if task.is_regression else labels.astype(int))
 
 
-def evaluate_checkpoint(directory, task_name=None, *, data_dir=None, pretrained=None):
+def evaluate_checkpoint(directory, task=None, *, data_dir=None, pretrained=None, log=None):
     """{"validation": ..., "test": ...} of a saved checkpoint, computed as finetune reported
-    them (same splits, maximum length and batches). The task defaults to the checkpoint's."""
+    them (same splits, maximum length and batches); a split the data lack is None. The task
+    defaults to the checkpoint's (a checkpoint of the user's data: the same files, read
+    again); `task` may be a name or the user's data (userdata.TaskData, scored with the
+    checkpoint's labels). `log(line)`, if given, gets peft's line of parameter counts."""
     pretrained = pretrained or checkpoint_base(directory)
     model, trainable, frozen, config = load_adapter(directory, pretrained)
-    task_name = task_name or config.get("task")
-    if task_name is None:
-        raise ValueError(f"{directory} holds a {config['format']} adapter, which records no task; "
-                         f"name the task to evaluate it on (--task).")
-    task = get_task(task_name)
-    task_fits(directory, config, task)
-    splits = load_task(task_name, data_dir=data_dir)
-    encoded = encode_splits({s: splits[s] for s in ("validation", "test")}, pretrained, task,
+    task, splits = checkpoint_data(directory, config, task, data_dir)
+    if log is not None:
+        log(trainable_line(trainable, model, pretrained))
+    present = [s for s in ("validation", "test") if s in splits]
+    encoded = encode_splits({s: splits[s] for s in present}, pretrained, task,
                             max_length_of(config, pretrained), model.method.config)
     with parallel():
         return {s: evaluate(trainable, frozen, encoded[s], model, task,
-                            config.get("eval_batch_size", EVAL_BATCH_SIZE))
-                for s in ("validation", "test")}
+                            config.get("eval_batch_size", EVAL_BATCH_SIZE)) if s in present
+                else None for s in ("validation", "test")}
+
+
+def checkpoint_data(directory, config, task, data_dir):
+    """(Task, splits) to evaluate a checkpoint on: `task` (a name or the user's data), else
+    the data the checkpoint records; the task's outputs must be the head's."""
+    if task is None and "data" in config:
+        task = recorded_data(directory, config)
+    task = task if task is not None else config.get("task")
+    if task is None:
+        raise ValueError(f"{directory} holds a {config['format']} adapter, which records no task; "
+                         f"name the task to evaluate it on (--task), or give data files.")
+    source = as_source(task)
+    if isinstance(source, TaskData):
+        return resolve(with_checkpoint_columns(source, config),
+                       known=checkpoint_task(directory, config))
+    task_fits(directory, config, get_task(source))
+    return resolve(source, data_dir=data_dir)
+
+
+def recorded_data(directory, config):
+    """The TaskData of the files a checkpoint was trained on, read again (a warning if
+    their bytes changed since)."""
+    data = from_identity(config["data"])
+    try:
+        now = identity(data)["files"]
+    except DataError as e:
+        raise DataError(f"{directory} was trained on data files it reads again to be evaluated, "
+                        f"and {e} Give the data to evaluate on (--validation-file, "
+                        f"--test-file).") from None
+    changed = [s for s, f in now.items() if f["sha256"] != config["data"]["files"][s]["sha256"]]
+    if changed:
+        warnings.warn(f"the {', '.join(changed)} data of {directory} changed since it was "
+                      f"trained (the files' SHA-256 differ); the scores are the files' now.")
+    return data
+
+
+def with_checkpoint_columns(data, config):
+    """The user's data with the checkpoint's text columns and label column where the data
+    do not name their own."""
+    recorded = config.get("data") or {}
+    if not data.text_columns and config.get("text_columns"):
+        data = dataclasses.replace(data, text_columns=tuple(config["text_columns"]))
+    if data.label_column == "label" and recorded.get("label_column"):
+        data = dataclasses.replace(data, label_column=recorded["label_column"])
+    return data
+
+
+def checkpoint_task(directory, config):
+    """The Task a checkpoint's head answers: its number of outputs, its labels' names, the
+    metric of the data it was trained on."""
+    if not config.get("num_labels"):
+        raise ValueError(f"{directory} holds an adapter without a head: it gives hidden states, "
+                         f"not predictions, and cannot be scored.")
+    names = label_names(config)
+    regression = config["num_labels"] == 1
+    if not regression and len(names) != config["num_labels"]:
+        raise ValueError(f"{directory} records no names for its {config['num_labels']} labels, so "
+                         f"the labels of a data file cannot be matched to its outputs.")
+    metric = (config.get("data") or {}).get("metric") or (
+        "pearson_spearman" if regression else "accuracy_macro_f1")
+    return Task(config.get("task") or "data", (), config["num_labels"],
+                () if regression else tuple(names), metric)
 
 
 def task_fits(directory, config, task):
@@ -115,7 +189,7 @@ def task_fits(directory, config, task):
         raise ValueError(f"{directory} holds {head}" + (f", trained on {held}" if held else "")
                          + f"; {task.name} needs {task.num_labels} "
                          f"output{'s' if task.num_labels > 1 else ''}.")
-    trained = get_task(held) if held and held != task.name else None
+    trained = get_task(held) if held and held != task.name and held in tasks() else None
     if trained is not None and (trained.label_names, len(trained.columns)) != \
             (task.label_names, len(task.columns)):
         raise ValueError(f"{directory} was trained on {held} ({describe(trained)}); {task.name} is "
@@ -133,8 +207,8 @@ def describe(task):
 def inputs_fit(directory, config, pairs):
     """ValueError when the checkpoint records a single-sentence task and pairs are given,
     or a sentence-pair task and none are."""
-    if not config.get("task"):
-        return
+    if config.get("task") not in tasks():
+        return                          # no task recorded, or the user's data (any columns)
     task = get_task(config["task"])
     if pairs is not None and len(task.columns) == 1:
         raise ValueError(f"{directory} was trained on {task.name}, a single-sentence task; give "
@@ -179,6 +253,22 @@ def predict_texts(directory, texts, pairs=None, *, pretrained=None, batch_size=E
             logits.append(onp.asarray(predict(trainable, frozen, batch, model)))   # (B, C)
     logits = finite_outputs(onp.concatenate(logits), "texts")
     return [_prediction(row, names) for row in logits]
+
+
+def file_inputs(directory, path, text_columns=()):
+    """(texts, pairs or None) from a data file's text columns, for predict_texts: the columns
+    given, else those the checkpoint was trained on, else userdata's defaults."""
+    config = read_config(directory) if checkpoint_format(directory) == "minicompacter" else {}
+    columns = tuple(text_columns) or tuple(config.get("text_columns") or ())
+    texts = read_texts(path, columns)
+    return texts[0], (texts[1] if len(texts) == 2 else None)
+
+
+def trainable_line(trainable, model, pretrained):
+    """peft's print_trainable_parameters line: "trainable params: T || all params: A ||
+    trainable%: T / A", A being the base model's parameters plus what the method and the
+    head add (the paper's percentage divides by the base model's alone: metrics.json's)."""
+    return peft_line(summary(count_measured(trainable, model.method.config), count(pretrained.params)))
 
 
 def _prediction(logits, names):

@@ -1,4 +1,5 @@
-"""The process a run lives in: its peak memory, its allocator, its progress bars.
+"""The process a run lives in: its peak memory, its allocator, its progress bars, its printed
+lines.
 
 None of this is the training loop's business; train.py calls it.
 
@@ -6,7 +7,10 @@ None of this is the training loop's business; train.py calls it.
     `reset_peak_memory` sets back to the current size so that a run measures its own peak;
   - the allocator: `tune_malloc`, glibc's mallopt, which only the command line and the
     benchmark scripts call (its settings cannot be undone);
-  - progress bars: tqdm bars without tqdm's monitor thread, or a `NoBar` that draws nothing.
+  - progress bars: tqdm bars without tqdm's monitor thread, drawn on a terminal or in a
+    notebook only; elsewhere (output to a file or a pipe) a `NoBar` that draws nothing, so a
+    log holds lines, not carriage returns;
+  - `say(line)`: a line printed (and flushed) above any progress bar.
 """
 
 import ctypes
@@ -77,11 +81,28 @@ class NoBar:
         pass
 
 
+def interactive():
+    """Whether someone watches the output as it comes: stderr is a terminal, or the code runs
+    in a Jupyter kernel (whose streams are not terminals but show bars as widgets)."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
 def progress_bar(show, **kwargs):
-    """A tqdm bar (a widget in notebooks, text in a terminal), or a NoBar. The bar's class sets
+    """A tqdm bar (a widget in notebooks, text in a terminal), or a NoBar when `show` is false
+    or the output goes to a file or a pipe (interactive). The bar's class sets
     monitor_interval to 0, so that tqdm starts no monitor thread, which would outlive the run
     (tqdm's own default stays as it is)."""
-    if not show:
+    if not (show and interactive()):
         return NoBar()
     from tqdm.auto import tqdm          # (here: it picks a notebook widget or a terminal bar)
     return type("Bar", (tqdm,), {"monitor_interval": 0})(leave=False, **kwargs)
+
+
+def say(line):
+    """Print a line to stdout at once, above any progress bar drawn on the terminal."""
+    if "tqdm" in sys.modules:
+        from tqdm.auto import tqdm      # (imported already: a bar may be on the screen)
+        tqdm.write(line, file=sys.stdout)
+        sys.stdout.flush()
+    else:
+        print(line, flush=True)

@@ -36,6 +36,7 @@ from ..formats.dispatch import checkpoint_format
 from ..formats.files import (OBJECT, CheckpointError, Kind, array, integer, read_json,
                              read_json_object, record)
 from ..formats.native import CONFIG, LAST, WEIGHTS, last_dir, read_state
+from .watch import CURVES, LOG
 
 LOCK = ".lock"
 METRICS, HISTORY = "metrics.json", "history.json"
@@ -177,11 +178,14 @@ def differences(recorded, wanted):
     """What differs between a run's recorded settings and the wanted ones, as
     "key: recorded in the run, wanted now" strings. Keys the wanted settings lack (the
     number of training examples, known once the data are read) and NOT_COMPARED are
-    left out; a run that recorded no settings (0.1.0) differs in nothing."""
+    left out; a run that recorded no settings (0.1.0) differs in nothing, and a setting a
+    run did not record (one added since, such as train.patience) differs only if it is
+    wanted other than null (off)."""
     if recorded is None:
         return []
     have, want = flat(recorded), flat(wanted)
     keys = sorted(k for k in want if k not in NOT_COMPARED
+                  and not (k not in have and want[k] is None)
                   and json.dumps(have.get(k, "<not recorded>")) != json.dumps(want[k]))
     return [f"{k}: {json.dumps(have.get(k, '<not recorded>'))} in the run, "
             f"{json.dumps(want[k])} now" for k in keys]
@@ -219,10 +223,10 @@ def decide(path, settings, *, resume=False, replace=False):
 
 
 def discard(path):
-    """Remove a run's files from `path` (the checkpoint, last/, metrics and history); any
-    other file stays."""
+    """Remove a run's files from `path` (the checkpoint, last/, metrics, history, its log and
+    curves); any other file stays."""
     path = Path(path)
-    for name in (WEIGHTS, CONFIG, METRICS, HISTORY):
+    for name in (WEIGHTS, CONFIG, METRICS, HISTORY, LOG, CURVES):
         (path / name).unlink(missing_ok=True)
     for name in (LAST, LAST + ".new", LAST + ".old"):
         shutil.rmtree(path / name, ignore_errors=True)

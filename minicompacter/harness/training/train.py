@@ -12,7 +12,12 @@ A run reads top to bottom in `finetune`: the checks (checks.py) and the output d
 rule (rundir.py), `prepare` (data, model, schedule: a `Run`, which never changes), a
 `RunState` (new, or read back from DIR/last/), `train` (the loop, which moves the state
 on), `final_metrics`. The loop runs on the layer set `TrainConfig.layer_set` names and on
-every core (`threads.parallel`), both undone when it ends.
+every core (`threads.parallel`), both undone when it ends. The task is a name (GLUE, the
+synthetic suite) or the user's data (data/userdata.py makes a Task of it either way); a
+task without test data has no test metrics. What a run prints after each validation,
+DIR/train.log and DIR/curves.png are watch.py's; with `patience`, the run stops once that
+many validations in a row bring no improvement (counted from the history, so a resumed
+run stops where the uninterrupted one did).
 
 DIR/last/ is written before the first step, after every epoch and when the run is
 interrupted (Ctrl-C or SIGTERM); the interrupt is held while a step's results, a
@@ -22,6 +27,7 @@ outputs are not finite scores nan and is never the best.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -31,7 +37,6 @@ from typing import NamedTuple, Optional
 import numpy as onp
 
 from ...core import model as model_lib
-from ...core.counting import count_measured, peft_line, summary
 from ...core.layers import LAYERS, use_layers
 from ...core.methods import PRESETS, Method, make_method, option
 from ...core.model import POOLING, init_model
@@ -39,15 +44,17 @@ from ...core.optim import adamw_update, clip_by_global_norm, init_adamw, linear_
 from ...core.threads import parallel
 from ...core.tree import count
 from ..data.batches import EVAL_BATCH_SIZE, MAX_LENGTH, batch_order
-from ..data.tasks import Task, get_task, load_task
+from ..data.tasks import Task
+from ..data.userdata import as_source, describe, identity, resolve, task_name
 from ..formats.dispatch import load_adapter
 from ..formats.files import atomic_write
 from ..formats.native import last_dir, load_last, save_adapter, save_last
 from ..pretrained import base_identity
 from . import checks, rundir
-from .evaluate import NonFiniteError, encode_splits, evaluate
+from .evaluate import NonFiniteError, encode_splits, evaluate, trainable_line
 from .interrupts import deferred, handled
 from .process import peak_memory_mb, progress_bar, reset_peak_memory
+from .watch import Watch
 
 RATES = ", ".join(f"{name} {preset.lr:g}" for name, preset in PRESETS.items())
 
@@ -65,6 +72,8 @@ class TrainConfig:
     weight_decay: float = option(0.0, "AdamW's decoupled weight decay (the reference: 0)")
     max_grad_norm: float = option(1.0, "global gradient-norm clipping")
     eval_every: Optional[int] = option(None, "evaluate every K steps (default: after each epoch)")
+    patience: Optional[int] = option(None, "stop once N validations in a row bring no improvement "
+                                           "(default: train every epoch)")
     eval_batch_size: int = option(EVAL_BATCH_SIZE, "rows per evaluation batch")
     seed: int = option(0, "initialisation, data order, dropout and the training subset")
     pooling: str = option(POOLING, "[CLS] or mean over real tokens (MiniLM was trained with "
@@ -121,28 +130,35 @@ class RunState:
                 "train_seconds": self.train_seconds, "settings": run.settings}
 
 
-def run_settings(task_name, method_config, cfg, model_name, *, train_size=None, data_dir=None):
+def run_settings(task, method_config, cfg, model_name, *, train_size=None, data_dir=None):
     """What identifies a run, as metrics.json's "config" and state.json record it, known
-    before any data are read (prepare adds the number of training examples)."""
+    before any data are read (prepare adds the number of training examples). The user's
+    data add "data": their files' paths and SHA-256 digests (userdata.identity)."""
     lr = cfg.lr if cfg.lr is not None else PRESETS[method_config.method].lr
+    source = as_source(task)
     settings = {"method_config": dataclasses.asdict(method_config),
-                "train": dataclasses.asdict(cfg), "lr": lr, "task": task_name,
+                "train": dataclasses.asdict(cfg), "lr": lr, "task": task_name(source),
                 "model": model_name, "train_size": train_size,
                 "data_dir": str(data_dir) if data_dir else None}
+    if not isinstance(source, str):
+        settings["data"] = identity(source)
     return json.loads(json.dumps(settings))             # as state.json will hold them
 
 
 # --- a run, top to bottom ----------------------------------------------------------------------
 
-def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None, train_size=None,
+def finetune(pretrained, task, method, cfg=TrainConfig(), *, data_dir=None, train_size=None,
              out=None, resume=False, replace=False, model_name=None, on_step=None, log=None):
-    """Fine-tune `method` (a config or a name) on a task; returns the metrics dict that is
-    also written to out/metrics.json, plus "history" (every step and evaluation) and
-    "trainable" (the best tree). With `out`, the best checkpoint and DIR/last/ are written
-    as training goes; `resume` continues from out/last/. `on_step(state)`, if given, is
-    called with the RunState after every update; `log(line)`, if given, gets peft's line of
-    parameter counts (`trainable_line`) before the first step. `model_name`: the base
-    model's name as recorded (default: pretrained.name).
+    """Fine-tune `method` (a config or a name) on a task: a task name, or the user's data (a
+    userdata.TaskData, a DatasetDict, the directory of a saved one, a data file's path).
+    Returns the metrics dict that is also written to out/metrics.json, plus "history"
+    (every step and evaluation) and "trainable" (the best tree). With `out`, the best
+    checkpoint, DIR/last/, DIR/train.log and DIR/curves.png are written as training goes;
+    `resume` continues from out/last/. `on_step(state)`, if given, is called with the
+    RunState after every update; `log(line)`, if given, gets every line the run prints:
+    peft's line of parameter counts (`trainable_line`), where the data came from, one line
+    per validation (train.log's). `model_name`: the base model's name as recorded
+    (default: pretrained.name).
 
     `out` follows rundir's rule: it belongs to this run while it lasts (a second writer is
     refused); a finished run there with the same settings is returned, not trained again
@@ -151,55 +167,62 @@ def finetune(pretrained, task_name, method, cfg=TrainConfig(), *, data_dir=None,
     the model's positions and the method's options are checked first, then the directory,
     then the data, all before the first step. SIGTERM is handled as Ctrl-C while the run lasts."""
     checks.run_arguments(out=out, resume=resume, replace=replace)
-    get_task(task_name)
+    source = as_source(task)
     method = method if isinstance(method, Method) else make_method(method)
     checks.max_length_fits(cfg.max_length, pretrained.config)
     checks.method_fits(method.config, pretrained.config)
     model_name = model_name or pretrained.name
-    settings = run_settings(task_name, method.config, cfg, model_name, train_size=train_size,
+    settings = run_settings(source, method.config, cfg, model_name, train_size=train_size,
                             data_dir=data_dir)
     checks.decay_fits(settings["lr"], cfg.weight_decay)
     with handled(), rundir.claimed(out, settings, resume=resume, replace=replace) as claim:
         if claim.kind == "finished":
             return finished_run(claim.path, pretrained)
-        run, trainable = prepare(pretrained, task_name, method, cfg, data_dir=data_dir,
-                                 train_size=train_size, out=claim.path, model_name=model_name)
+        run, trainable = prepare(pretrained, source, method, cfg, data_dir=data_dir,
+                                 train_size=train_size, out=claim.path, model_name=model_name,
+                                 settings=settings)
         checks.room_for_run(run.out, trainable, run.total_steps)
         state = (resumed(run, trainable, pretrained) if claim.kind == "resume"
                  else RunState(trainable, init_adamw(trainable)))
         if claim.replace:
             rundir.discard(claim.path)
-        if log is not None:
-            log(trainable_line(state.trainable, run.model, pretrained))
+        watch = Watch(run.out, log, state.train_seconds)
+        for line in start_lines(run, state, source, pretrained):
+            watch.line(line)
         with use_layers(cfg.layer_set), parallel():
             # the peak memory reported is training's: the model, the encoded splits and what a
             # step needs, not the peak of reading and tokenizing a large training file before
             reset_peak_memory()
-            train(run, state, on_step)
+            train(run, state, on_step, functools.partial(watch.validated, run))
             metrics = final_metrics(run, state, pretrained)
+        if metrics["stopped_early"]:
+            watch.line(stopped_early_line(run, metrics["stopped_early"]))
         if run.out is not None:
+            watch.curves(run, state, final=True)
             with deferred():                      # metrics.json last: it marks the run finished
                 atomic_write(run.out / rundir.HISTORY, json.dumps(state.history))
                 atomic_write(run.out / rundir.METRICS, json.dumps(metrics, indent=2))
         return {**metrics, "history": state.history, "trainable": state.best_tree}
 
 
-def prepare(pretrained, task_name, method, cfg, *, data_dir=None, train_size=None, out=None,
-            model_name=None):
-    """(Run, the initial trainable tree): the task's splits tokenised, the model initialised
-    from (seed, 0), the learning-rate schedule."""
-    task = get_task(task_name)
+def prepare(pretrained, task, method, cfg, *, data_dir=None, train_size=None, out=None,
+            model_name=None, settings=None):
+    """(Run, the initial trainable tree): the task's splits read, checked and tokenised, the
+    model initialised from (seed, 0), the learning-rate schedule. `settings`: run_settings'
+    (computed here if not given)."""
     method = method if isinstance(method, Method) else make_method(method)
-    splits = encode_splits(load_task(task_name, data_dir=data_dir, train_size=train_size,
-                                     seed=cfg.seed), pretrained, task, cfg.max_length,
+    task_spec, splits = resolve(task, data_dir=data_dir, train_size=train_size, seed=cfg.seed)
+    splits = encode_splits(splits, pretrained, task_spec, cfg.max_length,
                            method.config)
     model, trainable, frozen = init_model(onp.random.default_rng([cfg.seed, 0]), pretrained,
-                                          method, num_labels=task.num_labels, pooling=cfg.pooling)
+                                          method, num_labels=task_spec.num_labels,
+                                          pooling=cfg.pooling)
     model_name = model_name or pretrained.name
-    settings = {**run_settings(task_name, method.config, cfg, model_name, train_size=train_size,
-                               data_dir=data_dir), "train_examples": len(splits["train"])}
+    settings = {**(settings or run_settings(task, method.config, cfg, model_name,
+                                            train_size=train_size, data_dir=data_dir)),
+                "train_examples": len(splits["train"])}
     total_steps = cfg.epochs * math.ceil(len(splits["train"]) / cfg.batch_size)
-    run = Run(task, task_name, model, frozen, splits, cfg, settings["lr"], total_steps,
+    run = Run(task_spec, settings["task"], model, frozen, splits, cfg, settings["lr"], total_steps,
               round(cfg.warmup_ratio * total_steps), settings,
               Path(out) if out is not None else None, model_name,
               base_identity(pretrained, model_name))
@@ -223,18 +246,21 @@ def resumed(run, trainable_like, pretrained):
     return state
 
 
-def train(run, state, on_step=None):
-    """The loop, from where `state` stands to the end of the last epoch. DIR/last/ is saved
-    before the first step, after every epoch and on an interrupt. A validation and what it
-    records are one stretch that an interrupt does not cut, and so is the end of an epoch:
-    a run interrupted anywhere resumes as if it had not been. After every update,
-    on_step(state) is called if given (a notebook can plot, a test can interrupt)."""
+def train(run, state, on_step=None, on_validation=None):
+    """The loop, from where `state` stands to the end of the last epoch, or until the
+    patience is spent. DIR/last/ is saved before the first step, after every epoch and on
+    an interrupt. A validation and what it records are one stretch that an interrupt does
+    not cut, and so is the end of an epoch: a run interrupted anywhere resumes as if it had
+    not been. After every update, on_step(state) is called if given (a notebook can plot, a
+    test can interrupt); after every validation, on_validation(state, scores)."""
     cfg, train_split = run.cfg, run.splits["train"]
     clock = time.perf_counter() - state.train_seconds
     try:
         if state.step == 0:
             save_progress(run, state)                 # from now on there is always a last/
         for epoch in range(state.epoch, cfg.epochs):
+            if patience_spent(run, state):
+                break
             state.epoch = epoch
             order = batch_order(train_split.lengths, cfg.batch_size, seed=[cfg.seed, epoch])
             bar = progress_bar(cfg.progress, total=len(order), initial=state.batch_in_epoch,
@@ -244,16 +270,20 @@ def train(run, state, on_step=None):
                 loss = step(run, state, train_split.batch(order[i]), i)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
-                if cfg.eval_every and state.step % cfg.eval_every == 0:
+                validated = cfg.eval_every and state.step % cfg.eval_every == 0
+                if validated:
                     with deferred():
-                        validate(run, state)
+                        validate(run, state, on_validation)
                 if on_step is not None:
                     on_step(state)
+                if validated and patience_spent(run, state):
+                    break                             # the epoch stays unfinished, and saved
             bar.close()
             with deferred():
                 if not cfg.eval_every or (epoch == cfg.epochs - 1 and state.step % cfg.eval_every):
-                    validate(run, state)
-                state.epoch, state.batch_in_epoch = epoch + 1, 0
+                    validate(run, state, on_validation)
+                if state.batch_in_epoch == len(order):
+                    state.epoch, state.batch_in_epoch = epoch + 1, 0
             state.train_seconds = time.perf_counter() - clock
             save_progress(run, state)
     except KeyboardInterrupt:
@@ -298,26 +328,59 @@ def train_step(trainable, opt, frozen, batch, model, lr, cfg, rng=None):
     return value, norm, adamw_update(trainable, grads, opt, lr, weight_decay=cfg.weight_decay)
 
 
-def validate(run, state):
+def validate(run, state, on_validation=None):
     """Scores on the validation split; the best tree so far is kept (and saved to DIR).
     Outputs that are not finite score nan, and a score that is not finite is never the
-    best. The checkpoint is written before the state says it exists."""
+    best. The checkpoint is written before the state says it exists. Then
+    on_validation(state, scores), if given."""
     try:
         scores = evaluate(state.trainable, run.frozen, run.splits["validation"], run.model,
                           run.task, run.cfg.eval_batch_size)
     except NonFiniteError:
         scores = {"score": float("nan"), "non_finite_outputs": True}
-    best = state.best
-    better = math.isfinite(scores["score"]) and (
-        best is None or not math.isfinite(best["score"]) or scores["score"] > best["score"])
+    better = improves(scores["score"], None if state.best is None else state.best["score"])
     if better and run.out is not None:
         save_adapter(run.out, state.trainable, run.model, run.base, run.task_name,
-                     {"max_length": run.cfg.max_length, "eval_batch_size": run.cfg.eval_batch_size})
+                     checkpoint_extra(run))
     state.history.append({"step": state.step, "epoch": state.epoch, "validation": scores})
     if better:
         state.best = {"score": scores["score"], "epoch": state.epoch + 1, "step": state.step}
         state.best_tree = state.trainable
+    if on_validation is not None:
+        on_validation(state, scores)
     return scores
+
+
+def improves(score, best):
+    """Whether a validation score is a new best: finite, and above the best so far (None:
+    there is none yet)."""
+    return math.isfinite(score) and (best is None or score > best)
+
+
+def without_improvement(history):
+    """How many validations in a row, up to now, brought no improvement."""
+    best, since = None, 0
+    for record in history:
+        if "validation" in record:
+            score = record["validation"]["score"]
+            best, since = (score, 0) if improves(score, best) else (best, since + 1)
+    return since
+
+
+def patience_spent(run, state):
+    """Whether --patience validations in a row have brought no improvement."""
+    return run.cfg.patience is not None and without_improvement(state.history) >= run.cfg.patience
+
+
+def checkpoint_extra(run):
+    """What a checkpoint records besides the model: the evaluation's length and batch, the
+    labels' names (predict prints them), the text columns, and the user's data (evaluate
+    reads them again)."""
+    extra = {"max_length": run.cfg.max_length, "eval_batch_size": run.cfg.eval_batch_size,
+             "label_names": list(run.task.label_names), "text_columns": list(run.task.columns)}
+    if "data" in run.settings:
+        extra["data"] = run.settings["data"]
+    return extra
 
 
 def save_progress(run, state):
@@ -342,20 +405,24 @@ def stopped(run, state, what):
 # --- what a run reports --------------------------------------------------------------------------
 
 def final_metrics(run, state, pretrained):
-    """The best tree on validation and test, with what metrics.json records."""
+    """The best tree on validation and test (None without test data), with what
+    metrics.json records."""
     best = state.best_tree
     if best is None:
         raise stopped(run, state, "no validation gave a finite score")
     results = {split: evaluate(best, run.frozen, run.splits[split], run.model, run.task,
-                               run.cfg.eval_batch_size) for split in ("validation", "test")}
+                               run.cfg.eval_batch_size) if split in run.splits else None
+               for split in ("validation", "test")}
     trainable_params, total = count(best), count(pretrained.params)
     return {"task": run.task_name, "method": run.model.method.config.method,
             "model": run.model_name, "seed": run.cfg.seed,
             "trainable_params": trainable_params, "total_params": total,
             "percent": round(100.0 * trainable_params / total, 4),
             "validation": results["validation"], "test": results["test"],
-            "test_examples": len(run.splits["test"]),
+            "validation_examples": len(run.splits["validation"]),
+            "test_examples": len(run.splits["test"]) if "test" in run.splits else None,
             "best_epoch": state.best["epoch"], "epochs": run.cfg.epochs,
+            "stopped_early": stopped_early(run, state),
             "train_seconds": round(state.train_seconds, 2),
             "peak_memory_mb": round(peak_memory_mb(), 1), "config": run.settings}
 
@@ -367,8 +434,30 @@ def finished_run(path, pretrained):
             "finished_before": True}
 
 
-def trainable_line(trainable, model, pretrained):
-    """peft's print_trainable_parameters line: "trainable params: T || all params: A ||
-    trainable%: T / A", A being the base model's parameters plus what the method and the
-    head add (the paper's percentage divides by the base model's alone: metrics.json's)."""
-    return peft_line(summary(count_measured(trainable, model.method.config), count(pretrained.params)))
+def stopped_early(run, state):
+    """Where the patience stopped the run ({"epoch", "step", "patience"}), or None."""
+    if not patience_spent(run, state) or state.step >= run.total_steps:
+        return None
+    last = next(r for r in reversed(state.history) if "validation" in r)
+    return {"epoch": last["epoch"] + 1, "step": last["step"], "patience": run.cfg.patience}
+
+
+def stopped_early_line(run, where):
+    return (f"stopped early at epoch {where['epoch']} of {run.cfg.epochs}, step {where['step']} of "
+            f"{run.total_steps}: {where['patience']} validation{'s' * (where['patience'] > 1)} in "
+            f"a row brought no improvement (--patience {where['patience']}).")
+
+
+def start_lines(run, state, source, pretrained):
+    """What a run prints before its first step: peft's line of parameter counts, the run, where
+    its data came from (and that there is no test split, if none), a resume."""
+    cfg = run.cfg
+    lines = [trainable_line(state.trainable, run.model, pretrained),
+             f"{run.task_name} {run.model.method.config.method} on {run.model_name}: "
+             f"{len(run.splits['train']):,} training examples, {cfg.epochs} epochs, "
+             f"{run.total_steps:,} steps of {cfg.batch_size}, peak learning rate {run.lr:g}"
+             + (f", patience {cfg.patience}" if cfg.patience else "")]
+    lines += [f"data: {line}" for line in describe(source, run.splits)]
+    if state.step:
+        lines.append(f"resumed at step {state.step} of {run.total_steps} (epoch {state.epoch + 1})")
+    return lines
