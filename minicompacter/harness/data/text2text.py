@@ -28,6 +28,8 @@ Training is teacher-forced cross-entropy over the label word's tokens (EOS inclu
 core/t5.seq2seq_loss); evaluation generates greedily, at most as many tokens as the
 longest label word has, and an answer that is not exactly one label word's tokens is
 invalid: counted wrong and counted (`score_answers`; metrics.json's "invalid_answers").
+When every answer is the same (all invalid, early in training), a correlation is 0, not nan,
+as the reference's metrics have it (`answer_metrics`).
 """
 
 import math
@@ -36,6 +38,7 @@ import numpy as onp
 
 from ...core.methods import AdapterConfig
 from .batches import MAX_LENGTH, pad_token, tokenize
+from .metrics import glue_metrics
 
 IGNORE = -100             # a label position the loss skips (padding of shorter answers)
 SCORE_STEP = 0.2          # STS-B's answers: 0.0, 0.2, ..., 5.0
@@ -186,3 +189,17 @@ def score_answers(indices, task, references):
         return onp.where(invalid, INVALID_SCORE, scores[onp.maximum(indices, 0)]), int(invalid.sum())
     wrong = (onp.asarray(references, onp.int64) + 1) % task.num_labels
     return onp.where(invalid, wrong, indices), int(invalid.sum())
+
+
+def answer_metrics(task, indices, references):
+    """The task's metrics (glue_metrics' keys and score) of generated answers (label-word
+    indices, -1 invalid: `score_answers`), plus "invalid_answers". A correlation of constant
+    answers is 0.0 rather than nan (the reference's guard), so a validation in which every
+    answer is the same scores, low, and training goes on."""
+    predictions, invalid = score_answers(indices, task, references)
+    references = onp.asarray(references, onp.float64 if task.is_regression else onp.int64)
+    metrics = glue_metrics(task.metric, predictions, references)
+    if task.is_regression and any(math.isnan(v) for v in metrics.values()):
+        metrics = {k: 0.0 if math.isnan(v) else v for k, v in metrics.items() if k != "score"}
+        metrics["score"] = (metrics["pearson"] + metrics["spearmanr"]) / 2
+    return {**metrics, "invalid_answers": invalid}

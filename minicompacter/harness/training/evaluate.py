@@ -33,8 +33,8 @@ from ..data.batches import (EVAL_BATCH_SIZE, MAX_LENGTH, Encoded, batch_order, e
                             tokenize)
 from ..data.metrics import glue_metrics
 from ..data.tasks import DataError, Task, get_task, tasks
-from ..data.text2text import (adds_prefix, answer_ids, answer_index, encode_splits_text2text,
-                              input_text, label_words, score_answers)
+from ..data.text2text import (adds_prefix, answer_ids, answer_index, answer_metrics,
+                              encode_splits_text2text, input_text, label_words)
 from ..data.userdata import TaskData, as_source, from_identity, identity, read_texts, resolve
 from ..formats.dispatch import checkpoint_base, checkpoint_format, label_names, load_adapter
 from ..formats.files import NonFiniteError, finite_outputs
@@ -86,10 +86,8 @@ def evaluate(trainable, frozen, encoded, model, task, batch_size=EVAL_BATCH_SIZE
     """The task's metrics (Hugging Face glue keys and `score`) on an Encoded split; on T5 also
     "invalid_answers", the rows whose answer was no label word (scored wrong)."""
     if model.seq2seq:
-        preds, invalid = score_answers(generated_answers(trainable, frozen, encoded, model,
-                                                         batch_size), task, encoded.labels)
-        labels = encoded.labels.astype(onp.float64 if task.is_regression else onp.int64)
-        return {**glue_metrics(task.metric, preds, labels), "invalid_answers": invalid}
+        return answer_metrics(task, generated_answers(trainable, frozen, encoded, model,
+                                                      batch_size), encoded.labels)
     preds = predictions(trainable, frozen, encoded, model, batch_size)
     labels = encoded.labels.astype(onp.float64)
     return glue_metrics(task.metric, preds if task.is_regression else preds.astype(int),
