@@ -18,12 +18,13 @@ from .core.methods import (METHODS, PRESETS, AdapterConfig, BitFitConfig, FullCo
                            Method, make_method, method_config)
 from .core.model import TaskModel, hidden_states, init_model, loss, loss_and_grad, loss_grad, predict
 from .core.phm import phm_linear, phm_weight
+from .core.t5 import T5Config, init_t5, seq2seq_logits
 from .core.threads import parallel
 from .harness.data.batches import tokenize
 from .harness.data.tasks import load_task, tasks
 from .harness.data.userdata import TaskData
 from .harness.formats.dispatch import export_adapter, load_adapter
-from .harness.pretrained import LoadError, Pretrained, encode_texts, load_pretrained
+from .harness.pretrained import LoadError, Pretrained, encode_texts, generate, load_pretrained
 from .harness.training.evaluate import evaluate_checkpoint
 from .harness.training.train import TrainConfig, finetune
 
@@ -31,8 +32,9 @@ __version__ = "0.3.0"
 
 __all__ = ["AdapterConfig", "BitFitConfig", "EncoderConfig", "FAST", "FullConfig", "Hooks",
            "LoRAConfig", "Layers", "LoadError", "METHODS", "Method", "NO_HOOKS", "PLAIN",
-           "PRESETS", "Pretrained", "TINY", "TaskData", "TaskModel", "TrainConfig", "encode_texts",
-           "encoder", "evaluate_checkpoint", "export_adapter", "finetune", "head", "hidden_states", "init_encoder", "init_head",
-           "init_model", "load_adapter", "load_pretrained", "load_task", "loss", "loss_and_grad",
+           "PRESETS", "Pretrained", "T5Config", "TINY", "TaskData", "TaskModel", "TrainConfig",
+           "encode_texts", "encoder", "evaluate_checkpoint", "export_adapter", "finetune",
+           "generate", "head", "hidden_states", "init_encoder", "init_head", "init_model",
+           "init_t5", "load_adapter", "load_pretrained", "load_task", "loss", "loss_and_grad",
            "loss_grad", "make_method", "method_config", "parallel", "phm_linear", "phm_weight",
-           "pool", "predict", "tasks", "tokenize", "use_layers"]
+           "pool", "predict", "seq2seq_logits", "tasks", "tokenize", "use_layers"]

@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import difflib
 import errno
+import functools
 import importlib.util
 import json
 import os
@@ -108,13 +109,16 @@ def cmd_encode(args):
     return 0
 
 
-def count_one(name, shapes, pretrained, args):
-    """The analytic count (and the measured one when a tree exists) for one method. The
-    tree is built only when it fits in the memory available (checks.memory_fits)."""
+def count_one(name, shapes, base, args):
+    """The analytic count (and the measured one when a tree exists) for one method. base():
+    the base model to measure on, or None (made once, after the options were checked by the
+    analytic count). The tree is built only when it fits in the memory available
+    (checks.memory_fits)."""
     config = method_from_args(name, args)
     result = summary(count_analytic(config, shapes, args.num_labels), base_total(shapes))
     result = {"model": shapes.name, "method": name, **result, "measured": None,
               "config": {k: v for k, v in vars(config).items()}}
+    pretrained = base()
     if pretrained is not None:
         checks.memory_fits(4 * result["trainable"], f"the measured count of {name} with "
                            f"--num-labels {args.num_labels:,} builds its trainable tree, which")
@@ -124,6 +128,7 @@ def count_one(name, shapes, pretrained, args):
     return result
 
 
+@functools.lru_cache(maxsize=1)
 def random_t5_base():
     """T5-base (its vocabulary resized to 32,100, as the paper's code did) with random weights
     (float32, 0.9 GB), for the measured counts: the shapes are T5-base's, the values do not
@@ -139,18 +144,19 @@ def cmd_count(args):
                          f"{args.num_labels}.")
     known = {"t5-base": T5_BASE, "bert-base-uncased": BERT_BASE}
     pretrained = None
-    if args.model == "t5-base":
-        shapes, pretrained = T5_BASE, random_t5_base()
+    if args.model == "t5-base":             # measured on a random tree, made when first needed
+        shapes, base = T5_BASE, random_t5_base
     elif args.model in known:
-        shapes = known[args.model]
+        shapes, base = known[args.model], lambda: None
     else:
         pretrained = load_pretrained(args.model)
         shapes = shapes_from_config(pretrained.config, name=args.model)
+        base = lambda: pretrained                   # noqa: E731
     names = METHODS if args.method == "all" else [args.method]
     results = []
     for name in names:
         try:
-            results.append(count_one(name, shapes, pretrained, args))
+            results.append(count_one(name, shapes, base, args))
         except ValueError as e:
             if args.method != "all":
                 raise
@@ -172,15 +178,16 @@ def cmd_count(args):
             agree = "agrees" if r["measured"] == r["trainable"] else "DISAGREES"
             print(f"measured by walking the trainable tree: {r['measured']:,} ({agree})")
         return 0
+    measured = any(r.get("measured") is not None for r in results)
     print(f"\n| method | trainable params | % of {shapes.name} |"
-          + (" measured |" if pretrained is not None else ""))
-    print("|---|---:|---:|" + ("---:|" if pretrained is not None else ""))
+          + (" measured |" if measured else ""))
+    print("|---|---:|---:|" + ("---:|" if measured else ""))
     for r in results:
         if "error" in r:
             print(f"| {r['method']} | n/a: {r['error']} |")
             continue
         row = f"| {r['method']} | {r['trainable']:,} | {r['percent']:.3f} |"
-        print(row + (f" {r['measured']:,} |" if pretrained is not None else ""))
+        print(row + (f" {r['measured']:,} |" if measured else ""))
     return 0
 
 

@@ -32,6 +32,7 @@ from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tok
                         processors)
 
 from ..core.encoder import TINY, EncoderConfig, encoder, init_encoder
+from ..core import t5
 from ..core.t5 import T5Config, init_t5, t5_encoder
 from ..core.threads import parallel
 from ..core.tree import flatten
@@ -288,6 +289,18 @@ def encode_texts(pretrained, texts, pairs=None, *, max_length=None, batch_size=E
     mask = batch["attention_mask"].astype(bool)
     finite_outputs(onp.where(mask[:, :, None], hidden, 0.0), "texts")   # padding is not output
     return hidden, batch["attention_mask"]
+
+
+def generate(pretrained, input_ids, attention_mask=None, max_new_tokens=20):
+    """A T5's greedy answers (core/t5.generate, with its key/value cache): (B, n <=
+    max_new_tokens) int64 ids, without the decoder's start token, each row up to and
+    including its EOS, then padding.   input_ids, attention_mask: (B, T)"""
+    if not pretrained.seq2seq:
+        raise ValueError(f"{pretrained.name} is an encoder: it gives hidden states "
+                         f"(encode_texts), not generated text. generate needs a T5.")
+    with parallel():
+        return t5.generate(pretrained.params, pretrained.config, input_ids, attention_mask,
+                           max_new_tokens)
 
 
 # --- which base model a checkpoint was trained on -------------------------------------------
