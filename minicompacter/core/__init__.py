@@ -8,7 +8,9 @@
     encoder.py   a BERT-style encoder with two adapter slots and an attention-projection hook
     t5.py        T5: encoder, decoder, generation, the same slots in both stacks
     methods.py   the nine methods: configs, presets, what each trains and where it runs
-    model.py     a task model: trainable and frozen trees, predictions, the loss
+                 (in the encoder, and in both of T5's stacks)
+    model.py     a task model: trainable and frozen trees, predictions, the loss (T5's
+                 text to text too)
     optim.py     AdamW, the learning-rate schedule, gradient clipping
     tree.py      parameter trees: paths, flatten, split and merge
     paths.py     the names in a model's tree and the predicates on them
