@@ -19,6 +19,12 @@ states of the prompt's positions too, as peft returns them). Then the same for
 each encoder family (RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA: the small random models of
 tests/fixtures/families/), one run per target with the family's own classes
 (RobertaAdapterModel, RobertaModel + PeftModel, ...), the head mean-pooled (beside the export).
+And T5 (`--t5-only` runs this part alone): the small random T5 of tests/fixtures/t5/t5_v1_0
+trained text to text, exported, loaded by AdapterHub's T5AdapterModel (the class that keeps
+Compacter's shared phm_rule: T5ForConditionalGeneration with adapters.init does not save it),
+by T5ForConditionalGeneration + PeftModel, or by T5ForConditionalGeneration; compared on the
+encoder's last states and the teacher-forced logits (six sentences, label words as the
+decoder's input).
 """
 
 import argparse
@@ -61,6 +67,13 @@ FAMILY_DIRS = {"roberta": "roberta", "xlm-roberta": "xlm_roberta", "distilbert":
 # (method, options, target) run on each family
 FAMILY_CASES = [("compacter++", {"reduction_factor": 8}, "adapters"), ("lora", {}, "peft"),
                 ("bitfit", {}, "transformers")]
+# (method, options, target) on T5 (width 32: bottleneck 8)
+T5_CASES = [("compacter", {"reduction_factor": 4}, "adapters"),
+            ("compacter++", {"reduction_factor": 4}, "adapters"),
+            ("compacter++", {"reduction_factor": 4, "original_ln_before": True}, "adapters"),
+            ("adapter", {"reduction_factor": 4}, "adapters"),
+            ("compacter", {"reduction_factor": 4, "train_layer_norms": False}, "adapters"),
+            ("lora", {}, "peft"), ("lora", {}, "transformers"), ("full", {}, "transformers")]
 
 
 def minicompacter_side(checkpoint, batch, pretrained):
@@ -186,6 +199,85 @@ def run_case(i, method, options, target, args, pretrained, model_dir, family="be
     return label, target, worst
 
 
+def t5_batch(pretrained):
+    """The six sentences as T5's inputs, and label words ("0", "1", ...) as the decoder's."""
+    import minicompacter as mc
+    from minicompacter.core.t5 import shift_right
+
+    batch = mc.tokenize(pretrained.tokenizer, SENTENCES, max_length=32)
+    labels = mc.tokenize(pretrained.tokenizer, ["1", "0", "1", "0", "0 1", "1"])["input_ids"]
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+            "decoder_input_ids": shift_right(labels, pretrained.config)}
+
+
+def t5_library_side(out, target, batch, model_dir):
+    """Encoder states and logits of the export, as the library computes them."""
+    import adapters
+    import torch
+    import transformers
+
+    inputs = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
+    if target == "adapters":
+        base = out / "base" if (out / "base" / "config.json").exists() else model_dir
+        model = adapters.T5AdapterModel.from_pretrained(str(base), attn_implementation="eager")
+        model.add_seq2seq_lm_head("lm")                 # tied to the embedding, as the base's
+        model.set_active_adapters(model.load_adapter(str(out), use_safetensors=True))
+        kwargs = {"head": "lm"}
+    else:
+        from peft import PeftModel
+        cls = transformers.T5ForConditionalGeneration
+        model = cls.from_pretrained(str(out if target == "transformers" else model_dir),
+                                    attn_implementation="eager")
+        if target == "peft":
+            model = PeftModel.from_pretrained(model, str(out))
+        kwargs = {}
+    with torch.no_grad():
+        result = model.eval()(**inputs, **kwargs)
+    return result.encoder_last_hidden_state.numpy(), result.logits.numpy()
+
+
+def run_t5_case(i, method, options, target, args, pretrained, model_dir):
+    import minicompacter as mc
+    from minicompacter.core.model import hidden_states, predict
+    from minicompacter.harness.formats.dispatch import export_adapter
+
+    run = Path(args.out) / f"{i:02d}_t5_{method}_{target}"
+    cfg = mc.TrainConfig(epochs=1, max_length=32, progress=False)
+    mc.finetune(pretrained, "synthetic-sentiment", mc.method_config(method, **options), cfg,
+                train_size=64, out=run / "native", model_name=str(model_dir))
+    export_adapter(run / "native", target, run / target)
+    batch = t5_batch(pretrained)
+    model, trainable, frozen, _ = mc.load_adapter(run / "native", pretrained)
+    ours = (np.asarray(hidden_states(trainable, frozen, batch, model)),
+            np.asarray(predict(trainable, frozen, batch, model)))
+    theirs = t5_library_side(run / target, target, batch, model_dir)
+    real = batch["attention_mask"].astype(bool)
+    base = np.asarray(mc.seq2seq_logits(pretrained.params, batch, pretrained.config))
+    label = method + "".join(f", {k}={v}" for k, v in options.items())
+    return (label, target, np.abs(theirs[0] - ours[0])[real].max(),
+            np.abs(theirs[1] - ours[1]).max(), np.abs(ours[1] - base).max())
+
+
+def t5_lines(args):
+    """The T5 table: each case trained, exported, loaded by its library, compared."""
+    import minicompacter as mc
+
+    model_dir = ROOT / "tests" / "fixtures" / "t5" / "t5_v1_0"
+    pretrained = mc.load_pretrained(model_dir)
+    names = {"adapters": "T5AdapterModel.load_adapter",
+             "peft": "T5ForConditionalGeneration + PeftModel.from_pretrained",
+             "transformers": "T5ForConditionalGeneration.from_pretrained"}
+    lines = ["| method | exported to | loaded by | max abs diff, encoder states | max abs diff, "
+             "logits | what training changed (logits) |", "|---|---|---|---|---|---|"]
+    for i, (method, options, target) in enumerate(T5_CASES):
+        label, target, dh, dl, moved = run_t5_case(200 + i, method, options, target, args,
+                                                   pretrained, model_dir)
+        lines.append(f"| {label} | {target} | {names[target]} | {dh:.1e} | {dl:.1e} | "
+                     f"{moved:.1e} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/crosscheck", help="where the runs go (default %(default)s)")
@@ -193,6 +285,7 @@ def main(argv=None):
                    help="only the encoder families' runs (not MiniLM's)")
     p.add_argument("--methods", default=None, help="comma-separated methods: only their cases "
                                                    "(default: every case)")
+    p.add_argument("--t5-only", action="store_true", help="only T5's runs")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import adapters
@@ -205,6 +298,9 @@ def main(argv=None):
 
     torch.manual_seed(0)
     transformers.logging.set_verbosity_error()
+    if args.t5_only:
+        print("\n".join([""] + t5_lines(args)))
+        return
     pretrained, model_dir = mc.load_pretrained("minilm"), minilm_dir()
     lines = ["| method | exported to | loaded by | max abs diff, hidden states | max abs diff, logits "
              "| peft merge_and_unload, hidden | what training changed (hidden) |",
@@ -245,6 +341,7 @@ def main(argv=None):
           f"the library applied the method)\n")
     print("\n".join(lines))
     print("\n".join([""] + family_lines))
+    print("\n".join([""] + t5_lines(args)))
 
 
 if __name__ == "__main__":

@@ -19,13 +19,14 @@ from .core.methods import (METHODS, PRESETS, AdapterConfig, BitFitConfig, FullCo
                            PromptConfig, make_method, method_config)
 from .core.model import TaskModel, hidden_states, init_model, loss, loss_and_grad, loss_grad, predict
 from .core.phm import algebra_rule, phm_linear, phm_weight
+from .core.t5 import T5Config, init_t5, seq2seq_logits
 from .core.threads import parallel
 from .core.updates import merge_updates
 from .harness.data.batches import tokenize
 from .harness.data.tasks import load_task, tasks
 from .harness.data.userdata import TaskData
 from .harness.formats.dispatch import export_adapter, load_adapter
-from .harness.pretrained import LoadError, Pretrained, encode_texts, load_pretrained
+from .harness.pretrained import LoadError, Pretrained, encode_texts, generate, load_pretrained
 from .harness.training.evaluate import evaluate_checkpoint
 from .harness.training.train import TrainConfig, finetune
 
@@ -34,10 +35,11 @@ __version__ = "0.3.0"
 __all__ = ["AdapterConfig", "BitFitConfig", "EncoderConfig", "FAST", "FullConfig",
            "Hooks", "IntrinsicConfig", "Layers", "LoKrConfig", "LoRAConfig",
            "LoadError", "METHODS", "Method", "NO_HOOKS", "PHMLoRAConfig", "PLAIN",
-           "PRESETS", "Pretrained", "PromptConfig", "TINY", "TaskData", "TaskModel",
-           "TrainConfig", "algebra_rule", "encode_texts", "encoder",
-           "evaluate_checkpoint", "export_adapter", "finetune", "head", "hidden_states",
-           "init_encoder", "init_head", "init_model", "load_adapter", "load_pretrained",
-           "load_task", "loss", "loss_and_grad", "loss_grad", "make_method",
-           "merge_updates", "method_config", "parallel", "phm_linear", "phm_weight",
-           "pool", "predict", "tasks", "tokenize", "use_layers"]
+           "PRESETS", "Pretrained", "PromptConfig", "T5Config", "TINY", "TaskData",
+           "TaskModel", "TrainConfig", "algebra_rule", "encode_texts", "encoder",
+           "evaluate_checkpoint", "export_adapter", "finetune", "generate", "head",
+           "hidden_states", "init_encoder", "init_head", "init_model", "init_t5",
+           "load_adapter", "load_pretrained", "load_task", "loss", "loss_and_grad",
+           "loss_grad", "make_method", "merge_updates", "method_config", "parallel",
+           "phm_linear", "phm_weight", "pool", "predict", "seq2seq_logits", "tasks",
+           "tokenize", "use_layers"]

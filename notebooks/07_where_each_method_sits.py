@@ -499,3 +499,180 @@ assert max(gaps["at initialisation: default vs the frozen model"],
 # starts at about $10^{-4}$ and makes $U(g(D(\cdot)))$ nearly zero either way. The presets
 # keep the reference's form; with it a slot's adapter reads exactly what the frozen model
 # would add to the residual.
+
+# %% [markdown]
+# ## T5's block, run
+#
+# The drawing's right half is not only a drawing: `minicompacter/core/t5.py` is T5 as pure
+# functions (it loads t5-small, t5-base and flan-t5 directories and computes what
+# transformers computes; docs/t5.md), and its blocks call the same hooks as MiniLM's, with
+# the same methods. Here is the code of an encoder block and of a decoder block, and the
+# residual step that holds the slot:
+
+# %%
+from minicompacter.core import t5
+
+for function in (t5.encoder_block, t5.decoder_block, t5.residual):
+    print(inspect.getsource(function))
+
+# %% [markdown]
+# A slot gets the sublayer's output $f$ (before dropout, as the reference reads it) and
+# returns what is added to the stream: $h \leftarrow h + \mathrm{Dropout}(\mathrm{slot}(f))$.
+# There is no norm after the add, so the `norm` a T5 slot receives is the identity, and the
+# same `adapter_slot` that gives $\mathrm{LN}(h + A(f))$ in MiniLM gives
+# $h + A(\mathrm{Sublayer}(\mathrm{RMSNorm}(h)))$ here. The decoder's cross-attention has no
+# slot (the reference puts no adapter there), but its projections go through the
+# projection hook as `cross_query`, `cross_key`, ...; and a method's per-block parameters
+# live in `encoder.layers[i]` and `decoder.layers[i]`, each stack's hooks seeing its own
+# blocks as `params["layers"]` (`t5.stack_view`), while what both stacks share (Compacter's
+# $A$) stays at the top of the tree.
+#
+# The check above, on a T5: `tiny-t5`, a random T5 of width 32 (2 encoder and 2 decoder
+# blocks) with its own small tokenizer, every method built on it, its hooks recorded with
+# the stack they ran in, one sentence and one answer word run through encoder and decoder.
+
+# %%
+t5_base = mc.load_pretrained("tiny-t5")
+t5_cfg = t5_base.config
+t5_batch = {**{k: v for k, v in mc.tokenize(t5_base.tokenizer, ["sentence: a witty movie"]).items()
+               if k != "token_type_ids"},
+            "decoder_input_ids": np.array([[t5_cfg.decoder_start_token_id,
+                                            t5_base.tokenizer.token_to_id("\u25811")]])}
+
+
+def perturbed_t5(trainable, rng):
+    """LoRA's B and Compacter's A at a visible scale (they start at 0 and about 1e-4)."""
+    def visible(path, leaf):
+        if path[-1] == "B" and paths.is_lora(path) or path == ("shared", "A"):
+            return rng.normal(0, 0.1, leaf.shape).astype(np.float32)
+        return leaf
+    from minicompacter.core.tree import path_map
+    return path_map(visible, trainable)
+
+
+def recorded_t5(hooks, log, params):
+    """The hooks, each call logged as (what, stack, block) when it changed its input."""
+    def stack(view):
+        return "encoder" if view["layers"] is params["encoder"]["layers"] else "decoder"
+
+    def slot(name, function):
+        def call(view, i, x, h, norm):
+            out = function(view, i, x, h, norm)
+            if not np.array_equal(out, x):
+                log.append((name, stack(view), i))
+            return out
+        return call if function is not None else None
+
+    def projection(view, i, name, x, y):
+        out = hooks.attention_projection(view, i, name, x, y)
+        if not np.array_equal(out, y):
+            log.append((name, stack(view), i))
+        return out
+    return mc.Hooks(attention_output=slot("slot 1", hooks.attention_output),
+                    ffn_output=slot("slot 2", hooks.ffn_output),
+                    attention_projection=projection if hooks.attention_projection else None)
+
+
+T5_OPTIONS = {"reduction_factor": 8}          # width 32: a bottleneck of 4 (and n = 4 for the
+T5_PHM = {"phm-adapter": {"phm_dim": 4}}      # PHM-Adapter, whose n = 12 divides neither)
+acts_t5, trained_t5 = {}, {}
+print(f"{'method':<16} {'changed: encoder blocks':<30} {'changed: decoder blocks':<44} trains")
+for name in PRESETS:
+    method = mc.make_method(mc.method_config(name, **T5_OPTIONS, **T5_PHM.get(name, {}))
+                            if name in adapter_configs else name)
+    model, trainable, frozen = mc.init_model(np.random.default_rng(0), t5_base, method)
+    params = merge(frozen, perturbed_t5(trainable, np.random.default_rng(1)))
+    log = []
+    t5.seq2seq_logits(params, t5_batch, t5_cfg, hooks=recorded_t5(method.hooks, log, params))
+    acts_t5[name] = {(what, where): {i for w, s, i in log if (w, s) == (what, where)}
+                     for what, where, _ in log}
+    trained_t5[name] = trainable
+    shown = {s: " ".join(f"{w}({','.join(map(str, sorted(i)))})"
+                         for (w, where), i in acts_t5[name].items() if where == s) or "-"
+             for s in ("encoder", "decoder")}
+    added = sum(leaf.size for path, leaf in leaves(trainable))
+    print(f"{name:<16} {shown['encoder']:<30} {shown['decoder']:<44} {added:,}")
+
+# %%
+for name, config in adapter_configs.items():
+    slots = (["slot 1"] if config.mh_adapter else []) + (["slot 2"] if config.output_adapter else [])
+    kept = {stack: {0, 1} - config.left_out(2, first)          # AdapterDrop: block 0 of each
+            for stack, first in (("encoder", 0), ("decoder", 2))}
+    assert acts_t5[name] == {(s, stack): blocks for s in slots for stack, blocks in kept.items()}, name
+assert sum(path[-1] == "A" for path, _ in leaves(trained_t5["compacter"])) == 1   # one shared A
+assert acts_t5["lora"] == {**{(p, "encoder"): {0, 1} for p in lora_targets},
+                           **{(p, "decoder"): {0, 1} for p in lora_targets},
+                           **{("cross_" + p, "decoder"): {0, 1} for p in lora_targets}}
+assert acts_t5["full"] == acts_t5["bitfit"] == {}
+bitfit_leaves = [path for path, _ in leaves(trained_t5["bitfit"])]
+assert all(path[-1] == "b" for path in bitfit_leaves) and ("lm_head", "b") in bitfit_leaves
+assert not any(path[-1] == "b" for path, _ in leaves(t5_base.params))          # T5 has none
+
+# %% [markdown]
+# The same methods, now in both stacks: every adapter method fills its slots in every block
+# of the encoder and of the decoder and nothing on cross-attention (AdapterDrop leaves the
+# lower round_half_up(5/12 x 2) = 1 block of each stack out); Compacter's two stacks
+# share one $A$; LoRA adapts the query and value of every attention, the decoder's
+# cross-attention included (`cross_query`, `cross_value`: peft's default `q`, `v` on T5
+# match those too). Full fine-tuning and BitFit fill no hook; BitFit trains biases that T5
+# does not have: zero vectors added to every linear layer, every block's RMSNorm and the
+# output layer, as the reference code adds them (T5-base: 280,932, notebook 03).
+#
+# Last, one encoder block by hand, as the paper's pre-LN placement says:
+# $h \leftarrow h + A(\mathrm{Attention}(\mathrm{RMSNorm}(h)))$, then
+# $h \leftarrow h + A(\mathrm{FFN}(\mathrm{RMSNorm}(h)))$, with Compacter's PHM adapters built
+# by `np.kron` (`phm_by_hand` above) and the block's attention written out (T5's has no
+# $1/\sqrt{d_{head}}$ and adds a learned bias per relative position, which `t5.position_bias`
+# looks up); against `t5.encoder_block` with Compacter's hooks.
+
+# %%
+model, trainable, frozen = mc.init_model(np.random.default_rng(0), t5_base,
+                                         mc.method_config("compacter", **T5_OPTIONS))
+params = merge(frozen, perturbed_t5(trainable, np.random.default_rng(1)))
+view = t5.stack_view(params, "encoder")
+ids = t5_batch["input_ids"]
+T = ids.shape[1]
+h = params["embeddings"]["word"][ids].astype(np.float64)                  # (1, T, d)
+pos = t5.position_bias(params["encoder"]["relative_bias"], T, T, t5_cfg, True)   # (1, heads, T, T)
+
+
+def rms_by_hand(g, x):
+    return g * x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + t5_cfg.layer_norm_epsilon)
+
+
+def attention_by_hand(p, x):
+    heads, dk = t5_cfg.num_heads, t5_cfg.d_kv
+    split_heads = lambda y: y.reshape(1, T, heads, dk).transpose(0, 2, 1, 3)      # (1, heads, T, dk)
+    q, k, v = (split_heads(x @ p[n]["w"]) for n in ("query", "key", "value"))
+    scores = q @ k.transpose(0, 1, 3, 2) + pos                                   # no 1/sqrt(dk)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    return (weights @ v).transpose(0, 2, 1, 3).reshape(1, T, heads * dk) @ p["output"]["w"]
+
+
+def ffn_by_hand(p, x):                                       # gated GELU, tiny-t5's (v1.1's)
+    return (gelu_tanh(x @ p["in"]["w"]) * (x @ p["in_linear"]["w"])) @ p["out"]["w"]
+
+
+def adapter_by_hand(p, f):
+    A = params["shared"]["A"]
+    return f + phm_by_hand(p["up"], A, gelu_tanh(phm_by_hand(p["down"], A, f)))
+
+
+block = params["encoder"]["layers"][0]
+x = h + adapter_by_hand(block["attention_adapter"],
+                        attention_by_hand(block["attention"], rms_by_hand(block["attention_ln"]["g"], h)))
+by_hand_out = x + adapter_by_hand(block["ffn_adapter"],
+                                  ffn_by_hand(block["ffn"], rms_by_hand(block["ffn_ln"]["g"], x)))
+mask_bias = np.zeros((1, 1, 1, T), np.float32)                               # no padding
+code_out = t5.encoder_block(view, 0, h.astype(np.float32), mask_bias, pos, t5_cfg, model.method.hooks)
+no_adapter = t5.encoder_block(view, 0, h.astype(np.float32), mask_bias, pos, t5_cfg)
+print(f"t5.encoder_block with Compacter vs by hand: max |difference| {gap(code_out, by_hand_out):.1e}")
+print(f"what the two adapters add to the block:     max |difference| {gap(code_out, no_adapter):.1e}")
+assert gap(code_out, by_hand_out) < 1e-4 < gap(code_out, no_adapter)
+
+# %% [markdown]
+# The code's block is the formula (float32 rounding), and the adapters change it far more
+# than that: in T5 the adapter's output goes into the stream with nothing after it, where in
+# MiniLM the block's LayerNorm takes it in at once. Notebook 09 runs T5 end to end: a task
+# written as text, the answer as a word, one teacher-forced step and a greedy answer.

@@ -449,7 +449,8 @@ def test_tokenizer_ids_equal_transformers_t5_tokenizer(models):
     tok = INFO["tokenizer"]
     for name in MODELS:
         ours = models[name].tokenizer
-        assert [e.ids for e in ours.encode_batch(tok["texts"])] == tok["ids"]
+        assert [ours.encode(text).ids for text in tok["texts"]] == tok["ids"]
+        assert ours.padding["pad_id"] == 0 and ours.padding["pad_token"] == "<pad>"   # batches
         assert ours.encode(*tok["pair"]["texts"]).ids == tok["pair"]["ids"]
     fresh = Tokenizer.from_file(str(FIXTURES / "t5_v1_0" / "tokenizer.json"))
     assert fresh.encode(tok["texts"][0]).ids == tok["ids"][0]

@@ -21,6 +21,7 @@ from .methods import (AdapterConfig, BitFitConfig, FullConfig, IntrinsicConfig, 
                       LoRAConfig, PHMLoRAConfig, PromptConfig)
 from .paths import is_adapter, is_bias, is_head, is_intrinsic, is_layer_norm, is_lokr, is_lora
 from .paths import is_phm_lora, is_prompt, is_rule, is_shared
+from .t5 import FEED_FORWARD, T5Config
 from .tree import leaves
 from .updates import lokr_shapes
 
@@ -46,14 +47,33 @@ class Shapes:
     fixed_positions: bool = False  # a sinusoidal position table, never trained (DistilBERT)
     heads: int = 12
     relative_buckets: int = 32    # T5's relative attention bias (first block of each stack)
+    inner: Optional[int] = None   # T5: num_heads * d_kv, the attention's width (None: d)
+    gated: bool = False           # T5 v1.1: a gated feed-forward, two input matrices
+    tied: bool = True             # T5: the output layer is the embedding (v1.0); False: its own
+
+    @property
+    def attention_width(self):
+        return self.d if self.inner is None else self.inner
 
 
 T5_BASE = Shapes("t5-base", d=768, ffn=3072, vocab=32100, encoder_layers=12, decoder_layers=12,
                  kind="t5", heads=12)
+# T5-base's config with the vocabulary resized to 32,100 (the paper's code resized its 32,128
+# rows to the tokenizer's): `count --model t5-base` measures on a random tree of it
+T5_BASE_CONFIG = T5Config(vocab_size=32100, d_model=768, d_kv=64, d_ff=3072, num_layers=12,
+                          num_decoder_layers=12, num_heads=12)
 BERT_BASE = Shapes("bert-base-uncased", d=768, ffn=3072, vocab=30522, encoder_layers=12)
 
 
-def shapes_from_config(cfg: EncoderConfig, name="encoder"):
+def shapes_from_config(cfg, name="encoder"):
+    """The Shapes of an EncoderConfig or a T5Config."""
+    if isinstance(cfg, T5Config):
+        return Shapes(name, d=cfg.d_model, ffn=cfg.d_ff, vocab=cfg.vocab_size,
+                      encoder_layers=cfg.num_layers, decoder_layers=cfg.num_decoder_layers,
+                      kind="t5", heads=cfg.num_heads,
+                      relative_buckets=cfg.relative_attention_num_buckets, inner=cfg.inner_dim,
+                      gated=FEED_FORWARD[cfg.feed_forward_proj][0],
+                      tied=cfg.tie_word_embeddings)
     return Shapes(name, d=cfg.hidden_size, ffn=cfg.intermediate_size, vocab=cfg.vocab_size,
                   encoder_layers=cfg.num_layers, positions=cfg.max_positions,
                   type_vocab=cfg.type_vocab_size, heads=cfg.num_heads,
@@ -78,13 +98,17 @@ def base_breakdown(s: Shapes):
         biases = s.encoder_layers * (4 * d + f + d) + b_project
         norms = 2 * s.encoder_layers * 2 * d + 2 * E                # weight and bias each
         return {"weights": weights, "biases": biases, "layer norms": norms}
-    # T5: shared embedding tied with the output layer, no biases, layer norms with a weight
-    # only; relative attention bias in the first block of each stack; a final LN per stack.
-    enc = s.encoder_layers * (4 * d * d + 2 * d * f)
-    dec = s.decoder_layers * (8 * d * d + 2 * d * f)
+    # T5: shared embedding (tied with the output layer, or a separate one), no biases, layer
+    # norms with a weight only; relative attention bias in the first block of each stack; a
+    # final LN per stack; attention d -> inner -> d; a gated FFN has two input matrices.
+    attention = 4 * d * s.attention_width
+    ffn = (3 if s.gated else 2) * d * f
+    enc = s.encoder_layers * (attention + ffn)
+    dec = s.decoder_layers * (2 * attention + ffn)
     rel = s.relative_buckets * s.heads * (1 + (s.decoder_layers > 0))
     norms = (2 * s.encoder_layers + 3 * s.decoder_layers + 1 + (s.decoder_layers > 0)) * d
-    return {"weights": s.vocab * d + enc + dec + rel, "biases": 0, "layer norms": norms}
+    output = 0 if s.tied else s.vocab * d
+    return {"weights": s.vocab * d + output + enc + dec + rel, "biases": 0, "layer norms": norms}
 
 
 def base_total(s: Shapes):
@@ -145,13 +169,12 @@ def shared_count(cfg: AdapterConfig, d, k):
     return A, W
 
 
-def update_count(config, d):
-    """Trained numbers of one update beside a d x d projection (LoRA, LoKr, the PHM update)."""
-    if isinstance(config, LoRAConfig):
-        return config.r * 2 * d
+def update_count(config, d_in, d_out):
+    """Trained numbers of one update beside a d_in -> d_out projection (LoRA, LoKr, the PHM
+    update)."""
     if isinstance(config, LoKrConfig):
-        return sum(a * b for a, b in lokr_shapes(config, d, d).values())
-    return config.phm_dim * (d // config.phm_dim) * config.r * 2            # s and t
+        return sum(a * b for a, b in lokr_shapes(config, d_in, d_out).values())
+    return config.r * (d_in + d_out)        # LoRA's A and B; the PHM update's s and t
 
 
 def head_count(s: Shapes, num_labels):
@@ -169,14 +192,19 @@ def count_analytic(config, s: Shapes, num_labels=2):
         if s.kind == "bert":
             base = base_breakdown(s)
             out["biases"] = base["biases"] + base["layer norms"] // 2       # LN biases too
-        else:  # the reference gives every T5 linear layer and layer norm a bias (docs/paper.md)
-            d, f = s.d, s.ffn
-            out["biases"] = (s.encoder_layers * (4 * d + f + d + 2 * d)
-                             + s.decoder_layers * (8 * d + f + d + 3 * d) + s.vocab)
+        else:  # the reference gives every T5 linear layer and block layer norm a bias
+            d, f, inner = s.d, s.ffn, s.attention_width      # (t5.init_biases; docs/paper.md)
+            attention = 3 * inner + d
+            ffn = (2 if s.gated else 1) * f + d
+            out["biases"] = (s.encoder_layers * (attention + ffn + 2 * d)
+                             + s.decoder_layers * (2 * attention + ffn + 3 * d) + s.vocab)
     elif isinstance(config, (LoRAConfig, LoKrConfig, PHMLoRAConfig)):
         attention_modules = s.encoder_layers + 2 * s.decoder_layers           # T5: + cross
-        key = UPDATE_CATEGORY[type(config)]
-        out[key] = attention_modules * len(config.target_modules) * update_count(config, s.d)
+        inner = s.attention_width                     # q, k, v: d -> inner; output inner -> d
+        shape = {"query": (s.d, inner), "key": (s.d, inner), "value": (s.d, inner),
+                 "output": (inner, s.d)}
+        out[UPDATE_CATEGORY[type(config)]] = attention_modules * sum(
+            update_count(config, *shape[t]) for t in config.target_modules)
         if isinstance(config, PHMLoRAConfig):
             out["shared A"] = rule_count(config, config.phm_dim)
     elif isinstance(config, PromptConfig):       # P vectors of the embeddings' width

@@ -32,7 +32,8 @@ learn_phm (False: A stays at its start, in the frozen tree), factorized_phm_rule
 and ours, phm_rule (fixed algebra rules, phm.algebra_rule). The updates beside a weight
 (LoRA, LoKr, the PHM update) are core/updates.py's, which also merges them into the weights.
 
-Every method also trains a task head (model.py). The adapter (Houlsby et al. 2019;
+Every method also trains a task head on the encoder (model.py); on T5 the answers are words,
+and no head is added. The adapter (Houlsby et al. 2019;
 Compacter paper Eq. 2) is   A(x) = x + U(f(D(x))),  D: d -> k, U: k -> d, k = d / reduction_factor.
 
 Choices where the paper is silent (docs/paper.md, "Choices"):
@@ -46,6 +47,14 @@ Choices where the paper is silent (docs/paper.md, "Choices"):
   - AdapterDrop leaves the lower round_half_up(5/12 L) blocks of each stack without
     adapters, the paper's 5 of T5-base's 12: on MiniLM's 6 blocks, 0-2 (2.5 rounds up);
   - prompt tuning and Intrinsic-SAID: prompts.py and intrinsic.py say what they choose.
+
+On T5 (t5.py) every method is the same config and the same hooks; only `init` builds its
+per-block entries per stack (blocks.per_block): adapters in every block of the encoder and
+the decoder, none on cross-attention, one shared A (and shared_W_phm's weights) for both
+stacks, AdapterDrop's blocks left out of each stack; LoRA, LoKr and the PHM update on the
+targets of every attention, self and cross (peft's default "q", "v" on T5), their shapes from
+the projection's (d -> num_heads d_kv for q, k, v); BitFit trains the biases the reference
+adds (t5.init_biases); prompt tuning puts its vectors before the encoder's input.
 """
 
 import dataclasses
@@ -55,15 +64,17 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as onp
 
+from .blocks import model_stacks, per_block, projection_shapes
 from .encoder import NO_HOOKS, Hooks
 from .intrinsic import init_said, said_weights
 from .layers import ACTIVATIONS, activation, current
 from .nn import init_dense
 from .paths import ATTENTION_ADAPTER, FFN_ADAPTER, LORA, RULES, SHARED, is_bias, is_layer_norm
-from .paths import is_rule, train_everything, train_nothing
+from .paths import is_rule, projection_kind, train_everything, train_nothing
 from .phm import ALGEBRAS, C_INITS, W_INITS, check_phm_dim, glorot_uniform, init_phm_factors
 from .phm import init_phm_linear, init_rule, phm_linear, rule
 from .prompts import init_prompt, prepend_prompt
+from .t5 import T5Config, init_biases
 from .updates import init_lokr_layers, init_phm_lora_layers, lokr_delta, lokr_projection
 from .updates import lora_delta, phm_lora_delta, phm_lora_projection
 
@@ -497,13 +508,16 @@ def adapter(cfg, params, x, shared_A=None, shared_W=None):
     return x + bottleneck(cfg, params, x, shared_A, shared_W)
 
 
-def init_lora(rng, cfg, d, dtype=onp.float32):
-    """Per target: A: (d, r) Kaiming-uniform U(-1/sqrt d, 1/sqrt d) (peft's default, a=sqrt 5),
-    B: (r, d) zero, so the model starts exactly at the base."""
-    bound = 1.0 / math.sqrt(d)
-    return {name: {"A": g.uniform(-bound, bound, (d, cfg.r)).astype(dtype),
-                   "B": onp.zeros((cfg.r, d), dtype)}
-            for name, g in zip(cfg.target_modules, rng.spawn(len(cfg.target_modules)))}
+def init_lora(rng, cfg, shapes, dtype=onp.float32):
+    """Per adapted projection W: (d_in, d_out) (shapes: {name: (d_in, d_out)}):
+    A: (d_in, r) Kaiming-uniform U(-1/sqrt d_in, 1/sqrt d_in) (peft's default, a=sqrt 5),
+    B: (r, d_out) zero, so the model starts exactly at the base."""
+    out = {}
+    for (name, (d_in, d_out)), g in zip(shapes.items(), rng.spawn(len(shapes))):
+        bound = 1.0 / math.sqrt(d_in)
+        out[name] = {"A": g.uniform(-bound, bound, (d_in, cfg.r)).astype(dtype),
+                     "B": onp.zeros((cfg.r, d_out), dtype)}
+    return out
 
 
 # --- methods as the encoder and the trainer see them -------------------------------------
@@ -511,7 +525,8 @@ def init_lora(rng, cfg, d, dtype=onp.float32):
 class Method(NamedTuple):
     """What a method means to the rest of the package."""
     config: object            # one of the config dataclasses above
-    init: Callable            # (rng, EncoderConfig, dtype) -> the method's new parameters
+    init: Callable            # (rng, the base's EncoderConfig or T5Config, dtype) -> the
+                              # method's new parameters (on T5, per stack: `per_block`)
     unfreezes: Callable       # (path tuple of a pretrained weight) -> trained?
     hooks: Hooks              # what the encoder calls
     from_base: Optional[Callable] = None   # (rng, the pretrained weights it may move, dtype) ->
@@ -534,7 +549,7 @@ def make_method(config):
     if isinstance(config, FullConfig):
         return Method(config, init_nothing, train_everything, NO_HOOKS)
     if isinstance(config, BitFitConfig):
-        return Method(config, init_nothing, is_bias, NO_HOOKS)
+        return Method(config, init_bitfit, is_bias, NO_HOOKS)
     if isinstance(config, LoRAConfig):
         return Method(config, partial(init_lora_layers, config), train_nothing,
                       Hooks(attention_projection=partial(lora_projection, config)),
@@ -566,49 +581,62 @@ def make_method(config):
 
 
 def init_nothing(rng, encoder_config, dtype=onp.float32):
-    """The `init` of methods that add no parameters (full fine-tuning, BitFit)."""
+    """The `init` of methods that add no parameters (full fine-tuning)."""
     return {}
 
 
-def init_adapters(cfg, rng, encoder_config, dtype=onp.float32):
-    """Every block's adapters (in the slots cfg names) and what PHM layers share:
+def init_bitfit(rng, model_config, dtype=onp.float32):
+    """BitFit's `init`: nothing on the encoder, whose biases it unfreezes; on T5, which has no
+    biases, the zero biases the reference adds (t5.init_biases), trained with the rest."""
+    return init_biases(model_config, dtype) if isinstance(model_config, T5Config) else {}
+
+
+def init_adapters(cfg, rng, model_config, dtype=onp.float32):
+    """Every block's adapters (in the slots cfg names, none in the blocks AdapterDrop leaves
+    out) and what the model's PHM layers share, one for the whole model (both of T5's stacks,
+    as the reference's phm_rule):
     {"layers": [{"attention_adapter": ..., "ffn_adapter": ...}, ...],
      "shared": {"A": (n, n, n)} (Compacter's shared rule; A_left, A_right when factorized)
-               + {"down": {s, t} or {B}, "up": ...} (shared_W_phm)}"""
-    d = encoder_config.hidden_size
+               + {"down": {s, t} or {B}, "up": ...} (shared_W_phm)}
+    on the encoder; on T5 the blocks' entries under "encoder" and "decoder" (`per_block`)."""
+    d = model_config.hidden_size
     k = cfg.bottleneck_size(d)                                    # clear errors before any work
-    left_out = blocks_left_out(cfg, encoder_config.num_layers)
+    left_out = blocks_left_out(cfg, model_config)
     r_shared, r_layers = rng.spawn(2)
-    layers = []
-    for i, g in enumerate(r_layers.spawn(encoder_config.num_layers)):
+
+    def block_adapters(g, block):
         g_att, g_ffn = g.spawn(2)
         layer = {}
-        if i in left_out:                                         # AdapterDrop: no adapter here
-            layers.append(layer)
-            continue
+        if block.number in left_out:                              # AdapterDrop: no adapter here
+            return layer
         if cfg.mh_adapter:
             layer[ATTENTION_ADAPTER] = init_adapter(g_att, cfg, d, dtype)
         if cfg.output_adapter:
             layer[FFN_ADAPTER] = init_adapter(g_ffn, cfg, d, dtype)
-        layers.append(layer)
-    added = {"layers": layers}
+        return layer
+    added = per_block(model_config, r_layers, block_adapters)
     shared = init_shared(r_shared, cfg, d, k, dtype) if cfg.projection == "phm" else {}
     if shared:
         added[SHARED] = shared
     return added
 
 
-def blocks_left_out(cfg, num_blocks):
-    """cfg.left_out(num_blocks), checked: leave_out may name only blocks the model has, and
-    must leave one with adapters."""
-    beyond = [i for i in cfg.leave_out if i >= num_blocks]
+def blocks_left_out(cfg, model_config):
+    """The numbers (Block.number) of the blocks without adapters: in each stack those
+    leave_out names (a decoder's numbered on after the encoder's, as AdapterHub numbers them)
+    and its lowest round_half_up(leave_out_lower * its blocks) (cfg.left_out). Checked:
+    leave_out may name only blocks the model has, and must leave one with adapters."""
+    stacks, first, left_out = model_stacks(model_config), 0, set()
+    for _, n, _ in stacks:
+        left_out |= {first + i for i in cfg.left_out(n, first)}
+        first += n
+    beyond = [i for i in cfg.leave_out if i >= first]
     if beyond:
         raise ValueError(f"leave_out names blocks {beyond} of a model whose blocks are 0 .. "
-                         f"{num_blocks - 1}; name blocks it has.")
-    left_out = cfg.left_out(num_blocks)
-    if len(left_out) == num_blocks:
-        raise ValueError(f"leave_out and leave_out_lower leave none of the {num_blocks} blocks "
-                         f"an adapter; keep at least one.")
+                         f"{first - 1}; name blocks it has.")
+    if len(left_out) == first:
+        raise ValueError(f"leave_out and leave_out_lower leave none of the {first} blocks an "
+                         f"adapter; keep at least one.")
     return left_out
 
 
@@ -651,17 +679,22 @@ def adapter_slot(cfg, key, params, i, f, h, norm):
     return adapter(cfg, p, f, shared_A, shared_W)
 
 
-def init_lora_layers(cfg, rng, encoder_config, dtype=onp.float32):
-    """{"layers": [{"lora": {target: {"A", "B"}}}, ...]}"""
-    return {"layers": [{LORA: init_lora(g, cfg, encoder_config.hidden_size, dtype)}
-                       for g in rng.spawn(encoder_config.num_layers)]}
+def init_lora_layers(cfg, rng, model_config, dtype=onp.float32):
+    """{"layers": [{"lora": {target: {"A", "B"}}}, ...]}; on T5 per stack (`per_block`), and a
+    decoder block's cross-attention targets too (cross_query, ...), as peft's "q", "v" match
+    the projections of every attention."""
+    def block_lora(g, block):
+        return {LORA: init_lora(g, cfg, projection_shapes(model_config, cfg.target_modules,
+                                                          block), dtype)}
+    return per_block(model_config, rng, block_lora)
 
 
 def lora_projection(cfg, params, i, name, x, y):
     """The attention-projection hook of LoRA: y + (alpha / r) x A B on the target projections of
-    block i, y unchanged on the others.   x, y: (B, T, d)"""
-    if name not in cfg.target_modules:
+    block i (a target names its kind: "query" adapts a cross-attention's query too), y
+    unchanged on the others.   x: (B, T, d_in)  y: (B, T, d_out)"""
+    if projection_kind(name) not in cfg.target_modules:
         return y
     p = params["layers"][i][LORA][name]
     L = current()
-    return y + L.linear(L.linear(x, p["A"]), p["B"]) * (cfg.alpha / cfg.r)   # (B, T, d)
+    return y + L.linear(L.linear(x, p["A"]), p["B"]) * (cfg.alpha / cfg.r)   # (B, T, d_out)

@@ -15,6 +15,9 @@ EMBEDDING_LN, ATTENTION_LN, FFN_LN = "ln", "attention_ln", "ffn_ln"
 # decoder.layers[i].cross_attention_ln and each stack's last, encoder.final_ln, decoder.final_ln
 CROSS_ATTENTION_LN, FINAL_LN = "cross_attention_ln", "final_ln"
 LAYER_NORMS = (EMBEDDING_LN, ATTENTION_LN, FFN_LN, CROSS_ATTENTION_LN, FINAL_LN)
+# T5's decoder names its cross-attention's projections as the self-attention's, prefixed:
+# cross_query, cross_key, cross_value, cross_output (the attention-projection hook sees them so)
+CROSS = "cross_"
 BIAS = "b"                        # every bias leaf, encoder and methods alike
 
 # what methods add: per layer, an adapter in each slot, or the factors of an update beside
@@ -70,6 +73,19 @@ def is_added(path):
     return (is_adapter(path) or is_lora(path) or is_lokr(path) or is_phm_lora(path)
             or is_shared(path) or is_head(path) or is_prompt(path) or is_intrinsic(path)
             or path[0] == FASTFOOD)
+
+
+def projection_kind(name):
+    """query, key, value or output: what an attention projection is, in self- or
+    cross-attention ("cross_query" -> "query")."""
+    return name[len(CROSS):] if name.startswith(CROSS) else name
+
+
+def projection_path(name):
+    """Where an attention projection's weights sit in a block: ("attention", "query"), or
+    ("cross_attention", "query") for "cross_query"."""
+    kind = projection_kind(name)
+    return ("cross_attention" if kind != name else "attention", kind)
 
 
 def is_shared(path):

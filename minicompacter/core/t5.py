@@ -31,6 +31,11 @@ models and both stacks without either knowing its name:
     "query", "key", "value", "output" of the self-attention and "cross_query", "cross_key",
     "cross_value", "cross_output" of the decoder's cross-attention (peft's LoRA on T5 adapts
     q and v of both).
+  - the two hooks that act on the whole model run here as in the encoder:
+    `hooks.input_embeddings(params, w, batch)` gets the encoder's word embeddings and may put
+    vectors before them (prompt tuning; the decoder's input is never changed), and
+    `hooks.weights(params)` gives the tree a forward pass computes with, once per call
+    (Intrinsic-SAID), at each public entry (`with_weights`).
   - `params` is the whole tree with "layers" set to the running stack's blocks
     (`stack_view`): a hook reads its block's entries as params["layers"][i][...], as in the
     BERT encoder, and top-level entries shared by both stacks (Compacter's A in
@@ -61,7 +66,7 @@ import numpy as onp
 from .encoder import NO_HOOKS
 from .layers import activation, current
 from .nn import dropout, mask_bias
-from .paths import ATTENTION_LN, CROSS_ATTENTION_LN, FFN_LN, FINAL_LN
+from .paths import ATTENTION_LN, BIAS, CROSS, CROSS_ATTENTION_LN, FFN_LN, FINAL_LN
 
 EMBEDDINGS, ENCODER, DECODER, LM_HEAD = "embeddings", "encoder", "decoder", "lm_head"
 RELATIVE_BIAS = "relative_bias"
@@ -114,6 +119,14 @@ class T5Config:
         if not (math.isfinite(self.layer_norm_epsilon) and self.layer_norm_epsilon > 0):
             raise ValueError(f"T5Config.layer_norm_epsilon must be positive, got "
                              f"{self.layer_norm_epsilon}.")
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ValueError(f"T5Config.tie_word_embeddings must be True or False, got "
+                             f"{self.tie_word_embeddings!r}.")
+        if isinstance(self.initializer_factor, bool) or not (
+                isinstance(self.initializer_factor, (int, float))
+                and math.isfinite(self.initializer_factor) and self.initializer_factor > 0):
+            raise ValueError(f"T5Config.initializer_factor must be a positive number, got "
+                             f"{self.initializer_factor!r}.")
         if self.feed_forward_proj not in FEED_FORWARD:
             raise ValueError(f"T5Config.feed_forward_proj {self.feed_forward_proj!r} is not "
                              f"supported; use one of {sorted(FEED_FORWARD)}.")
@@ -128,6 +141,18 @@ class T5Config:
     def inner_dim(self):
         """num_heads * d_kv, the width of the attention's queries, keys and values."""
         return self.num_heads * self.d_kv
+
+    @property
+    def hidden_size(self):
+        """d_model under the name EncoderConfig gives the width (the methods' adapters and the
+        adapter formats read it so)."""
+        return self.d_model
+
+
+def stacks(cfg):
+    """T5's two stacks of blocks: (name, blocks, cross-attention?) of the encoder and the
+    decoder. A method's per-block entries go in params[name]["layers"][i] (`stack_view`)."""
+    return ((ENCODER, cfg.num_layers, False), (DECODER, cfg.num_decoder_layers, True))
 
 
 # A small T5 for gradient checks and fast tests: both stacks of different depths, and
@@ -200,6 +225,34 @@ def init_t5(rng, cfg, *, dtype=onp.float32):
         params[LM_HEAD] = weight(r_head, cfg.d_model, cfg.vocab_size,
                                  cfg.initializer_factor * cfg.d_model ** -0.5, dtype)
     return params
+
+
+def init_biases(cfg, dtype=onp.float32):
+    """The biases the Compacter reference code gives T5 for BitFit (T5 has none of its own),
+    all zero: every linear layer of every block (attention, cross-attention, feed-forward)
+    and every block's RMS norm (then g x / rms(x) + b), and the output layer; not the stacks'
+    final norms, which the reference builds without one. T5-base: 8,448 per encoder block,
+    12,288 per decoder block and 32,100 for the output layer, 280,932 in all (the paper's).
+    -> {"encoder": {"layers": [...]}, "decoder": {"layers": [...]}, "lm_head": {"b": (V,)}}"""
+    d, inner, k = cfg.d_model, cfg.inner_dim, cfg.d_ff
+    ffn_in = ("in", "in_linear") if FEED_FORWARD[cfg.feed_forward_proj][0] else ("in",)
+
+    def zeros(n):
+        return {BIAS: onp.zeros(n, dtype)}
+
+    def attention():
+        return {"query": zeros(inner), "key": zeros(inner), "value": zeros(inner),
+                "output": zeros(d)}
+
+    def block(cross):
+        b = {"attention": attention(), ATTENTION_LN: zeros(d), FFN_LN: zeros(d),
+             "ffn": {**{name: zeros(k) for name in ffn_in}, "out": zeros(d)}}
+        if cross:
+            b.update({"cross_attention": attention(), CROSS_ATTENTION_LN: zeros(d)})
+        return b
+    out = {name: {"layers": [block(cross) for _ in range(n)]} for name, n, cross in stacks(cfg)}
+    out[LM_HEAD] = zeros(cfg.vocab_size)
+    return out
 
 
 # --- relative positions ---------------------------------------------------------------------
@@ -342,7 +395,7 @@ def decoder_block(view, i, h, bias, pos, memory, cfg, hooks=NO_HOOKS, rng=None, 
     x = L.rms_norm(p[CROSS_ATTENTION_LN], h, cfg.layer_norm_epsilon)
     f = L.attention(p["cross_attention"], x, memory.bias, cfg.num_heads,
                     dropout_rate=cfg.dropout_rate, rng=r[2], kv=memory.kv[i], scale=1.0,
-                    project=projection_hook(hooks, view, i, "cross_"))   # (B, T, d)
+                    project=projection_hook(hooks, view, i, CROSS))   # (B, T, d)
     h = residual(view, i, h, f, None, cfg, r[3])
     x = L.rms_norm(p[FFN_LN], h, cfg.layer_norm_epsilon)
     f = feed_forward(p["ffn"], x, cfg, r[4])
@@ -366,25 +419,51 @@ def check_ids(ids, mask, cfg, name):
     return ids
 
 
+def with_weights(params, hooks):
+    """(the tree a forward pass computes with, the hooks without `weights`): a method's
+    `weights` hook (Intrinsic-SAID's theta_0 + lambda_i P_i(theta_d)) applied once, so that
+    the functions a public entry calls do not apply it again."""
+    if hooks.weights is None:
+        return params, hooks
+    return hooks.weights(params), hooks._replace(weights=None)
+
+
 def t5_encoder(params, batch, cfg, *, hooks=NO_HOOKS, rng=None):
     """The encoder's states.
     batch: {"input_ids": (B, T) int, "attention_mask": (B, T) 1 real / 0 padding (optional)}
     rng: a numpy Generator turns dropout on (training); None turns it off.
-    Returns (B, T, d) in the dtype of the parameters."""
+    Returns (B, T, d) in the dtype of the parameters; (B, P + T, d) when
+    hooks.input_embeddings puts P vectors first (prompt tuning)."""
     L = current()
+    params, hooks = with_weights(params, hooks)
     mask = batch.get("attention_mask")
     ids = check_ids(batch["input_ids"], mask, cfg, "input_ids")
-    B, T = ids.shape
     word = params[EMBEDDINGS]["word"]
+    h = L.embedding(word, ids)                                   # (B, T, d)
+    if hooks.input_embeddings is not None:                       # prompt tuning: (B, P + T, d)
+        h, batch = hooks.input_embeddings(params, h, batch)
+        mask = batch["attention_mask"]
+    B, T = h.shape[:2]
     bias = mask_bias(onp.ones((B, T)) if mask is None else mask, word.dtype)     # (B, 1, 1, T)
     pos = position_bias(params[ENCODER][RELATIVE_BIAS], T, T, cfg, True)         # (1, h, T, T)
     view = stack_view(params, ENCODER)
     r = spawn(rng, cfg.num_layers + 2)
-    h = dropout(L.embedding(word, ids), cfg.dropout_rate, r[0])  # (B, T, d)
+    h = dropout(h, cfg.dropout_rate, r[0])
     for i in range(cfg.num_layers):
         h = encoder_block(view, i, h, bias, pos, cfg, hooks, r[i + 1])
     h = L.rms_norm(params[ENCODER][FINAL_LN], h, cfg.layer_norm_epsilon)
     return dropout(h, cfg.dropout_rate, r[-1])
+
+
+def states_mask(states, attention_mask):
+    """The padding mask of the encoder's states (B, T', d): the input's (B, T), with ones
+    first for the positions a method put before the input (T' - T: prompt tuning's)."""
+    if attention_mask is None:
+        return None
+    mask = onp.asarray(attention_mask)
+    extra = states.shape[1] - mask.shape[1]
+    return mask if not extra else onp.concatenate([onp.ones((len(mask), extra), mask.dtype),
+                                                    mask], axis=1)
 
 
 class Memory(NamedTuple):
@@ -399,7 +478,7 @@ def memory(params, states, attention_mask, cfg, hooks=NO_HOOKS):
     view = stack_view(params, DECODER)
     B, T, _ = states.shape
     kv = [L.key_values(view["layers"][i]["cross_attention"], states,
-                       projection_hook(hooks, view, i, "cross_"))
+                       projection_hook(hooks, view, i, CROSS))
           for i in range(cfg.num_decoder_layers)]
     mask = onp.ones((B, T)) if attention_mask is None else attention_mask
     return Memory(kv, mask_bias(mask, states.dtype))
@@ -439,11 +518,13 @@ def t5_decoder(params, decoder_input_ids, memory, cfg, *, hooks=NO_HOOKS, rng=No
 
 def lm_logits(params, states, cfg):
     """Scores over the vocabulary. Tied (v1.0): (states * d^-0.5) E^T, as Mesh TensorFlow and
-    transformers scale it; untied: states W_lm.   states: (..., d) -> (..., V)"""
+    transformers scale it; untied: states W_lm; either + b when the tree holds an output bias
+    (lm_head.b: BitFit adds one, as the reference does).   states: (..., d) -> (..., V)"""
     L = current()
     if cfg.tie_word_embeddings:
         embedding = params[EMBEDDINGS]["word"]                   # (V, d)
-        return L.linear(states * cfg.d_model ** -0.5, np.transpose(embedding))
+        bias = params[LM_HEAD][BIAS] if LM_HEAD in params else None
+        return L.linear(states * cfg.d_model ** -0.5, np.transpose(embedding), bias)
     return L.dense(params[LM_HEAD], states)
 
 
@@ -453,7 +534,9 @@ def seq2seq_logits(params, batch, cfg, *, hooks=NO_HOOKS, rng=None):
             "decoder_attention_mask" (optional)}  ->  (B, T_dec, V)"""
     r_enc, r_dec = spawn(rng, 2)
     mask = batch.get("attention_mask")
+    params, hooks = with_weights(params, hooks)
     states = t5_encoder(params, batch, cfg, hooks=hooks, rng=r_enc)
+    mask = states_mask(states, mask)
     h, _ = t5_decoder(params, batch["decoder_input_ids"], memory(params, states, mask, cfg, hooks),
                       cfg, hooks=hooks, rng=r_dec,
                       decoder_attention_mask=batch.get("decoder_attention_mask"))
@@ -493,7 +576,9 @@ def seq2seq_loss(params, batch, cfg, *, hooks=NO_HOOKS, rng=None, ignore_pad=Tru
                          f"must have the same shape.")
     r_enc, r_dec = spawn(rng, 2)
     mask = batch.get("attention_mask")
+    params, hooks = with_weights(params, hooks)
     states = t5_encoder(params, batch, cfg, hooks=hooks, rng=r_enc)
+    mask = states_mask(states, mask)
     h, _ = t5_decoder(params, decoder_ids, memory(params, states, mask, cfg, hooks), cfg,
                       hooks=hooks, rng=r_dec,
                       decoder_attention_mask=batch.get("decoder_attention_mask"))
@@ -513,8 +598,9 @@ def generate(params, cfg, input_ids, attention_mask=None, max_new_tokens=20, *, 
             or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}.")
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    params, hooks = with_weights(params, hooks)
     states = t5_encoder(params, batch, cfg, hooks=hooks)         # (B, T, d)
-    mem = memory(params, states, attention_mask, cfg, hooks)
+    mem = memory(params, states, states_mask(states, attention_mask), cfg, hooks)
     B = states.shape[0]
     token = onp.full((B, 1), cfg.decoder_start_token_id, onp.int64)
     finished = onp.zeros(B, bool)

@@ -41,9 +41,11 @@ import math
 
 import numpy as onp
 
+from .blocks import per_block, projection_shapes
 from .layers import current
-from .paths import LOKR, LORA, PHM_LORA, SHARED, is_added
+from .paths import CROSS, LOKR, LORA, PHM_LORA, SHARED, is_added, projection_kind
 from .phm import init_rule, kron, low_rank_B, phm_linear, phm_weight, rule
+from .t5 import stack_view
 from .tree import path_map, split
 
 
@@ -52,7 +54,7 @@ from .tree import path_map, split
 def lora_delta(cfg, params, i, name):
     """dW = (alpha / r) A B of block i's projection `name`, or None if LoRA does not adapt it.
     A: (d, r)  B: (r, d)  ->  (d, d)"""
-    if name not in cfg.target_modules:
+    if projection_kind(name) not in cfg.target_modules:
         return None
     p = params["layers"][i][LORA][name]
     return (p["A"] @ p["B"]) * (cfg.alpha / cfg.r)                          # (d_in, d_out)
@@ -116,7 +118,7 @@ def kronecker_factors(p):
 def lokr_delta(cfg, params, i, name):
     """dW = (alpha / r) kron(C, D) of block i's projection `name` (peft's get_delta_weight,
     transposed), or None if LoKr does not adapt it.  -> (d_in, d_out)"""
-    if name not in cfg.target_modules:
+    if projection_kind(name) not in cfg.target_modules:
         return None
     C, D = kronecker_factors(params["layers"][i][LOKR][name])
     return kron(C, D) * (cfg.alpha / cfg.r)                                  # (d_in, d_out)
@@ -124,44 +126,53 @@ def lokr_delta(cfg, params, i, name):
 
 def lokr_projection(cfg, params, i, name, x, y):
     """The attention-projection hook of LoKr: y + x dW, dW built as peft builds it in its
-    forward.  x, y: (B, T, d)"""
+    forward.  x: (B, T, d_in)  y: (B, T, d_out)"""
     dW = lokr_delta(cfg, params, i, name)
-    return y if dW is None else y + current().linear(x, dW)                  # (B, T, d)
+    return y if dW is None else y + current().linear(x, dW)                  # (B, T, d_out)
 
 
-def init_lokr_layers(cfg, rng, encoder_config, dtype=onp.float32):
-    """{"layers": [{"lokr": {target: {w1 | w1_a, w1_b; w2 | w2_a, w2_b}}}, ...]}"""
-    d, targets = encoder_config.hidden_size, cfg.target_modules
-    return {"layers": [{LOKR: {t: init_lokr(g, cfg, d, d, dtype)
-                               for t, g in zip(targets, r.spawn(len(targets)))}}
-                       for r in rng.spawn(encoder_config.num_layers)]}
+def init_lokr_layers(cfg, rng, model_config, dtype=onp.float32):
+    """{"layers": [{"lokr": {target: {w1 | w1_a, w1_b; w2 | w2_a, w2_b}}}, ...]}; on T5 per
+    stack, a decoder block's cross-attention targets too (blocks.per_block)."""
+    def block_lokr(g, block):
+        shapes = projection_shapes(model_config, cfg.target_modules, block)
+        return {LOKR: {t: init_lokr(r, cfg, d_in, d_out, dtype)
+                       for (t, (d_in, d_out)), r in zip(shapes.items(), g.spawn(len(shapes)))}}
+    return per_block(model_config, rng, block_lokr)
 
 
 # --- the PHM update -----------------------------------------------------------------------------
 
-def init_phm_lora_layers(cfg, rng, encoder_config, dtype=onp.float32):
-    """{"layers": [{"phm_lora": {target: {"s": (n, d/n, r), "t": (n, r, d/n)}}}, ...],
-        "shared": {"A": (n, n, n)}}: s Kaiming-uniform (fan-in d/n), t zero, so dW = 0;
-    A normal with std phm_init_range, or the algebra's rules."""
-    d, n = encoder_config.hidden_size, cfg.phm_dim
+def init_phm_lora_layers(cfg, rng, model_config, dtype=onp.float32):
+    """{"layers": [{"phm_lora": {target: {"s": (n, d_in/n, r), "t": (n, r, d_out/n)}}}, ...],
+        "shared": {"A": (n, n, n)}}: s Kaiming-uniform (fan-in d_in/n), t zero, so dW = 0;
+    A normal with std phm_init_range, or the algebra's rules. On T5 per stack, a decoder
+    block's cross-attention targets too (blocks.per_block), one A for the whole model."""
+    n = cfg.phm_dim
     from_shared, from_layers = rng.spawn(2)
     algebra = None if cfg.phm_rule == "learned" else cfg.phm_rule
     shared = init_rule(from_shared, n, shared=True, algebra=algebra, phm_c_init="normal",
                        phm_init_range=cfg.phm_init_range, dtype=dtype)
 
-    def update(g):
-        return {"s": kaiming_uniform(g, (n, d // n, cfg.r), dtype, fan_in=d // n),
-                "t": onp.zeros((n, cfg.r, d // n), dtype)}
-    layers = [{PHM_LORA: {t: update(g) for t, g in zip(cfg.target_modules,
-                                                       r.spawn(len(cfg.target_modules)))}}
-              for r in from_layers.spawn(encoder_config.num_layers)]
-    return {"layers": layers, SHARED: shared}
+    def update(g, d_in, d_out):
+        for width in (d_in, d_out):
+            if width % n:
+                raise ValueError(f"phm_dim {n} does not divide the projection's width {width}; "
+                                 f"choose a phm_dim that divides {d_in} and {d_out}.")
+        return {"s": kaiming_uniform(g, (n, d_in // n, cfg.r), dtype, fan_in=d_in // n),
+                "t": onp.zeros((n, cfg.r, d_out // n), dtype)}
+
+    def block_updates(g, block):
+        shapes = projection_shapes(model_config, cfg.target_modules, block)
+        return {PHM_LORA: {t: update(r, *shape)
+                           for (t, shape), r in zip(shapes.items(), g.spawn(len(shapes)))}}
+    return {**per_block(model_config, from_layers, block_updates), SHARED: shared}
 
 
 def phm_lora_delta(cfg, params, i, name):
     """dW = (alpha / r) sum_i A_i kron (s_i t_i^T) of block i's projection `name`, or None if
     the update does not adapt it.  -> (d_in, d_out)"""
-    if name not in cfg.target_modules:
+    if projection_kind(name) not in cfg.target_modules:
         return None
     p = params["layers"][i][PHM_LORA][name]
     return phm_weight(rule(params[SHARED]), low_rank_B(p["s"], p["t"])) * (cfg.alpha / cfg.r)
@@ -169,12 +180,13 @@ def phm_lora_delta(cfg, params, i, name):
 
 def phm_lora_projection(cfg, params, i, name, x, y):
     """The attention-projection hook of the PHM update: y + (alpha / r) x sum_i A_i kron
-    s_i t_i^T, by the PHM layer (the factored product or W built, by size).  x, y: (B, T, d)"""
-    if name not in cfg.target_modules:
+    s_i t_i^T, by the PHM layer (the factored product or W built, by size).
+    x: (B, T, d_in)  y: (B, T, d_out)"""
+    if projection_kind(name) not in cfg.target_modules:
         return y
     p = params["layers"][i][PHM_LORA][name]
     dy = phm_linear({"s": p["s"], "t": p["t"]}, x, shared_A=rule(params[SHARED]),
-                    build_W=cfg.build_W)                                     # (B, T, d)
+                    build_W=cfg.build_W)                                     # (B, T, d_out)
     return y + dy * (cfg.alpha / cfg.r)
 
 
@@ -196,8 +208,8 @@ def merge_refusal(method):
 
 
 def merge_updates(params, method):
-    """The encoder's own tree with a method's updates folded into its weights: every adapted
-    attention projection's w becomes w + dW (method.delta), a `weights` hook's weights are
+    """The model's own tree with a method's updates folded into its weights: every adapted
+    attention projection's w (T5's cross-attention's too) becomes w + dW (method.delta), a `weights` hook's weights are
     written out (Intrinsic-SAID's theta_0 + lambda_i P_i(theta_d)), and the method's own
     entries and the head are dropped. params: the whole tree the encoder runs on (frozen and trainable
     merged), so pretrained weights a method trained (full fine-tuning, BitFit's biases) come
@@ -214,8 +226,12 @@ def merge_updates(params, method):
         return base
 
     def fold(path, w):
-        if len(path) == 5 and path[0] == "layers" and path[2] == "attention" and path[4] == "w":
-            dW = method.delta(params, path[1], path[3])
+        stack, rest = (None, path) if path[0] == "layers" else (path[0], path[1:])
+        if (len(rest) == 5 and rest[0] == "layers" and rest[4] == "w"
+                and rest[2] in ("attention", "cross_attention")):
+            name = rest[3] if rest[2] == "attention" else CROSS + rest[3]
+            view = params if stack is None else stack_view(params, stack)   # T5's stacks
+            dW = method.delta(view, rest[1], name)
             return w if dW is None else w + dW.astype(w.dtype)              # (d_in, d_out)
         return w
     return path_map(fold, base)

@@ -1,8 +1,9 @@
 """The harness: everything around the core that touches the outside world (files, data,
 training runs, the study, the command line). It uses the core; the core never uses it.
 
-    pretrained.py  pretrained encoders by name (minilm, tiny, a directory, a hub id)
-    data/          tasks (GLUE, the synthetic suite), batches, metrics
+    pretrained.py  pretrained models by name (minilm, tiny, tiny-t5, a directory, a hub id)
+    data/          tasks (GLUE, the synthetic suite, the user's data), batches, text to
+                   text for T5, metrics
     formats/       files in and out: the native checkpoint, AdapterHub, peft, transformers,
                    and dispatch.py, the one door (load_adapter, export_adapter)
     training/      a run: the training loop, evaluation, checks, the output directory's

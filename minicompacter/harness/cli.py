@@ -9,9 +9,9 @@ Commands:
   predict   a checkpoint's label (or score) for texts given on the command line or in a file
   export    a checkpoint as AdapterHub, peft or transformers load it
   compare   several methods on one task, each in its own process: a table and a plot
-  count     trainable parameters of a method on a model, analytic from the shapes and, where
-            the model's tree exists (minilm, tiny, a checkpoint directory), measured too;
-            `count --model t5-base --method all` prints the Compacter paper's table
+  count     trainable parameters of a method on a model, analytic from the shapes and
+            measured on a tree (minilm, tiny, a model directory; t5-base: a random tree of its
+            config); `count --model t5-base --method all` prints the Compacter paper's table
   demo      the main job on embedded defaults: compare six methods on a synthetic task
   encode    sentences encoded by the pretrained encoder, compared by cosine similarity
   study     the study behind RESULTS.md
@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import difflib
 import errno
+import functools
 import importlib.util
 import json
 import os
@@ -49,19 +50,20 @@ from typing import Callable, NamedTuple
 
 import numpy as onp
 
-from ..core.counting import (BERT_BASE, T5_BASE, base_total, count_analytic, count_measured,
-                             peft_line, shapes_from_config, summary)
+from ..core.counting import (BERT_BASE, T5_BASE, T5_BASE_CONFIG, base_total, count_analytic,
+                             count_measured, peft_line, shapes_from_config, summary)
 from ..core.encoder import pool
 from ..core.methods import (METHODS, PHM_ONLY, AdapterConfig, IntrinsicConfig, LoKrConfig,
                             PHMLoRAConfig, PromptConfig, method_config)
 from ..core.model import init_model
+from ..core.t5 import init_t5
 from .data.metrics import METRIC_KINDS
 from .data.tasks import tasks
 from .data.userdata import SPLITS, TASK_TYPES, TaskData, as_source
 from .formats.dispatch import MANIFEST, export_adapter
 from .formats.files import LoadError, json_file
 from .formats.native import CONFIG, WEIGHTS
-from .pretrained import encode_texts, load_pretrained
+from .pretrained import Pretrained, encode_texts, load_pretrained
 from .study.results import run_study
 from .training import checks, rundir
 from .training.compare import DEMO_METHODS, demo_settings, method_names, run_methods
@@ -115,13 +117,16 @@ def cmd_encode(args):
     return 0
 
 
-def count_one(name, shapes, pretrained, args):
-    """The analytic count (and the measured one when a tree exists) for one method. The
-    tree is built only when it fits in the memory available (checks.memory_fits)."""
+def count_one(name, shapes, base, args):
+    """The analytic count (and the measured one when a tree exists) for one method. base():
+    the base model to measure on, or None (made once, after the options were checked by the
+    analytic count). The tree is built only when it fits in the memory available
+    (checks.memory_fits)."""
     config = method_from_args(name, args)
     result = summary(count_analytic(config, shapes, args.num_labels), base_total(shapes))
     result = {"model": shapes.name, "method": name, **result, "measured": None,
               "config": {k: v for k, v in vars(config).items()}}
+    pretrained = base()
     if pretrained is not None:
         checks.memory_fits(4 * result["trainable"], f"the measured count of {name} with "
                            f"--num-labels {args.num_labels:,} builds its trainable tree, which")
@@ -131,22 +136,35 @@ def count_one(name, shapes, pretrained, args):
     return result
 
 
+@functools.lru_cache(maxsize=1)
+def random_t5_base():
+    """T5-base (its vocabulary resized to 32,100, as the paper's code did) with random weights
+    (float32, 0.9 GB), for the measured counts: the shapes are T5-base's, the values do not
+    matter."""
+    checks.memory_fits(4 * base_total(T5_BASE), "a random T5-base tree for the measured count")
+    return Pretrained(T5_BASE_CONFIG, init_t5(onp.random.default_rng(0), T5_BASE_CONFIG), None,
+                      "t5-base", family="t5")
+
+
 def cmd_count(args):
     if args.num_labels < 1:
         raise ValueError(f"--num-labels must be at least 1 (1 for regression), got "
                          f"{args.num_labels}.")
     known = {"t5-base": T5_BASE, "bert-base-uncased": BERT_BASE}
     pretrained = None
-    if args.model in known:
-        shapes = known[args.model]
+    if args.model == "t5-base":             # measured on a random tree, made when first needed
+        shapes, base = T5_BASE, random_t5_base
+    elif args.model in known:
+        shapes, base = known[args.model], lambda: None
     else:
         pretrained = load_pretrained(args.model)
         shapes = shapes_from_config(pretrained.config, name=args.model)
+        base = lambda: pretrained                   # noqa: E731
     names = METHODS if args.method == "all" else [args.method]
     results = []
     for name in names:
         try:
-            results.append(count_one(name, shapes, pretrained, args))
+            results.append(count_one(name, shapes, base, args))
         except ValueError as e:
             if args.method != "all":
                 raise
@@ -168,15 +186,16 @@ def cmd_count(args):
             agree = "agrees" if r["measured"] == r["trainable"] else "DISAGREES"
             print(f"measured by walking the trainable tree: {r['measured']:,} ({agree})")
         return 0
+    measured = any(r.get("measured") is not None for r in results)
     print(f"\n| method | trainable params | % of {shapes.name} |"
-          + (" measured |" if pretrained is not None else ""))
-    print("|---|---:|---:|" + ("---:|" if pretrained is not None else ""))
+          + (" measured |" if measured else ""))
+    print("|---|---:|---:|" + ("---:|" if measured else ""))
     for r in results:
         if "error" in r:
             print(f"| {r['method']} | n/a: {r['error']} |")
             continue
         row = f"| {r['method']} | {r['trainable']:,} | {r['percent']:.3f} |"
-        print(row + (f" {r['measured']:,} |" if pretrained is not None else ""))
+        print(row + (f" {r['measured']:,} |" if measured else ""))
     return 0
 
 
@@ -356,6 +375,9 @@ def cmd_predict(args):
         shown = text if pairs is None else f"{text} | {pairs[i]}"
         if args.json:
             print(json.dumps({"text": text, **({"pair": pairs[i]} if pairs else {}), **r}))
+        elif "answer" in r:                                     # T5: the generated answer
+            value = r.get("label", r.get("score", ""))
+            print(f"{'(no label word)' if value is None else value}\t{r['answer']}\t{shown}")
         elif "score" in r:
             print(f"{r['score']:.4f}\t{shown}")
         else:

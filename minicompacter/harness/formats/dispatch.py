@@ -56,7 +56,8 @@ from typing import NamedTuple
 
 import numpy as onp
 
-from ...core.methods import AdapterConfig, IntrinsicConfig, LoKrConfig, LoRAConfig, PromptConfig
+from ...core.methods import (AdapterConfig, BitFitConfig, IntrinsicConfig, LoKrConfig, LoRAConfig,
+                             PromptConfig)
 from ...core.model import kept_fixed
 from ...core.paths import HEAD, is_layer_norm
 from ...core.tree import flatten, merge, split
@@ -66,6 +67,7 @@ from ..pretrained import BUILTIN, HUB_IDS, base_identity, load_pretrained, weigh
 from . import adapterhub, families, native, peft
 from .files import CheckpointError, ExportError, LoadError, json_file, read_json_object
 from .head import HEAD_INFO, HEAD_WEIGHTS, read_head, write_head
+from .t5 import write_t5_directory
 from .transformers import write_directory
 
 TARGETS = ("adapters", "peft", "transformers")
@@ -75,8 +77,16 @@ MANIFEST, README = "minicompacter_export.json", "README.md"     # written in eve
 
 
 def family_of(pretrained):
-    """The families.Family of a Pretrained."""
-    return families.FAMILIES[pretrained.family]
+    """The families.Family of a Pretrained (families.T5 for a T5)."""
+    return families.T5 if pretrained.seq2seq else families.FAMILIES[pretrained.family]
+
+
+def write_model(out, params, pretrained):
+    """The base model's transformers directory with these parameters: T5's
+    (T5ForConditionalGeneration) or the encoder family's bare model. Returns the names written."""
+    if pretrained.seq2seq:
+        return write_t5_directory(out, params, pretrained)
+    return write_directory(out, params, pretrained)
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -356,7 +366,7 @@ def export_adapter(checkpoint_dir, to, out, *, pretrained=None, name=None, repla
     claim_export_dir(out, {"the checkpoint": str(checkpoint_dir), "the base model":
                            pretrained.path}, replace)
     model, trainable, frozen, config = load_adapter(checkpoint_dir, pretrained)
-    check_target(model.method, to)
+    check_target(model.method, to, pretrained)
     with staging(out) as tmp:
         target = Target(tmp, out)
         summary = write_target(target, to, trainable, frozen, model, pretrained, config, name)
@@ -379,7 +389,7 @@ def write_target(target, to, trainable, frozen, model, pretrained, config, name)
         written = peft.write(target.dir, trainable, model, family=family,
                              base_model_name_or_path=hub_id)
         return _with_head(target, written, trainable, model, labels, "peft")
-    written = write_directory(target.dir, merged_params(trainable, frozen, model), pretrained)
+    written = write_model(target.dir, merged_params(trainable, frozen, model), pretrained)
     notes = [MERGED[type(method)] if type(method) in MERGED
              else f"{method.method} merged into the weights: W + dW"] if (
         model.method.delta or model.method.hooks.weights) else []
@@ -412,9 +422,19 @@ def takes(method, to):
     return isinstance(method.config, TAKES[to])
 
 
-def check_target(method, to):
-    """ExportError unless the target takes the method (a Method), and holds its options; the
-    message says why and names a target that takes it."""
+def check_target(method, to, pretrained=None):
+    """ExportError unless the target takes the method (a Method) on this base model, and holds
+    its options; the message says why and names a target that takes it."""
+    if pretrained is not None and pretrained.seq2seq and isinstance(method.config, BitFitConfig):
+        raise ExportError(f"bitfit on T5 cannot be exported: T5 has no biases, and BitFit trains "
+                          f"the ones the Compacter reference code adds, which neither "
+                          f"transformers' T5 nor AdapterHub or peft can hold. Keep it in "
+                          f"minicompacter's checkpoint (evaluate, predict).")
+    if (pretrained is not None and pretrained.seq2seq and isinstance(method.config, PromptConfig)
+            and to == "peft"):
+        raise ExportError(f"{method.config.method} on T5 cannot be exported: minicompacter writes "
+                          f"peft's prompt tuning of an encoder (FEATURE_EXTRACTION) only. Keep "
+                          f"it in minicompacter's checkpoint (evaluate, predict).")
     if takes(method, to):
         if to == "adapters":
             try:
@@ -459,7 +479,7 @@ def _to_adapterhub(target, trainable, model, pretrained, name, hub_id, labels):
     summary = _summary(target, written)
     if flatten(norms):
         base = merge(split(pretrained.params, is_layer_norm)[1], norms)
-        files = write_directory(target.dir / BASE, base, pretrained)
+        files = write_model(target.dir / BASE, base, pretrained)
         summary["written"] += [str(target.shown / BASE / f) for f in files]
         summary["needs_base"] = weights_digest(base)
         summary["notes"].append(

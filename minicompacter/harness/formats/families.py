@@ -97,6 +97,8 @@ class Peft(NamedTuple):
     base_class: str            # the bare model class peft wraps: "RobertaModel"
     layer: str                 # "encoder.layer.{i}."
     modules: dict              # our projection -> the module name under layer
+    task_types: tuple = (None, "FEATURE_EXTRACTION")   # adapter_config.json's task_type
+                               # values read (the first is the one written)
 
 
 class Family(NamedTuple):
@@ -115,8 +117,8 @@ class Family(NamedTuple):
 
     # the names other libraries give this family's adapters (functions below), as methods so
     # that a format module handed a Family needs no import of this one's functions
-    def adapterhub_prefix(self, i, slot, name):
-        return adapterhub_prefix(self, i, slot, name)
+    def adapterhub_prefix(self, i, slot, name, stack=None):
+        return adapterhub_prefix(self, i, slot, name, stack)
 
     def adapterhub_shared(self, name):
         return adapterhub_shared(self, name)
@@ -124,8 +126,8 @@ class Family(NamedTuple):
     def adapterhub_shared_rule(self, name):
         return adapterhub_shared_rule(self, name)
 
-    def peft_module(self, i, projection, *, task_model=False):
-        return peft_module(self, i, projection, task_model=task_model)
+    def peft_module(self, i, projection, *, task_model=False, stack=None):
+        return peft_module(self, i, projection, task_model=task_model, stack=stack)
 
     def peft_target_modules(self, projections):
         return peft_target_modules(self, projections)
@@ -250,6 +252,35 @@ FAMILIES = {
                    BERT_LOCATIONS),
         Peft("ElectraModel", "encoder.layer.{i}.", BERT_PEFT)),
 }
+
+
+# T5 (an encoder-decoder, not an encoder family: formats/t5.py reads its directories) as the
+# adapter formats name it: AdapterHub's T5AdapterModel (1.3.0) saves a block's adapters under
+# transformer.{stack}.block.{i}.layer.{L}.adapters.{name}., L = 0 after self-attention, the
+# feed-forward's L = 1 in an encoder block and 2 in a decoder block (1 is its cross-attention,
+# which has none), and the shared rule under transformer.shared_parameters.{name}.phm_rule
+# (T5ForConditionalGeneration with adapters.init keeps the rule but does not save it: load
+# and save T5 adapters with T5AdapterModel). peft (0.21) on T5ForConditionalGeneration
+# (task_type SEQ_2_SEQ_LM) names base_model.model.{stack}.block.{i}.layer.0.SelfAttention.q
+# and ...layer.1.EncDecAttention.q (decoder); its default targets "q", "v" match both.
+T5_ATTENTION = {"query": "q", "key": "k", "value": "v", "output": "o"}
+T5_PEFT = {**{ours: f"layer.0.SelfAttention.{theirs}" for ours, theirs in T5_ATTENTION.items()},
+           **{"cross_" + ours: f"layer.1.EncDecAttention.{theirs}"
+              for ours, theirs in T5_ATTENTION.items()}}
+# every module of a T5 block by name (peft's target_modules match these): the attention
+# projections, the feed-forward's (layer 1 in the encoder, 2 in the decoder), the layer norms
+T5_MODULES = {**{(name,): module for name, module in T5_PEFT.items()},
+              **{(f"ffn{layer}", part): f"layer.{layer}.DenseReluDense.{part}"
+                 for layer in (1, 2) for part in ("wi", "wi_0", "wi_1", "wo")},
+              **{(f"ln{layer}",): f"layer.{layer}.layer_norm" for layer in (0, 1, 2)}}
+T5 = Family(
+    "t5", "", (), {}, {}, {}, "{stack}.block.{i}.", T5_MODULES, (),
+    Tokens("<pad>", "", "</s>", "<unk>", "", "A </s> B </s>", 2, 0, False),
+    AdapterHub("T5AdapterModel", "t5", "transformer.", "{stack}.block.{i}.",
+               {ATTENTION_ADAPTER: "layer.0",
+                FFN_ADAPTER: {"encoder": "layer.1", "decoder": "layer.2"}}),
+    Peft("T5ForConditionalGeneration", "{stack}.block.{i}.", T5_PEFT,
+         ("SEQ_2_SEQ_LM", None)))
 
 
 # --- config.json -> EncoderConfig ---------------------------------------------------------------
@@ -481,13 +512,16 @@ def check_post_processor(tokenizer, family, source="tokenizer.json"):
 
 # --- adapter files of other libraries -------------------------------------------------------
 
-def adapterhub_prefix(family, i, slot, name):
+def adapterhub_prefix(family, i, slot, name, stack=None):
     """The name prefix of block i's adapter in a slot (ATTENTION_ADAPTER or FFN_ADAPTER), as
     `...AdapterModel.save_adapter` writes it:
     "roberta.encoder.layer.{i}.attention.output.adapters.{name}." (BERT-like),
-    "distilbert.transformer.layer.{i}.attention_adapters.adapters.{name}." (DistilBERT)."""
+    "distilbert.transformer.layer.{i}.attention_adapters.adapters.{name}." (DistilBERT),
+    "transformer.decoder.block.{i}.layer.2.adapters.{name}." (T5; stack "encoder" or "decoder")."""
     a = family.adapterhub
-    return f"{a.prefix}{a.layer.format(i=i)}{a.locations[slot]}.adapters.{name}."
+    location = a.locations[slot]
+    location = location[stack] if isinstance(location, dict) else location
+    return f"{a.prefix}{a.layer.format(i=i, stack=stack)}{location}.adapters.{name}."
 
 
 def adapterhub_shared(family, name):
@@ -501,15 +535,17 @@ def adapterhub_shared_rule(family, name):
     return adapterhub_shared(family, name) + "phm_rule"
 
 
-def peft_module(family, i, projection, *, task_model=False):
+def peft_module(family, i, projection, *, task_model=False, stack=None):
     """The module peft's LoRA wraps for one of our projections (query, key, value, output) in
     block i, as adapter_model.safetensors names it (before .lora_A.weight / .lora_B.weight):
     base_model.model.encoder.layer.{i}.attention.self.query on a bare RobertaModel,
-    base_model.model.transformer.layer.{i}.attention.q_lin on DistilBertModel; with
-    task_model, the family prefix follows base_model.model. (RobertaForSequenceClassification)."""
+    base_model.model.transformer.layer.{i}.attention.q_lin on DistilBertModel,
+    base_model.model.decoder.block.{i}.layer.1.EncDecAttention.q on T5 (cross_query of the
+    decoder: stack "decoder"); with task_model, the family prefix follows base_model.model.
+    (RobertaForSequenceClassification)."""
     p = family.peft
     prefix = family.prefix if task_model else ""
-    return f"base_model.model.{prefix}{p.layer.format(i=i)}{p.modules[projection]}"
+    return f"base_model.model.{prefix}{p.layer.format(i=i, stack=stack)}{p.modules[projection]}"
 
 
 def peft_target_modules(family, projections):

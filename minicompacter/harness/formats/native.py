@@ -6,8 +6,9 @@ A checkpoint directory holds
                               leaves (a PHM rule with learn_phm False, `Method.fixed`); keys
                               are dotted tree paths, such as layers.3.ffn_adapter.down.s
   minicompacter_adapter.json  the method and its config, the base model (its name, hub id,
-                              directory and weights digest) and config, the task, the number
-                              of labels, the pooling, the head's layers
+                              directory and weights digest) and config (and, for a T5,
+                              base_architecture "t5": the config is a T5Config), the task,
+                              the number of labels, the pooling, the head's layers
   last/                       what --resume needs: trainable.safetensors,
                               optimizer.safetensors (m.* and v.*), state.json
 
@@ -35,6 +36,7 @@ import numpy as onp
 from ...core.encoder import EncoderConfig
 from ...core.methods import method_config
 from ...core.model import init_model, kept_fixed
+from ...core.t5 import T5Config
 from ...core.tree import flatten, merge, split, unflatten
 from ..pretrained import weights_digest
 from .files import (OBJECT, CheckpointError, array, as_kind, atomic_write, check_fields, check_tree,
@@ -48,10 +50,11 @@ LEGACY_WEIGHTS, LEGACY_CONFIG = "adapter_model.safetensors", "adapter_config.jso
 def config_dict(model, base, task_name, extra=None):
     """What CONFIG holds. base: the base model's identity (pretrained.base_identity)."""
     method = model.method.config
+    architecture = {"base_architecture": "t5"} if model.seq2seq else {}
     return {"format": "minicompacter", "method": method.method,
             "method_config": dataclasses.asdict(method), "base_model": base,
-            "base_config": dataclasses.asdict(model.encoder_config), "task": task_name,
-            "num_labels": model.num_labels, "pooling": model.pooling,
+            "base_config": dataclasses.asdict(model.encoder_config), **architecture,
+            "task": task_name, "num_labels": model.num_labels, "pooling": model.pooling,
             "head_layers": model.head_layers, **(extra or {})}
 
 
@@ -72,7 +75,7 @@ CONFIG_KEYS = {"method": text(), "method_config": OBJECT, "base_model": as_kind(
                "base_config": OBJECT, "task": text(), "num_labels": integer(0),
                "pooling": text("cls", "mean")}
 CONFIG_OPTIONAL = {"head_layers": integer(1, 2), "max_length": integer(1),
-                   "eval_batch_size": integer(1)}
+                   "eval_batch_size": integer(1), "base_architecture": text("t5")}
 DAMAGED = "the checkpoint is damaged: train it again (finetune --replace)."
 
 
@@ -119,14 +122,17 @@ BASE_CONFIG = {"layer_norm_eps": number(above=0), "hidden_dropout": number(0, 0.
                "initializer_range": number(above=0)}
 
 
-def encoder_config(recorded, source="the checkpoint's config"):
-    """The EncoderConfig a checkpoint recorded, every field checked. Fields this version does
-    not have are ignored (0.1.0 recorded pad_token_id, which the encoder never read)."""
-    check_fields(recorded, optional=BASE_CONFIG, source=f"{source}: base_config",
-                 error=CheckpointError, fix=DAMAGED)
-    known = {f.name for f in dataclasses.fields(EncoderConfig)}
+def encoder_config(recorded, source="the checkpoint's config", architecture=None):
+    """The EncoderConfig a checkpoint recorded (a T5Config when architecture is "t5"), every
+    field checked. Fields this version does not have are ignored (0.1.0 recorded
+    pad_token_id, which the encoder never read)."""
+    kind = T5Config if architecture == "t5" else EncoderConfig
+    if kind is EncoderConfig:
+        check_fields(recorded, optional=BASE_CONFIG, source=f"{source}: base_config",
+                     error=CheckpointError, fix=DAMAGED)
+    known = {f.name for f in dataclasses.fields(kind)}
     try:
-        return EncoderConfig(**{k: v for k, v in recorded.items() if k in known})
+        return kind(**{k: v for k, v in recorded.items() if k in known})
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{source}: base_config is damaged ({e}); {DAMAGED}") from None
 
@@ -154,7 +160,8 @@ def parts(directory, config):
     """(base identity, method config, EncoderConfig) of a native checkpoint's config."""
     try:
         return (base_of(config, str(directory)), method_of(directory, config),
-                encoder_config(config["base_config"], str(directory)))
+                encoder_config(config["base_config"], str(directory),
+                               config.get("base_architecture")))
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{directory}'s config lacks or garbles {e}; the checkpoint is "
                               f"damaged.") from None
@@ -200,7 +207,8 @@ def read(directory, pretrained):
     check_base(directory, base, base_cfg, pretrained)
     weights = directory / (WEIGHTS if kind(directory) == "minicompacter" else LEGACY_WEIGHTS)
     tensors = read_tensors(weights, dtype=leaf_dtype(pretrained.params))
-    check_head_size(tensors, config["num_labels"], weights)
+    t5 = config.get("base_architecture") == "t5"          # T5 answers in words: no head
+    check_head_size(tensors, 0 if t5 else config["num_labels"], weights)
     model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, method,
                                          num_labels=config["num_labels"],
                                          pooling=config["pooling"],

@@ -1,6 +1,8 @@
 """peft's LoRA, LoKr and prompt-tuning files (peft 0.21): read into a minicompacter model,
 and minicompacter's LoRA, LoKr and prompt tuning written as peft saves them, for every
-encoder family (families.py).
+encoder family (families.py) and, LoRA and LoKr, for T5 (families.T5:
+T5ForConditionalGeneration, task_type SEQ_2_SEQ_LM; a target adapts its projection in every
+attention, self and cross, as peft's "q" matches both).
 
 `PeftModel.save_pretrained(DIR)` on the family's bare model (BertModel, ...) writes
 
@@ -49,9 +51,10 @@ from pathlib import Path
 
 import numpy as onp
 
+from ...core.blocks import block_path, blocks_of, per_block, projection_shapes
 from ...core.methods import LoKrConfig, LoRAConfig, PromptConfig
 from ...core.model import init_model
-from ...core.paths import LOKR, LORA, PROMPT
+from ...core.paths import LOKR, LORA, PROMPT, projection_kind
 from ...core.tree import flatten
 from ...core.updates import lokr_shapes
 from .files import (FLAG, FormatError, array, atomic_write, check_fields, check_tree, integer,
@@ -120,10 +123,10 @@ def method_config(config, source, family):
     check_fields(config, {"r": KINDS["r"], scaling: KINDS[scaling],
                           "target_modules": KINDS["target_modules"]}, KINDS, source=source,
                  error=FormatError, fix=FIX)
-    if config.get("task_type") not in (None, "FEATURE_EXTRACTION"):
+    if config.get("task_type") not in family.peft.task_types:
+        allowed = " or ".join("null" if t is None else t for t in family.peft.task_types)
         raise FormatError(f"{source}: task_type {config['task_type']!r}; minicompacter reads "
-                          f"adapters of a bare model ({family.peft.base_class}: task_type null or "
-                          f"FEATURE_EXTRACTION).")
+                          f"adapters of {family.peft.base_class} (task_type {allowed}).")
     ours = {projection for t in config["target_modules"]
             for projection in targets_of(t, family, source)}
     targets = tuple(p for p in PROJECTIONS if p in ours)
@@ -152,7 +155,15 @@ def targets_of(entry, family, source):
                           + f"; minicompacter's LoRA and LoKr adapt the attention projections "
                           f"{', '.join(PROJECTIONS)} ({', '.join(family.peft.modules.values())}) "
                           f"of a {family.model_type} model.")
-    return [projections[name] for name in hit]
+    kinds = {projection_kind(projections[name]) for name in hit}
+    every = [name for name, p in projections.items() if projection_kind(p) in kinds]
+    if sorted(every) != sorted(hit):
+        raise FormatError(f"{source}: target module {entry!r} matches {', '.join(hit)} but not "
+                          f"{', '.join(sorted(set(every) - set(hit)))}; minicompacter's LoRA "
+                          f"and LoKr adapt a projection in every attention of a {family.model_type} "
+                          f"model (self- and cross-attention), as peft's {entry.split('.')[-1]!r} "
+                          f"does.")
+    return [projection_kind(projections[name]) for name in hit]
 
 
 # peft's prompt-tuning fields that must have these values (an encoder's placement, one prompt)
@@ -209,42 +220,41 @@ def peft_prompt_config(cfg, encoder_config, base_model_name_or_path):
             "prompt_tuning_init_text": None, "tokenizer_kwargs": None, "tokenizer_name_or_path": None}
 
 
-def lora_names(cfg, num_layers, family):
-    """{peft tensor name: minicompacter dotted path} (every one transposed)."""
+def update_layout(cfg, model_config):
+    """{(stack, i, name): (minicompacter dotted path of its update, (d_in, d_out))} of every
+    projection a LoRA or LoKr config adapts on the model (its tree's layout,
+    `blocks.per_block`, without making any array)."""
+    key = LOKR if isinstance(cfg, LoKrConfig) else LORA
+    blocks = per_block(model_config, onp.random.default_rng(0), lambda g, block: {
+        key: projection_shapes(model_config, cfg.target_modules, block)})
+    return {(stack, i, name): (f"{block_path(stack, i)}.{key}.{name}", shape)
+            for stack, i, layer in blocks_of(blocks) for name, shape in layer[key].items()}
+
+
+def update_tensors(cfg, model_config, family):
+    """{peft tensor name: (minicompacter dotted path, the shape peft gives it)} of a LoRA or
+    LoKr (every one transposed): lora_A.weight (r, d_in), lora_B.weight (d_out, r); LoKr's
+    lokr_w1 -> w1, lokr_w2_a -> w2_a, ... (which ones: updates.lokr_shapes)."""
     out = {}
-    for i in range(num_layers):
-        for target in cfg.target_modules:
-            base = family.peft_module(i, target) + "."
-            out[base + "lora_A.weight"] = f"layers.{i}.{LORA}.{target}.A"
-            out[base + "lora_B.weight"] = f"layers.{i}.{LORA}.{target}.B"
-    return out
-
-
-def lokr_names(cfg, num_layers, d, family):
-    """{peft tensor name: minicompacter dotted path} of LoKr on a width-d model (every one
-    transposed): lokr_w1 -> w1, lokr_w2_a -> w2_a, ... (which ones: updates.lokr_shapes)."""
-    out = {}
-    for i in range(num_layers):
-        for target in cfg.target_modules:
-            base = family.peft_module(i, target) + "."
-            for leaf in lokr_shapes(cfg, d, d):
-                out[base + "lokr_" + leaf] = f"layers.{i}.{LOKR}.{target}.{leaf}"
-    return out
-
-
-def check_shapes(tensors, cfg, d, source):
-    """FormatError unless every LoRA or LoKr tensor has the shape the config gives it on a
-    width-d model: before the model is built, so a config naming a huge r allocates nothing."""
-    lokr = lokr_shapes(cfg, d, d) if isinstance(cfg, LoKrConfig) else {}
-    for name, t in tensors.items():
-        if lokr:
-            want = tuple(reversed(lokr[name.rsplit(".lokr_", 1)[1]]))     # peft's, transposed
+    for (stack, i, name), (path, (d_in, d_out)) in update_layout(cfg, model_config).items():
+        base = family.peft_module(i, name, stack=stack) + "."
+        if isinstance(cfg, LoKrConfig):
+            for leaf, shape in lokr_shapes(cfg, d_in, d_out).items():
+                out[base + "lokr_" + leaf] = (f"{path}.{leaf}", tuple(reversed(shape)))
         else:
-            want = (cfg.r, d) if name.endswith("lora_A.weight") else (d, cfg.r)
-        if t.shape != want:
-            raise FormatError(f"{source}: {name} has shape {t.shape}, and r = {cfg.r} on a model "
-                              f"of width {d} needs {want}; the config and the weights do not "
-                              f"belong together.")
+            out[base + "lora_A.weight"] = (f"{path}.A", (cfg.r, d_in))
+            out[base + "lora_B.weight"] = (f"{path}.B", (d_out, cfg.r))
+    return out
+
+
+def check_shapes(tensors, cfg, model_config, family, source):
+    """FormatError unless every LoRA or LoKr tensor has the shape the config gives it on this
+    model: before the model is built, so a config naming a huge r allocates nothing."""
+    for theirs, (_, want) in update_tensors(cfg, model_config, family).items():
+        if tensors[theirs].shape != want:
+            raise FormatError(f"{source}: {theirs} has shape {tensors[theirs].shape}, and r = "
+                              f"{cfg.r} on this model needs {want}; the config and the weights "
+                              f"do not belong together.")
 
 
 def check_prompt(tensors, cfg, width, source):
@@ -262,9 +272,8 @@ def tensor_names(cfg, encoder_config, family):
     tuning."""
     if isinstance(cfg, PromptConfig):
         return {PROMPT_TENSOR: (PROMPT, False)}
-    names = (lokr_names(cfg, encoder_config.num_layers, encoder_config.hidden_size, family)
-             if isinstance(cfg, LoKrConfig) else lora_names(cfg, encoder_config.num_layers, family))
-    return {theirs: (ours, True) for theirs, ours in names.items()}
+    return {theirs: (ours, True)
+            for theirs, (ours, _) in update_tensors(cfg, encoder_config, family).items()}
 
 
 def described(cfg, encoder_config, family):
@@ -294,7 +303,7 @@ def read(directory, pretrained, family):
     if isinstance(cfg, PromptConfig):
         check_prompt(tensors, cfg, pretrained.config.embedding_width, directory)
     else:
-        check_shapes(tensors, cfg, pretrained.config.hidden_size, directory)
+        check_shapes(tensors, cfg, pretrained.config, family, directory)
     model, skeleton, frozen = init_model(onp.random.default_rng(0), pretrained, cfg, num_labels=0)
     trainable = check_tree(skeleton, {ours: tensors[theirs].T if transposed else tensors[theirs]
                                       for theirs, (ours, transposed) in names.items()}, directory)
@@ -308,10 +317,12 @@ def peft_config(cfg, base_model_name_or_path, family):
     """adapter_config.json as peft writes it for minicompacter's LoRA or LoKr on the family's
     bare model."""
     module = family.model_type.replace("-", "_")
-    common = {"auto_mapping": {"base_model_class": family.peft.base_class,
-                               "parent_library": f"transformers.models.{module}.modeling_{module}"},
-              "base_model_name_or_path": base_model_name_or_path, "inference_mode": True,
-              "r": cfg.r, "revision": None, "task_type": None,
+    task_type = family.peft.task_types[0]
+    mapping = None if task_type else {"base_model_class": family.peft.base_class,
+                                      "parent_library": f"transformers.models.{module}."
+                                                        f"modeling_{module}"}
+    common = {"auto_mapping": mapping, "base_model_name_or_path": base_model_name_or_path,
+              "inference_mode": True, "r": cfg.r, "revision": None, "task_type": task_type,
               "target_modules": family.peft_target_modules(cfg.target_modules)}
     if isinstance(cfg, LoKrConfig):
         return {**LOKR_FIXED, **common, "alpha": cfg.alpha, "decompose_both": cfg.decompose_both,

@@ -8,7 +8,8 @@
                         files.py (NumPy has no bfloat16; a bfloat16 is the top 16 bits of a
                         float32, so the conversion is exact)
     tokenizer.json      read when present; without it the tokenizer is None (ids in, ids out:
-                        a sentencepiece spiece.model alone is not read)
+                        a sentencepiece spiece.model alone is not read); it pads with the
+                        config's pad_token_id
 
 transformers' names map onto the tree of core/t5.py. PyTorch stores linear weights as
 (out, in); they are transposed here, once. The vocabulary is stored once as shared.weight
@@ -19,11 +20,17 @@ each stack only. Files from outside are untrusted: every header entry is checked
 tensor is read, every expected tensor's shape and finiteness before the tree is built, and
 pickle files are never opened.
 
-The lead folds `T5Pretrained` into `Pretrained` and moves this module into harness/formats/.
+Written (`write_t5_directory`): the inverse, for exports (a fine-tuned T5 for transformers,
+and the base model with trained layer norms beside an exported adapter): config.json of
+T5ForConditionalGeneration, model.safetensors under these names, and the tokenizer files
+(copied from the base model's directory, or written from the tokenizer made here).
+
+`T5Pretrained` is what this module reads; harness/pretrained.py makes it a `Pretrained`.
 """
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -34,8 +41,8 @@ from tokenizers import Tokenizer
 from ...core.paths import ATTENTION_LN, CROSS_ATTENTION_LN, FFN_LN, FINAL_LN
 from ...core.t5 import DECODER, EMBEDDINGS, ENCODER, FEED_FORWARD, LM_HEAD, RELATIVE_BIAS
 from ...core.t5 import T5Config
-from ...core.tree import dotted, unflatten
-from .files import LoadError, read_json_object, read_model_tensors
+from ...core.tree import dotted, flatten, unflatten
+from .files import LoadError, atomic_write, read_json_object, read_model_tensors, tensor_bytes
 
 
 class T5Pretrained(NamedTuple):
@@ -243,9 +250,10 @@ def read_t5_tensors(directory, dtype=onp.float32):
 # --- tokenizer and directory --------------------------------------------------------------------
 
 def read_t5_tokenizer(directory, cfg):
-    """A `tokenizers.Tokenizer` from tokenizer.json (padding and truncation switched off), or
-    None without one. Its vocabulary must fit the embedding, and its </s> and <pad>, where it
-    has them, must be the config's EOS and padding ids."""
+    """A `tokenizers.Tokenizer` from tokenizer.json (truncation switched off, padding to the
+    longest of a batch with the config's pad token), or None without one. Its vocabulary must
+    fit the embedding, and its </s> and <pad>, where it has them, must be the config's EOS and
+    padding ids."""
 
     path = directory / "tokenizer.json"
     if not path.exists():
@@ -264,6 +272,11 @@ def read_t5_tokenizer(directory, cfg):
         if found is not None and found != getattr(cfg, field):
             raise LoadError(f"{directory}: the tokenizer's {token} is id {found} but config.json's "
                             f"{field} is {getattr(cfg, field)}; they do not belong together.")
+    pad = tok.id_to_token(cfg.pad_token_id)
+    if pad is None:
+        raise LoadError(f"{directory}: the tokenizer has no token of id {cfg.pad_token_id}, "
+                        f"config.json's pad_token_id; they do not belong together.")
+    tok.enable_padding(pad_id=cfg.pad_token_id, pad_token=pad)   # as data/batches.tokenize pads
     return tok
 
 
@@ -281,3 +294,58 @@ def load_t5_directory(directory, *, dtype=onp.float32, name=None):
                             source=str(directory / "model.safetensors"))
     return T5Pretrained(cfg, params, read_t5_tokenizer(directory, cfg), name or str(directory),
                         str(directory.resolve()))
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "spiece.model")
+
+
+def config_json(cfg):
+    """config.json of T5ForConditionalGeneration with a T5Config's shapes and settings (the
+    inverse of `config_from_t5`)."""
+    hf = {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
+          "is_encoder_decoder": True}
+    hf.update({key: getattr(cfg, key) for key in FIELDS})
+    return hf
+
+
+def t5_tensors(params, cfg):
+    """{transformers name: float32 array in PyTorch's layout} of a T5 tree (`t5_names`, plus
+    shared.weight; lm_head.weight for an untied model is among t5_names)."""
+    flat = flatten(params)
+    out = {"shared.weight": flat[dotted((EMBEDDINGS, "word"))]}
+    for path, (name, transpose, _) in t5_names(cfg).items():
+        out[name] = flat[dotted(path)].T if transpose else flat[dotted(path)]
+    return {name: onp.ascontiguousarray(t, dtype=onp.float32) for name, t in out.items()}
+
+
+def write_t5_directory(out, params, pretrained):
+    """config.json, model.safetensors and the tokenizer files of T5ForConditionalGeneration
+    with these parameters (pretrained: the base model, for its config and tokenizer). A tree
+    with leaves T5 has no place for (BitFit's biases) is refused. Returns the names written."""
+    out = Path(out)
+    cfg = pretrained.config
+    extra = sorted(set(flatten(params)) - {dotted(p) for p in t5_names(cfg)}
+                   - {dotted((EMBEDDINGS, "word"))})
+    if extra:
+        raise ValueError(f"transformers' T5 has no place for {extra[:3]}: T5 has no biases "
+                         f"(BitFit adds them); keep this model in minicompacter's checkpoint.")
+    atomic_write(out / "config.json", json.dumps(config_json(cfg), indent=2))
+    atomic_write(out / "model.safetensors", tensor_bytes(t5_tensors(params, cfg),
+                                                         metadata={"format": "pt"}))
+    source = Path(pretrained.path) if pretrained.path else None
+    copied = [f for f in TOKENIZER_FILES if source is not None and (source / f).is_file()]
+    for f in copied:
+        shutil.copyfile(source / f, out / f)
+    if "tokenizer.json" not in copied and pretrained.tokenizer is not None:
+        plain = Tokenizer.from_str(pretrained.tokenizer.to_str())
+        plain.no_padding()                                    # as transformers saves one
+        plain.no_truncation()
+        atomic_write(out / "tokenizer.json", plain.to_str())
+        atomic_write(out / "tokenizer_config.json", json.dumps(
+            {"tokenizer_class": "T5TokenizerFast", "eos_token": "</s>", "unk_token": "<unk>",
+             "pad_token": plain.id_to_token(cfg.pad_token_id), "extra_ids": 0}, indent=2))
+        copied = ["tokenizer.json", "tokenizer_config.json"]
+    return ["config.json", "model.safetensors"] + copied

@@ -28,6 +28,7 @@ import numpy as onp
 
 from ...core.layers import LAYERS
 from ...core.methods import make_method
+from ...core.t5 import T5Config
 from ...core.tree import flatten
 from ..data.batches import MIN_LENGTH
 
@@ -110,13 +111,21 @@ def run_arguments(*, out, resume, replace):
                          "give one of them.")
 
 
+def token_limit(config):
+    """The tokens per row a model's positions hold (EncoderConfig.max_length), or None for T5,
+    whose relative positions take rows of any length."""
+    return None if isinstance(config, T5Config) else config.max_length
+
+
 def max_length_fits(max_length, encoder_config, reserved=0):
     """A row of max_length tokens needs as many positions, and `reserved` more for a method's
     virtual tokens before it (prompt tuning's prompt_length): at most cfg.max_length, the
     tokens the model's position embeddings hold (all of them in BERT; RoBERTa's first
-    padding_idx + 1 rows are never used: 512 of 514). A model whose positions hold fewer
-    than MIN_LENGTH tokens cannot be used at all."""
-    most = encoder_config.max_length
+    padding_idx + 1 rows are never used: 512 of 514). A model whose positions hold fewer than
+    MIN_LENGTH tokens cannot be used at all. T5 takes any length (relative positions)."""
+    most = token_limit(encoder_config)
+    if most is None:
+        return
     if most < MIN_LENGTH:
         raise ValueError(f"the model's {encoder_config.max_positions} position embeddings hold "
                          f"rows of at most {most} tokens, and minicompacter needs rows of at "

@@ -10,6 +10,9 @@ A checkpoint trained on the user's data records them (their files, columns and l
 `evaluate_checkpoint(DIR)` reads the same files again; other data (a TaskData) are read
 with the checkpoint's labels.
 
+On T5 (text to text, data/text2text.py) a split is scored by greedy generation: each answer
+is the label word it spells, or invalid (wrong, and counted: "invalid_answers").
+
 Outputs that are not finite (nan or inf) are never scored or printed as if they were
 numbers: `predictions` and `predict_texts` raise NonFiniteError, naming how many rows
 (files.finite_outputs: the message `encode` and `export` give too). A checkpoint is scored
@@ -23,7 +26,7 @@ import warnings
 import numpy as onp
 
 from ...core.counting import count_measured, peft_line, summary
-from ...core.model import predict
+from ...core.model import generate, predict
 from ...core.paths import HEAD
 from ...core.threads import parallel
 from ...core.tree import count, merge
@@ -31,18 +34,25 @@ from ..data.batches import (EVAL_BATCH_SIZE, MAX_LENGTH, Encoded, batch_order, e
                             tokenize)
 from ..data.metrics import glue_metrics
 from ..data.tasks import DataError, Task, get_task, tasks
+from ..data.text2text import (adds_prefix, answer_ids, answer_index, answer_metrics,
+                              encode_splits_text2text, input_text, label_words)
 from ..data.userdata import TaskData, as_source, from_identity, identity, read_texts, resolve
 from ..formats.dispatch import checkpoint_base, checkpoint_format, label_names, load_adapter
 from ..formats.files import NonFiniteError, finite_outputs
 from ..formats.native import read_config
+from . import checks
 
 __all__ = ["NonFiniteError", "encode_splits", "predictions", "evaluate", "evaluate_checkpoint",
            "predict_texts", "file_inputs", "trainable_line"]
 
 
-def encode_splits(splits, pretrained, task, max_length):
+def encode_splits(splits, pretrained, task, max_length, method_config=None):
     """{split name: Encoded} of a DatasetDict, tokenised once, padded with the tokenizer's
-    pad token (its family's)."""
+    pad token (its family's). On T5, Text2TextEncoded: input texts and label words, the task
+    prefix as the method has it (text2text.adds_prefix)."""
+    if pretrained.seq2seq:
+        return encode_splits_text2text(splits, pretrained.tokenizer, task,
+                                       prefix=adds_prefix(method_config), max_length=max_length)
     pad = pad_id(pretrained.tokenizer)
     return {name: Encoded(encode(ds, pretrained.tokenizer, task, max_length=max_length), pad,
                           task.is_regression)
@@ -71,12 +81,30 @@ def weights_made_once(trainable, frozen, model):
         return trainable, frozen, model
     params = hooks.weights(merge(frozen, trainable))
     method = model.method._replace(hooks=hooks._replace(weights=None))
-    return ({HEAD: params[HEAD]}, {k: v for k, v in params.items() if k != HEAD},
+    head = {HEAD: params[HEAD]} if HEAD in params else {}           # T5 has none
+    return (head, {k: v for k, v in params.items() if k != HEAD},
             model._replace(method=method))
 
 
+def generated_answers(trainable, frozen, encoded, model, batch_size=EVAL_BATCH_SIZE):
+    """T5: which label word each row's greedy answer is (its index in encoded.answers, -1 when
+    it is none), in the split's order. Generation stops at the longest label word's length."""
+    out = onp.zeros(len(encoded), onp.int64)
+    eos = model.encoder_config.eos_token_id
+    trainable, frozen, model = weights_made_once(trainable, frozen, model)
+    with onp.errstate(all="ignore"):
+        for idx in batch_order(encoded.lengths, batch_size):
+            ids = generate(trainable, frozen, encoded.batch(idx), model, encoded.max_answer_tokens)
+            out[idx] = [answer_index(row, encoded.answers, eos) for row in ids]
+    return out
+
+
 def evaluate(trainable, frozen, encoded, model, task, batch_size=EVAL_BATCH_SIZE):
-    """The task's metrics (Hugging Face glue keys and `score`) on an Encoded split."""
+    """The task's metrics (Hugging Face glue keys and `score`) on an Encoded split; on T5 also
+    "invalid_answers", the rows whose answer was no label word (scored wrong)."""
+    if model.seq2seq:
+        return answer_metrics(task, generated_answers(trainable, frozen, encoded, model,
+                                                      batch_size), encoded.labels)
     preds = predictions(trainable, frozen, encoded, model, batch_size)
     labels = encoded.labels.astype(onp.float64)
     return glue_metrics(task.metric, preds if task.is_regression else preds.astype(int),
@@ -96,7 +124,7 @@ def evaluate_checkpoint(directory, task=None, *, data_dir=None, pretrained=None,
         log(trainable_line(trainable, model, pretrained))
     present = [s for s in ("validation", "test") if s in splits]
     encoded = encode_splits({s: splits[s] for s in present}, pretrained, task,
-                            max_length_of(config, pretrained))
+                            max_length_of(config, pretrained), model.method.config)
     with parallel():
         return {s: evaluate(trainable, frozen, encoded[s], model, task,
                             config.get("eval_batch_size", EVAL_BATCH_SIZE)) if s in present
@@ -209,7 +237,9 @@ def inputs_fit(directory, config, pairs):
 def max_length_of(config, pretrained):
     """The tokens per row a checkpoint was trained with (its config's max_length, else the
     default), at most what the model's positions hold."""
-    return min(config.get("max_length", MAX_LENGTH), pretrained.config.max_length)
+    length = config.get("max_length", MAX_LENGTH)
+    limit = checks.token_limit(pretrained.config)
+    return length if limit is None else min(length, limit)
 
 
 def predict_texts(directory, texts, pairs=None, *, pretrained=None, batch_size=EVAL_BATCH_SIZE):
@@ -218,6 +248,9 @@ def predict_texts(directory, texts, pairs=None, *, pretrained=None, batch_size=E
     [{"score": s} ...] for regression."""
     pretrained = pretrained or checkpoint_base(directory)
     model, trainable, frozen, config = load_adapter(directory, pretrained)
+    if model.seq2seq:
+        return answer_texts(directory, texts, pairs, pretrained, model, trainable, frozen, config,
+                            batch_size)
     if not model.num_labels:
         raise ValueError(f"{directory} holds an adapter without a head: it gives hidden states, "
                          f"not predictions. Export or train it with a head to predict.")
@@ -260,3 +293,41 @@ def _prediction(logits, names):
     p /= p.sum()
     return {"label": names[int(onp.argmax(logits))],
             "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}}
+
+
+def answer_texts(directory, texts, pairs, pretrained, model, trainable, frozen, config,
+                 batch_size=EVAL_BATCH_SIZE):
+    """T5's answers: each input written as the task's input text (text2text.input_text; as it
+    was, when the checkpoint records no task) and answered greedily:
+    [{"answer": the generated text, "label": the label's name, or "score"; None when the
+    answer is no label word}, ...]."""
+    if pretrained.tokenizer is None:
+        raise ValueError(f"{pretrained.name} has no tokenizer (tokenizer.json): it cannot read "
+                         f"texts. Give the base model with its tokenizer (--model).")
+    inputs_fit(directory, config, pairs)
+    task = get_task(config["task"]) if config.get("task") else None
+    answers = answer_ids(pretrained.tokenizer, task) if task else []
+    rows = list(texts) if pairs is None else [list(p) for p in zip(texts, pairs)]
+    sources = [input_text(task, [r] if pairs is None else r, adds_prefix(model.method.config))
+               if task else (r if pairs is None else " ".join(r)) for r in rows]
+    longest = max((len(a) for a in answers), default=20)
+    out = []
+    with parallel(), onp.errstate(all="ignore"):
+        for i in range(0, len(sources), batch_size):
+            batch = tokenize(pretrained.tokenizer, sources[i:i + batch_size],
+                             max_length=max_length_of(config, pretrained))
+            for row in generate(trainable, frozen, batch, model, longest):
+                out.append(_answer(row, pretrained.tokenizer, task, answers,
+                                   model.encoder_config.eos_token_id))
+    return out
+
+
+def _answer(row, tokenizer, task, answers, eos):
+    text = tokenizer.decode([int(t) for t in row], skip_special_tokens=True).strip()
+    if task is None:
+        return {"answer": text}
+    index = answer_index(row, answers, eos)
+    word = None if index < 0 else label_words(task)[index]
+    if task.is_regression:
+        return {"answer": text, "score": None if word is None else float(word)}
+    return {"answer": text, "label": None if word is None else task.label_names[index]}

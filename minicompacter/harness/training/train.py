@@ -213,7 +213,8 @@ def prepare(pretrained, task, method, cfg, *, data_dir=None, train_size=None, ou
     (computed here if not given)."""
     method = ready_method(method, pretrained)
     task_spec, splits = resolve(task, data_dir=data_dir, train_size=train_size, seed=cfg.seed)
-    splits = encode_splits(splits, pretrained, task_spec, cfg.max_length)
+    splits = encode_splits(splits, pretrained, task_spec, cfg.max_length,
+                           method.config)
     model, trainable, frozen = init_model(onp.random.default_rng([cfg.seed, 0]), pretrained,
                                           method, num_labels=task_spec.num_labels,
                                           pooling=cfg.pooling)

@@ -28,10 +28,12 @@ DRAW_SHARE = 0.1          # the largest share of a run's time spent drawing curv
 
 
 def metrics_text(scores):
-    """ "accuracy 0.8500, macro_f1 0.8496, score 0.8498" (non-finite outputs said so)."""
+    """ "accuracy 0.8500, macro_f1 0.8496, score 0.8498" (non-finite outputs said so; counts,
+    such as T5's invalid_answers, as whole numbers)."""
     if scores.get("non_finite_outputs"):
         return "non-finite outputs, score nan"
-    return ", ".join(f"{name} {value:.4f}" for name, value in scores.items())
+    return ", ".join(f"{name} {value}" if isinstance(value, int) else f"{name} {value:.4f}"
+                     for name, value in scores.items())
 
 
 def loss_since_validation(history):
