@@ -364,7 +364,7 @@ CASES = [
            pf(json_edit("adapter_config.json", without("r"))))),
     m(Case("peft-r-a-string", LOAD_P, "'r' is \"four\", not an integer of at least 1",
            pf(json_edit("adapter_config.json", lambda c: {**c, "r": "four"})))),
-    m(Case("peft-r-huge", LOAD_P, "and r = 1000000000 on a model of width 384",
+    m(Case("peft-r-huge", LOAD_P, "and r = 1000000000 on a projection 384 -> 384",
            pf(json_edit("adapter_config.json", lambda c: {**c, "r": 1000000000})))),
     m(Case("peft-r-0", LOAD_P, "'r' is 0, not an integer of at least 1",
            pf(json_edit("adapter_config.json", lambda c: {**c, "r": 0})))),

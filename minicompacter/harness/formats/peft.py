@@ -232,29 +232,30 @@ def update_layout(cfg, model_config):
 
 
 def update_tensors(cfg, model_config, family):
-    """{peft tensor name: (minicompacter dotted path, the shape peft gives it)} of a LoRA or
-    LoKr (every one transposed): lora_A.weight (r, d_in), lora_B.weight (d_out, r); LoKr's
-    lokr_w1 -> w1, lokr_w2_a -> w2_a, ... (which ones: updates.lokr_shapes)."""
+    """{peft tensor name: (minicompacter dotted path, the shape peft gives it, the projection's
+    (d_in, d_out))} of a LoRA or LoKr (every one transposed): lora_A.weight (r, d_in),
+    lora_B.weight (d_out, r); LoKr's lokr_w1 -> w1, lokr_w2_a -> w2_a, ... (which ones:
+    updates.lokr_shapes)."""
     out = {}
-    for (stack, i, name), (path, (d_in, d_out)) in update_layout(cfg, model_config).items():
+    for (stack, i, name), (path, widths) in update_layout(cfg, model_config).items():
         base = family.peft_module(i, name, stack=stack) + "."
         if isinstance(cfg, LoKrConfig):
-            for leaf, shape in lokr_shapes(cfg, d_in, d_out).items():
-                out[base + "lokr_" + leaf] = (f"{path}.{leaf}", tuple(reversed(shape)))
+            for leaf, shape in lokr_shapes(cfg, *widths).items():
+                out[base + "lokr_" + leaf] = (f"{path}.{leaf}", tuple(reversed(shape)), widths)
         else:
-            out[base + "lora_A.weight"] = (f"{path}.A", (cfg.r, d_in))
-            out[base + "lora_B.weight"] = (f"{path}.B", (d_out, cfg.r))
+            out[base + "lora_A.weight"] = (f"{path}.A", (cfg.r, widths[0]), widths)
+            out[base + "lora_B.weight"] = (f"{path}.B", (widths[1], cfg.r), widths)
     return out
 
 
 def check_shapes(tensors, cfg, model_config, family, source):
     """FormatError unless every LoRA or LoKr tensor has the shape the config gives it on this
     model: before the model is built, so a config naming a huge r allocates nothing."""
-    for theirs, (_, want) in update_tensors(cfg, model_config, family).items():
+    for theirs, (_, want, (d_in, d_out)) in update_tensors(cfg, model_config, family).items():
         if tensors[theirs].shape != want:
             raise FormatError(f"{source}: {theirs} has shape {tensors[theirs].shape}, and r = "
-                              f"{cfg.r} on this model needs {want}; the config and the weights "
-                              f"do not belong together.")
+                              f"{cfg.r} on a projection {d_in} -> {d_out} needs {want}; the "
+                              f"config and the weights do not belong together.")
 
 
 def check_prompt(tensors, cfg, width, source):
@@ -273,7 +274,7 @@ def tensor_names(cfg, encoder_config, family):
     if isinstance(cfg, PromptConfig):
         return {PROMPT_TENSOR: (PROMPT, False)}
     return {theirs: (ours, True)
-            for theirs, (ours, _) in update_tensors(cfg, encoder_config, family).items()}
+            for theirs, (ours, _, _) in update_tensors(cfg, encoder_config, family).items()}
 
 
 def described(cfg, encoder_config, family):
