@@ -407,7 +407,7 @@ CASES = [
              k: v for k, v in t.items() if "shared_parameters" not in k}))),
     Case("xlm-roberta-version-0", family_predict("xlm_roberta"), "written by 'adapters.0.1'",
          fam("adapterhub", "xlm_roberta", meta(version="adapters.0.1"))),
-    Case("roberta-peft-r-differs-from-tensors", family_load("roberta"), "and r = 8 on a model of width 32",
+    Case("roberta-peft-r-differs-from-tensors", family_load("roberta"), "and r = 8 on a projection 32 -> 32",
          fam("peft", "roberta", json_edit("adapter_config.json", lambda c: {**c, "r": 8}))),
     # the head minicompacter writes beside an export (minicompacter_head.*)
     Case("head-json-not-json", HEAD, "minicompacter_head.json is not valid JSON",
