@@ -16,6 +16,10 @@ Throughput: `finetune` on a stratified subset (--finetune-size examples, 1 epoch
 time includes one validation pass, as every epoch of a real run does), and `evaluate`
 (`train.predictions`, batch 64, sorted by length) over the same subset.
 
+When the environment forces an OpenBLAS kernel (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE), the
+script runs twice, as forced and without those variables, each run appending its own
+section (_common.each_kernel).
+
     python bench/bench_epoch.py --data-dir "$GLUE_DIR"
 """
 
@@ -26,7 +30,7 @@ import time
 
 import numpy as np
 
-from _common import append_section, machine, start
+from _common import append_section, each_kernel, machine, start
 import minicompacter                                      # noqa: E402
 from minicompacter.harness.data.batches import Encoded, batch_order, encode, pad_token  # noqa: E402
 from minicompacter.harness.data.tasks import get_task, load_task  # noqa: E402
@@ -82,6 +86,8 @@ def time_steps(enc, batches, pretrained, method, T=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if each_kernel():               # OpenBLAS's kernel forced: one run per kernel
+        return
     start()
     notes = machine()
     print("\n".join(notes), flush=True)

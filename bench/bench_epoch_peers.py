@@ -8,7 +8,10 @@ validation split (minicompacter's data functions pick them on both sides). minic
 batches by length; AdapterHub runs in the same grouped order and in random order (the HF
 Trainer's default). Layer norms frozen on both sides, and a second setting with them trained
 on both. Each run is its own process, the sides alternated round after round; a row's
-figure is the median over rounds, its peak the largest ru_maxrss of its processes.
+figure is the median over rounds, its peak the largest ru_maxrss of its processes. When the
+environment forces an OpenBLAS kernel (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE), minicompacter
+runs both ways, as forced and in processes without those variables
+(_common.kernel_variants), each row labelled, with a ratio column for each.
 
     python bench/bench_epoch_peers.py --peer-python peer-env/bin/python --data-dir "$GLUE_DIR"
 """
@@ -20,7 +23,8 @@ import resource
 import statistics
 import sys
 
-from _common import ROOT, append_section, machine, peer_versions, start
+from _common import (ROOT, append_section, kernel_variants, machine, peer_versions, ratio_cells,
+                     ratio_names, start)
 from bench_step import run_json
 
 
@@ -60,15 +64,22 @@ def worker(task, layer_norms, data_dir, train_size):
                       "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def sides(args, task, layer_norms):
+MC = "minicompacter finetune (grouped)"
+
+
+def sides(args, task, layer_norms, variants, env):
+    """(label, argv, env) of each run: minicompacter once per kernel variant, then the peer's
+    two orders (with `env`, this process's environment plus the path)."""
     mine = [sys.executable, __file__, "--worker", task, layer_norms, "--data-dir", args.data_dir,
             "--train-size", str(args.train_size)]
     peer = [args.peer_python, str(ROOT / "bench" / "peer_epoch_adapterhub.py"), task, "--data-dir",
             args.data_dir, "--train-size", str(args.train_size), "--lr", str(lr())]
     peer += ["--train-layer-norms"] if layer_norms == "trained" else []
-    return [("minicompacter finetune (grouped)", mine),
-            ("AdapterHub loop, grouped like minicompacter", peer + ["--order", "grouped"]),
-            ("AdapterHub loop, random order", peer + ["--order", "random"])]
+    return ([(MC + (f"; {kernel}" if kernel else ""), mine,
+              env if kernel_env is None else dict(kernel_env, PYTHONPATH=env["PYTHONPATH"]))
+             for kernel, kernel_env in variants]
+            + [("AdapterHub loop, grouped like minicompacter", peer + ["--order", "grouped"], env),
+               ("AdapterHub loop, random order", peer + ["--order", "random"], env)])
 
 
 def main(argv=None):
@@ -77,27 +88,30 @@ def main(argv=None):
         return worker(*args.worker, args.data_dir, args.train_size)
     start()                                       # for machine()'s description of the workers' pool
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'bench'}")
-    notes = machine([peer_versions(args.peer_python)])
+    notes = machine([peer_versions(args.peer_python)], peer_python=args.peer_python)
     print("\n".join(notes), flush=True)
-    lines = ["| task | layer norms | side | seconds (median) | rounds | mc / this | peak MB | mc / this peak |",
-             "|---|---|---|---|---|---|---|---|"]
+    variants = kernel_variants()
+    names = ratio_names(variants)
+    lines = ["| task | layer norms | side | seconds (median) | rounds | "
+             + " | ".join(f"{n} / this" for n in names) + " | peak MB | "
+             + " | ".join(f"{n} / this peak" for n in names) + " |",
+             "|---|---|---|---|---|" + "---|" * (2 * len(names) + 1)]
     for task in args.tasks.split(","):
         for layer_norms in ("frozen", "trained"):
-            rows = sides(args, task, layer_norms)
-            got = {label: [] for label, _ in rows}
+            rows = sides(args, task, layer_norms, variants, env)
+            got = {label: [] for label, _, _ in rows}
             for r in range(args.rounds):
-                for label, cmd in rows:
-                    got[label].append(run_json(cmd, env=env))
+                for label, cmd, run_env in rows:
+                    got[label].append(run_json(cmd, env=run_env))
                     print(f"{task} {layer_norms} round {r + 1}: {label}: {got[label][-1]['seconds']:.1f} s", flush=True)
-            mc = got[rows[0][0]]
-            mc_s, mc_peak = statistics.median(x["seconds"] for x in mc), max(x["peak_mb"] for x in mc)
+            secs = {label: statistics.median(x["seconds"] for x in runs) for label, runs in got.items()}
+            peaks = {label: max(x["peak_mb"] for x in runs) for label, runs in got.items()}
+            mcs = [label for label, _, _ in rows[:len(variants)]]
             for label, runs in got.items():
-                s, peak = statistics.median(x["seconds"] for x in runs), max(x["peak_mb"] for x in runs)
-                mine = label == rows[0][0]
-                lines.append(f"| {task} | {layer_norms} | {label} | {s:.1f} | "
+                lines.append(f"| {task} | {layer_norms} | {label} | {secs[label]:.1f} | "
                              + ", ".join(f"{x['seconds']:.1f}" for x in runs)
-                             + f" | {'' if mine else f'{mc_s / s:.2f}'} | {peak:.0f} | "
-                             + f"{'' if mine else f'{mc_peak / peak:.2f}'} |")
+                             + f" | {ratio_cells(secs, mcs, label)} | {peaks[label]:.0f} | "
+                             f"{ratio_cells(peaks, mcs, label)} |")
     text = "\n".join(lines)
     print("\n" + text)
     if args.append:

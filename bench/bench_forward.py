@@ -12,6 +12,10 @@ ratio minicompacter / PyTorch and the max abs difference of the hidden states.
 Compare ratios from one run, never absolute times from different runs (the machine is
 noisy, about +-10%). Each run appends its table to BENCHMARKS.md unless --no-append.
 
+When the environment forces an OpenBLAS kernel (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE), the
+script runs twice, as forced and without those variables, each run appending its own
+section (_common.each_kernel).
+
     python bench/bench_forward.py                      # minicompacter only if no torch
     ref-env/bin/python bench/bench_forward.py --repeats 5  # ref-env: torch + transformers
     python bench/bench_forward.py --shapes 8x32 --no-append
@@ -20,10 +24,12 @@ noisy, about +-10%). Each run appends its table to BENCHMARKS.md unless --no-app
 import argparse
 import os
 import statistics
+import sys
 
 import numpy as np
 
-from _common import BENCHMARKS, append_section, machine, make_batch, parse_shapes, start, time_interleaved
+from _common import (BENCHMARKS, append_section, each_kernel, machine, make_batch, parse_shapes, start,
+                     time_interleaved)
 import minicompacter                             # noqa: E402  (_common puts the checkout first)
 from minicompacter.harness.pretrained import minilm_dir  # noqa: E402
 
@@ -89,13 +95,15 @@ def table(rows):
 
 def main(argv=None):
     args = parse_args(argv)
+    if each_kernel():               # OpenBLAS's kernel forced: one run per kernel
+        return
     start()
     cores = os.cpu_count()
     mc = minicompacter.load_pretrained("minilm")
     torch, model = load_torch_model(minilm_dir(), cores)
     machine_lines = machine([f"torch {torch.__version__}, {torch.get_num_threads()} threads "
                              f"(interop {torch.get_num_interop_threads()})" if torch else
-                             "torch not installed"])
+                             "torch not installed"], peer_python=sys.executable if torch else None)
     print("\n".join(machine_lines), flush=True)
     rng = np.random.default_rng(args.seed)
     rows = []

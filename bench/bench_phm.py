@@ -13,6 +13,9 @@ the outputs and gradients of the two paths. A ratio below 0.85 counts as a win b
 the noise (about +-10%). The script scores candidate rules for build_W=None.
 Run with the glibc allocator settings below (MALLOC_*_; docs/performance.md): without them,
 fresh large buffers made some cases 2-8x slower depending on what ran before (both paths).
+When the environment forces an OpenBLAS kernel (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE), the
+script runs twice, as forced and without those variables, each run appending its own
+section (_common.each_kernel).
 
     MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=8589934592 \
         MALLOC_TOP_PAD_=268435456 python3 bench/bench_phm.py     # full sweep, appended
@@ -29,7 +32,7 @@ import numpy as onp
 from autograd import grad
 import autograd.numpy as np
 
-from _common import BENCHMARKS, append_section, machine, start
+from _common import BENCHMARKS, append_section, each_kernel, machine, start
 from minicompacter.core import phm                    # noqa: E402  (_common puts the checkout first)
 
 WIN = 0.85                                       # factored/built below this: a real win
@@ -166,6 +169,8 @@ def conclusion(rows, skipped):
 
 def main(argv=None):
     args = parse_args(argv)
+    if each_kernel():               # OpenBLAS's kernel forced: one run per kernel
+        return
     start()
     machine_lines = machine()
     print("\n".join(machine_lines), flush=True)

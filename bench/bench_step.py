@@ -13,7 +13,10 @@ bench/peer_adapterhub.py), the same steps run in PyTorch in the same benchmark r
 AdapterHub's CompacterPlusPlusConfig and CompacterConfig, and full fine-tuning of
 transformers' BertForSequenceClassification. The GEMM floor of a step is its matrix-product
 FLOP count (`step_gflop`) divided by the float32 GEMM rate measured in this run on
-(2048 x 384) @ (384 x 1536).
+(2048 x 384) @ (384 x 1536), in a process of its own. When the environment forces an
+OpenBLAS kernel (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE), minicompacter's steps and the GEMM
+rate are measured both ways, as forced and in processes without those variables
+(_common.kernel_variants): one table per kernel, the PyTorch side measured once.
 
     python bench/bench_step.py                                   # minicompacter only
     python bench/bench_step.py --peer-python peer-env/bin/python
@@ -31,8 +34,8 @@ import time
 
 import numpy as np
 
-from _common import (ROOT, append_section, machine, parse_shapes, peer_versions, start, step_setup,
-                     time_interleaved)
+from _common import (ROOT, append_section, kernel_variants, machine, parse_shapes, peer_versions,
+                     start, step_setup, time_interleaved)
 
 # The presets train every layer norm, as the paper does; ":adapter-only" freezes them, as
 # AdapterHub's train_adapter does, so that the two sides train the same weights.
@@ -52,6 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--append", action=argparse.BooleanOptionalAction, default=True,
                    help="append the results to BENCHMARKS.md (default on)")
     p.add_argument("--worker", nargs=2, metavar=("METHOD", "BxT"), help=argparse.SUPPRESS)
+    p.add_argument("--gemm-worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -133,9 +137,15 @@ def run_json(cmd, env=None):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(args, method, B, T):
+def measure(args, method, B, T, env=None):
     return run_json([sys.executable, __file__, "--worker", method, f"{B}x{T}",
-                     "--repeats", str(args.repeats), "--warmup", str(args.warmup)])
+                     "--repeats", str(args.repeats), "--warmup", str(args.warmup)], env=env)
+
+
+def measure_gemm_rate(env=None):
+    """(best GFLOP/s, {way: GFLOP/s}) of gemm_rate() in a process of its own with `env`."""
+    got = run_json([sys.executable, __file__, "--gemm-worker"], env=env)
+    return got["best"], got["rates"]
 
 
 def measure_peer(args, method, B, T):
@@ -144,8 +154,9 @@ def measure_peer(args, method, B, T):
                      f"{B}x{T}", "--repeats", str(args.repeats), "--warmup", str(args.warmup)])
 
 
-def table(rows, rate, rates):
-    lines = [f"GEMM rate in this run: {rate:.0f} GFLOP/s, the best of "
+def table(rows, rate, rates, kernel=""):
+    lines = ([f"**{kernel[0].upper() + kernel[1:]}**", ""] if kernel else []) + [
+             f"GEMM rate in this run: {rate:.0f} GFLOP/s, the best of "
              + ", ".join(f"{k} {v:.0f}" for k, v in rates.items())
              + " (float32, (2048x384)@(384x1536)).", "",
              "| shape | method | trainable | step s (min) | / full step | / GEMM floor | peak MB "
@@ -169,26 +180,35 @@ def main(argv=None):
     start()
     if args.worker:
         return worker(*args.worker, args.repeats, args.warmup)
+    if args.gemm_worker:
+        best, rates = gemm_rate()
+        return print(json.dumps({"best": best, "rates": rates}))
     methods = args.methods.split(",")
     peer_line = []
     if args.peer_python:
         peer_line = [peer_versions(args.peer_python)]
-    notes = machine(peer_line)
+    notes = machine(peer_line, peer_python=args.peer_python)
     print("\n".join(notes), flush=True)
-    rate, rates = gemm_rate()
-    print(f"GEMM rate {rate:.0f} GFLOP/s", flush=True)
-    rows = []
+    variants = kernel_variants()
+    gemm = {kernel: measure_gemm_rate(env) for kernel, env in variants}
+    for kernel, (rate, _) in gemm.items():
+        print(f"GEMM rate {rate:.0f} GFLOP/s {kernel}", flush=True)
+    rows, peers = {kernel: [] for kernel, _ in variants}, {}
     for B, T in parse_shapes(args.shapes):
         for method in methods:
-            row = {"shape": (B, T), "method": method, "mc": measure(args, method, B, T),
-                   "floor": step_gflop(method, B, T) / rate}
             if args.peer_python and method in PEERS:
-                row["peer"] = measure_peer(args, method, B, T)
-            rows.append(row)
-            print(f"B{B}xT{T} {method}: {row['mc']['median']:.3f} s, {row['mc']['peak_mb']:.0f} MB"
-                  + (f"; PyTorch {row['peer']['median']:.3f} s, {row['peer']['peak_mb']:.0f} MB"
-                     if "peer" in row else ""), flush=True)
-    text = table(rows, rate, rates)
+                peers[B, T, method] = measure_peer(args, method, B, T)
+            for kernel, env in variants:
+                row = {"shape": (B, T), "method": method, "mc": measure(args, method, B, T, env),
+                       "floor": step_gflop(method, B, T) / gemm[kernel][0]}
+                if (B, T, method) in peers:
+                    row["peer"] = peers[B, T, method]
+                rows[kernel].append(row)
+                print(f"B{B}xT{T} {method} {kernel}: {row['mc']['median']:.3f} s, "
+                      f"{row['mc']['peak_mb']:.0f} MB"
+                      + (f"; PyTorch {row['peer']['median']:.3f} s, {row['peer']['peak_mb']:.0f} MB"
+                         if "peer" in row else ""), flush=True)
+    text = "\n\n".join(table(rows[kernel], *gemm[kernel], kernel) for kernel, _ in variants)
     print("\n" + text)
     if args.append:
         notes += [f"{args.warmup} warm-up steps, then {args.repeats} timed steps, each "

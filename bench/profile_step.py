@@ -9,6 +9,10 @@ layers' products (forward, dy W^T), everything run through kernels.matmul_rows.
 building and backward bookkeeping, gradient accumulation, the small adapter products,
 reshapes, clipping and AdamW).
 
+When the environment forces an OpenBLAS kernel (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE), the
+script runs twice, as forced and without those variables, each run appending its own
+section (_common.each_kernel).
+
     python bench/profile_step.py [--method compacter++:adapter-only] [--shape 32x128]
 """
 
@@ -17,7 +21,7 @@ import cProfile
 import inspect
 import pstats
 
-from _common import append_section, machine, parse_shapes, start, step_setup
+from _common import append_section, each_kernel, machine, parse_shapes, start, step_setup
 from minicompacter.core import kernels                         # noqa: E402
 
 
@@ -44,6 +48,8 @@ def main(argv=None):
     p.add_argument("--shape", default="32x128")
     p.add_argument("--append", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)
+    if each_kernel():               # OpenBLAS's kernel forced: one run per kernel
+        return
     start()
     (B, T), = parse_shapes(args.shape)
     step, _ = step_setup(args.method, B, T)
