@@ -397,7 +397,7 @@ PRESETS = {
                                         leave_out_lower=5 / 12), 3e-3, 3e-4),
     "prompt-tuning-r": Preset(PromptConfig(), 3e-2, 3e-2),
     "prompt-tuning-t": Preset(PromptConfig(method="prompt-tuning-t", prompt_init="vocab"), 3e-2, 3e-1),
-    "intrinsic-said": Preset(IntrinsicConfig(), 3e-2, 3e-2),
+    "intrinsic-said": Preset(IntrinsicConfig(), 3e-3, 3e-2),
     # the Kronecker family (notebook 08): a PHM-Adapter with n = 4 whose rule is fixed to the
     # quaternions' (quaternion-valued D and U), peft's LoKr, and the PHM update beside W.
     # The quaternion adapter's B ~ N(0, 0.01^2), the dense adapter's init: with rules of +-1
