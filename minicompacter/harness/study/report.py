@@ -206,7 +206,7 @@ def settings(plan, machine, seconds):
              f"{plan.train_cap or 'all'} examples (stratified, seeded); "
              f"{plan.epochs or epochs_for(plan.train_cap or 10 ** 9)} epochs; batch {batch}, "
              f"max length {plan.max_length}; learning rate {learning_rates(plan.methods)} "
-             "(README, \"Training\")."]
+             "(docs/training.md)."]
     if plan.epochs:
         return lines + [f"- Low-resource study: sizes {', '.join(map(str, plan.sizes))}, "
                         f"{plan.epochs} epoch(s).", ""]
@@ -470,7 +470,7 @@ def lr_difference(methods):
     """The presets' learning rates against the paper's."""
     paper = "; ".join(f"{rate(lr)} for {words(ms)}" for lr, ms in rates_by_value(methods, True))
     absent = [m for m in methods if PRESETS[m].paper_lr is None]
-    return [f"- **Learning rates**: {learning_rates(methods)} (why: README, \"Training\"), not "
+    return [f"- **Learning rates**: {learning_rates(methods)} (why: docs/training.md), not "
             f"tuned per task. The paper's, on {PAPER_MODEL.name}: {paper}"
             + (f"; {words(absent)} {'is' if len(absent) == 1 else 'are'} not in the paper"
                if absent else "") + "."]
@@ -484,11 +484,11 @@ def setting_differences(plan, machine):
              f"- **Efficiency**: NumPy + autograd on {machine['cores']} CPU cores against "
              f"{PAPER_HARDWARE}; the savings come from the same source (no weight gradients or "
              "optimiser state for frozen weights), but their size depends on the implementation "
-             "(README, \"Speed\")."]
+             "(docs/performance.md)."]
     if norms:
         lines[-1] += (f" The adapter methods ({', '.join(norms)}) train every layer norm, as "
                       "the paper's do, the embeddings' included, so the backward pass still runs "
-                      "through every layer; README, \"Speed\", times a step with them frozen "
+                      "through every layer; docs/performance.md times a step with them frozen "
                       "(adapter-only).")
     return lines
 
