@@ -335,10 +335,11 @@ if not SMALL:
 # encoded data, Python and the libraries included); time is the training loop with its
 # evaluation after each epoch, from one run on a two-core machine: jobs running beside it
 # would lengthen the times, not all alike, so the ratios are rough (on a quiet machine runs
-# of the same thing differ by about 10%, BENCHMARKS.md). In the committed full-size run,
-# made with nothing else running, the five parameter-efficient methods took 0.36 to 0.42
-# of full fine-tuning's time and 0.51 to 0.55 of its peak memory: the saving in time is
-# somewhat larger than the saving in memory.
+# of the same thing differ by about 10%, BENCHMARKS.md). The committed outputs were made
+# with other jobs sharing the two cores; the five parameter-efficient methods took about
+# half of full fine-tuning's time and of its peak memory (both ranges printed under the
+# table; an earlier build with nothing else running gave 0.36 to 0.42 of the time and
+# 0.51 to 0.55 of the memory).
 #
 # Memory: full fine-tuning keeps a gradient and AdamW's two moment estimates for each of its
 # 22.6 million parameters, three float32 copies of the model (271 MB, printed above), and
@@ -354,9 +355,9 @@ if not SMALL:
 # rows, the larger its share: `bench/bench_step.py` measured a parameter-efficient step at
 # 0.42 to 0.53 of a full step at 16 rows of 64 tokens, and 0.60 to 0.79 at 32 rows of 128
 # (BENCHMARKS.md). SST-2's rows are shorter still (a median of 10 tokens in the training
-# subset, printed under "The settings"), and the ratios of this run, 0.36 to 0.42, are
-# lower than even the short-row ones, in the direction that argument predicts; one run on
-# a two-core machine does not pin them closer. The next section takes a step apart.
+# subset, printed under "The settings"), and the time ratios of this run (printed) lie
+# below the long-row ones, in the direction that argument predicts; one run on a shared
+# two-core machine does not pin them closer. The next section takes a step apart.
 
 # %% [markdown]
 # ## What the efficiency claim means
@@ -420,8 +421,8 @@ assert abs(saved(by_compare["efficiency_compare"], "compacter++", "memory") - st
 assert saved(by_compare["efficiency_compare_1000x4"], "compacter++", "memory") > study_saving + 0.1   # the data
 
 # %% [markdown]
-# On time, every measurement here saves more than the paper did: this notebook's run 58-64%
-# for the parameter-efficient methods, the study's one-epoch runs about 40% (printed). On
+# On time, every measurement here saves more than the paper did (printed: this notebook's
+# run, and the study's one-epoch runs at about 40%). On
 # two CPU cores the part of a step that these methods skip, the weight gradients of the
 # frozen matrices and the update of 22.6 million numbers, weighs more than on the paper's
 # GPUs (next section takes a step apart).
