@@ -64,6 +64,7 @@ def run_count(*args):
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_count_t5_base_all_prints_the_paper_table_from_shapes_and_measured():
     """The table from T5-base's shapes, and measured on a real tree: T5-base's config with the
     vocabulary resized to 32,100, random weights, each method's trainable tree walked."""
@@ -73,6 +74,7 @@ def test_count_t5_base_all_prints_the_paper_table_from_shapes_and_measured():
         assert f"| {name} | {trainable:,} | {percent} | {trainable:,} |" in out.stdout
 
 
+@pytest.mark.slow
 def test_count_json_and_breakdown():
     out = run_count("--model", "t5-base", "--method", "compacter", "--json")
     r = json.loads(out.stdout)
@@ -96,6 +98,7 @@ def test_count_peft_line_and_head_line_on_tiny():
     assert "measured by walking the trainable tree: 2,147 (agrees)" in out.stdout
 
 
+@pytest.mark.slow
 @needs_minilm
 def test_count_minilm_all_agrees_with_the_trees():
     out = run_count("--model", "minilm", "--method", "all", "--json")
@@ -105,6 +108,7 @@ def test_count_minilm_all_agrees_with_the_trees():
     assert {r["method"]: r["trainable"] for r in rows}["compacter++"] == 17_946
 
 
+@pytest.mark.slow
 def test_count_bad_input():
     out = run_count("--model", "t5-base", "--method", "compactor")
     assert out.returncode == 2 and "Unknown method 'compactor'; the methods are" in out.stderr

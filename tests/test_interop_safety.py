@@ -313,6 +313,7 @@ def edit_state(run, **changes):
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("changes,message", [
     ({"epoch": 99}, "does not describe a point of this run: step 5"),
     ({"step": 3}, "does not describe a point of this run"),
@@ -551,6 +552,7 @@ def test_19_a_directory_with_two_formats_is_refused(tiny, tmp_path):
         mc.load_adapter(run, tiny)
 
 
+@pytest.mark.slow
 def test_19_an_unfinished_run_is_noticed_when_evaluated(tiny, tmp_path, capsys):
     cfg = TrainConfig(epochs=2, batch_size=16, max_length=32, progress=False)
     method = mc.method_config("compacter++", reduction_factor=8)

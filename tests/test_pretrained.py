@@ -142,6 +142,7 @@ def test_tiny_is_deterministic_and_float64_capable():
     assert mc.tokenize(a.tokenizer, ["the film was good", "not bad"])["input_ids"].shape == (2, 6)
 
 
+@pytest.mark.slow
 def test_tiny_tokenizer_is_the_same_in_every_process():
     import hashlib
     import subprocess

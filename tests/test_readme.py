@@ -67,6 +67,7 @@ def test_help_lists_the_commands():
         assert command in out.stdout
 
 
+@pytest.mark.slow
 def test_readme_count_commands_run():
     lines = [l for b in blocks("bash") for l in b.splitlines()
              if l.startswith("python -m minicompacter count")]

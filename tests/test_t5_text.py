@@ -150,6 +150,7 @@ def test_full_fine_tuning_teaches_a_random_t5_the_sentiment_task(tiny_t5):
     assert m["test"]["accuracy"] >= 0.8 and m["test"]["invalid_answers"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["compacter", "lora", "bitfit"])
 def test_parameter_efficient_methods_train_on_t5_the_loss_falls(tiny_t5, method):
     """60 steps on the random tiny-t5 (measured: the mean loss of the first five steps 6.8,
@@ -163,6 +164,7 @@ def test_parameter_efficient_methods_train_on_t5_the_loss_falls(tiny_t5, method)
     assert set(m["validation"]) == {"accuracy", "score", "invalid_answers"}
 
 
+@pytest.mark.slow
 def test_checkpoint_evaluate_and_resume_on_t5(tiny_t5, tmp_path):
     method = mc.method_config("compacter++", reduction_factor=8)
     reference = finetune(tiny_t5, TASK, method, CFG, train_size=96, out=tmp_path / "whole")
@@ -261,6 +263,7 @@ def test_t5_adapters_are_written_back_as_the_libraries_saved_them(v1_0, fixture,
         assert b["config"] == {k: v for k, v in a["config"].items() if k in b["config"]}
 
 
+@pytest.mark.slow
 def test_a_trained_t5_adapter_exported_reads_back_the_same(tiny_t5, tmp_path):
     finetune(tiny_t5, TASK, mc.method_config("compacter", reduction_factor=8), CFG,
              train_size=32, out=tmp_path / "run")
@@ -289,6 +292,7 @@ def test_peft_targets_that_miss_an_attention_are_refused(v1_0, tmp_path):
         load_adapter(tmp_path / "p", v1_0)
 
 
+@pytest.mark.slow
 def test_bitfit_on_t5_is_refused_by_every_export(tiny_t5, tmp_path):
     finetune(tiny_t5, TASK, "bitfit", CFG, train_size=32, out=tmp_path / "run")
     for target in ("adapters", "peft", "transformers"):

@@ -135,6 +135,7 @@ def test_finetune_peak_leaves_out_what_came_before_training():
     assert got["peak"] < got["high"] - 600                    # the 800 MB are not in it
 
 
+@pytest.mark.slow
 def test_resume_after_an_interrupt_gives_the_same_result(tiny, run, tmp_path):
     _, reference = run
     out = tmp_path / "interrupted"
@@ -149,6 +150,7 @@ def test_resume_after_an_interrupt_gives_the_same_result(tiny, run, tmp_path):
     assert strip(resumed["history"]) == strip(reference["history"])
 
 
+@pytest.mark.slow
 def test_resume_works_for_lora_and_ignores_progress_bars(tiny, tmp_path):
     cfg = TrainConfig(epochs=2, batch_size=16, max_length=32, progress=False)
     out = tmp_path / "lora"
