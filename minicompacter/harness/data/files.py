@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-from .tasks import DataError
+from .tasks import DataError, utf8_text
 
 FORMATS = {".csv": "CSV", ".tsv": "TSV", ".json": "JSON", ".jsonl": "JSON Lines"}
 # the first bytes of files that are not text, and what they are
@@ -73,12 +73,7 @@ def decode(path, raw):
         if raw.startswith(magic):
             raise DataError(f"{path} is {what}, not {FORMATS[path.suffix.lower()]} text; save the "
                             f"data as a .csv, .tsv, .json or .jsonl file.")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise DataError(f"{path}, line {line}: byte 0x{raw[e.start]:02x} is not UTF-8; the file "
-                        f"must be UTF-8 (convert it, e.g. iconv -f latin1 -t utf-8).") from None
+    text = utf8_text(path, raw)
     if not text.strip():
         raise DataError(f"{path} is empty; expected a header row and examples.")
     if "\x00" in text:

@@ -134,17 +134,22 @@ def read_tsv(path, task):
     return out
 
 
-def read_rows(path):
-    """The rows of a tab-separated file, read as UTF-8 (a byte-order mark is dropped);
-    blank lines at the end are dropped. A file that is not UTF-8 is an error naming the
-    line and the byte."""
-    raw = read_bytes(path)
+def utf8_text(path, raw):
+    """A file's bytes as UTF-8 text (a byte-order mark dropped); DataError naming the line and
+    the byte that is not UTF-8."""
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise DataError(f"{path}, line {line}: byte 0x{raw[e.start]:02x} is not UTF-8; the file "
                         f"must be UTF-8 (convert it, e.g. iconv -f latin1 -t utf-8).") from None
+
+
+def read_rows(path):
+    """The rows of a tab-separated file, read as UTF-8 (a byte-order mark is dropped);
+    blank lines at the end are dropped. A file that is not UTF-8 is an error naming the
+    line and the byte."""
+    text = utf8_text(path, read_bytes(path))
     rows = [line.split("\t") if line else [] for line in LINE_END.split(text)]
     while rows and not rows[-1]:
         rows.pop()
