@@ -277,14 +277,33 @@ def test_a_float32_training_step_is_float32_forward_backward_and_after_the_updat
 
 
 def test_float32_phi_table_is_within_1e7_of_the_exact_phi():
-    """The interpolated Phi that the float32 GELU uses, on a dense grid over [-9, 9] (beyond
-    the table's ends too) and at its knots."""
+    """The interpolated Phi and phi that the float32 GELU uses, on a dense grid over [-9, 9]
+    (beyond the table's ends too) and at its knots."""
     import math
 
     import scipy.special
     x = onp.concatenate([onp.linspace(-9, 9, 400001), onp.arange(-8, 8, 1 / 1024)]).astype(onp.float32)
-    out, scratch = onp.empty_like(x), onp.empty_like(x)
-    kernels._cdf_float32(x, out, scratch)
-    exact = 0.5 * (1.0 + scipy.special.erf(x.astype(onp.float64) / math.sqrt(2.0)))
-    assert out.dtype == onp.float32
-    assert onp.max(onp.abs(out - exact)) < 1e-7
+    cdf, pdf, scratch = onp.empty_like(x), onp.empty_like(x), onp.empty_like(x)
+    kernels._phi_float32(x, cdf, pdf, scratch)
+    x64 = x.astype(onp.float64)
+    assert cdf.dtype == pdf.dtype == onp.float32
+    assert onp.max(onp.abs(cdf - 0.5 * (1.0 + scipy.special.erf(x64 / math.sqrt(2.0))))) < 1e-7
+    assert onp.max(onp.abs(pdf - onp.exp(-0.5 * x64 ** 2) / math.sqrt(2.0 * math.pi))) < 1e-7
+
+
+def test_float32_gelu_slope_is_within_float32_rounding_of_the_exact_one():
+    """Phi(x) + x phi(x) from the table against float64, and Phi (0 or 1 to float32
+    precision) for huge |x|, where x^2 overflows float32 and x phi(x) must not."""
+    import math
+
+    import scipy.special
+    x = onp.linspace(-10, 10, 100001, dtype=onp.float32)
+    _, slope = kernels.gelu_parts(x, slope=True)
+    x64 = x.astype(onp.float64)
+    exact = (0.5 * (1.0 + scipy.special.erf(x64 / math.sqrt(2.0)))
+             + x64 * onp.exp(-0.5 * x64 ** 2) / math.sqrt(2.0 * math.pi))
+    assert slope.dtype == onp.float32
+    assert onp.max(onp.abs(slope - exact)) < 5e-7
+    huge = onp.array([-3e38, -1e20, -30.0, 30.0, 1e20, 3e38], onp.float32)
+    _, slope = kernels.gelu_parts(huge, slope=True)
+    assert onp.max(onp.abs(slope - [0.0, 0.0, 0.0, 1.0, 1.0, 1.0])) < 1e-7

@@ -72,7 +72,7 @@ def test_on_the_plain_layers_no_fast_kernel_runs(tiny, monkeypatch):
     plain layers must still compute every method's loss and gradients (and the fast ones fail)."""
     def broken(*args, **kwargs):
         raise AssertionError("a fast kernel ran")
-    for name in ("matmul_rows", "normalize", "gelu_parts", "attention_probs", "_cdf_float32"):
+    for name in ("matmul_rows", "normalize", "gelu_parts", "attention_probs", "_phi_float32"):
         monkeypatch.setattr(kernels, name, broken)
     for method, overrides in CASES:
         args = setup(tiny, method, overrides)

@@ -263,7 +263,7 @@ def test_on_the_plain_layers_no_fast_kernel_runs(monkeypatch):
 
     def broken(*args, **kwargs):
         raise AssertionError("a fast kernel ran")
-    for name in ("matmul_rows", "normalize", "gelu_parts", "attention_probs", "_cdf_float32"):
+    for name in ("matmul_rows", "normalize", "gelu_parts", "attention_probs", "_phi_float32"):
         monkeypatch.setattr(kernels, name, broken)
     cfg = t5.TINY_T5
     params = with_hook_params(tiny_params(cfg), cfg)

@@ -199,42 +199,53 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-# Phi in float32 from a table. SciPy's erf costs about 13 ns an element (it runs the
-# float64 algorithm one element at a time), which made the exact GELU the largest cost of a
-# training step after the matrix products. Phi is smooth, so linear interpolation in a
-# table of its float64 values at steps of h = 2^-10 over [-8, 8] (16,385 values, 128 KiB:
-# it stays in cache) is off by at most h^2/8 max|Phi''| = 3e-8, below float32's rounding
-# of Phi (6e-8 near 1); with float32 arithmetic the measured error is under 1e-7
-# (tests/test_kernels.py). Outside [-8, 8], Phi is 0 or 1 to float32 precision. Float64
-# inputs (the gradient checks) still use SciPy's exact erf.
+# Phi and phi in float32 from one table. SciPy's erf costs about 13 ns an element (it runs
+# the float64 algorithm one element at a time), which made the exact GELU the largest cost
+# of a training step after the matrix products; NumPy's float32 exp, which phi(x) =
+# exp(-x^2 / 2) / sqrt(2 pi) needs, costs about 3 ns an element on a CPU without AVX-512
+# (measured on an AMD EPYC with AVX2: docs/performance.md). Both are smooth, so linear
+# interpolation in a table of their float64 values at steps of h = 2^-10 over [-8, 8]
+# (16,384 cells, 256 KiB: it stays in cache) is off by at most h^2/8 max|Phi''| = 3e-8 for
+# Phi and h^2/8 max|phi''| = 5e-8 for phi, below float32's rounding of Phi (6e-8 near 1);
+# with float32 arithmetic the measured error is under 1e-7 (tests/test_kernels.py). Each
+# row holds a cell's (Phi, its rise, phi, its rise), so one gather fetches all four.
+# Outside [-8, 8], Phi is 0 or 1 to float32 precision and phi is taken as 0 (the two end
+# cells hold phi = 0: 5e-15 at |x| = 8), so that a huge |x| gets the derivative Phi exactly.
+# Float64 inputs (the gradient checks) use SciPy's exact erf and NumPy's exp.
 _TABLE_STEP = 1024                        # 1 / h
 _TABLE_LIMIT = 8.0
 _grid = onp.arange(-_TABLE_LIMIT * _TABLE_STEP, _TABLE_LIMIT * _TABLE_STEP + 1) / _TABLE_STEP
-_phi = 0.5 * (1.0 + scipy.special.erf(_grid * _INV_SQRT_2))
-_PHI_AT = _phi[:-1].astype(onp.float32)                 # Phi(x_i)
-_PHI_SLOPE = onp.diff(_phi).astype(onp.float32)         # Phi(x_{i+1}) - Phi(x_i)
-del _grid, _phi
+_Phi = 0.5 * (1.0 + scipy.special.erf(_grid * _INV_SQRT_2))
+_phi = onp.exp(-0.5 * _grid ** 2) * _INV_SQRT_2PI
+_phi[[0, 1, -2, -1]] = 0.0                # the end cells: phi = 0 there
+_PHI_TABLE = onp.stack([_Phi[:-1], onp.diff(_Phi), _phi[:-1], onp.diff(_phi)],
+                       axis=1).astype(onp.float32)          # (cells, 4)
+del _grid, _Phi, _phi
 
 
-def _cdf_float32(x, out, scratch):
-    """out = Phi(x) by interpolation in the table; x, out, scratch: float32, same shape."""
+def _phi_float32(x, cdf, pdf, scratch):
+    """cdf = Phi(x) and, unless pdf is None, pdf = phi(x), by interpolation in the table
+    above; x, cdf, pdf, scratch: float32, same shape."""
     t = scratch
     onp.clip(x, -_TABLE_LIMIT, _TABLE_LIMIT - 1.0 / _TABLE_STEP, out=t)
     t *= float(_TABLE_STEP)                               # position in cells, from 0 at x = 0
-    onp.floor(t, out=out)
-    t -= out                                              # fraction of the cell, in [0, 1)
-    out += _TABLE_LIMIT * _TABLE_STEP                     # cell index, from 0 at x = -8
-    index = out.astype(onp.intp)
-    onp.take(_PHI_AT, index, out=out, mode="clip")
-    t *= onp.take(_PHI_SLOPE, index, mode="clip")
-    out += t
+    onp.floor(t, out=cdf)
+    t -= cdf                                              # fraction of the cell, in [0, 1)
+    cdf += _TABLE_LIMIT * _TABLE_STEP                     # cell index, from 0 at x = -8
+    rows = onp.take(_PHI_TABLE, cdf.astype(onp.intp), axis=0, mode="clip")   # (n, 4)
+    onp.multiply(rows[:, 1], t, out=cdf)
+    cdf += rows[:, 0]
+    if pdf is not None:
+        onp.multiply(rows[:, 3], t, out=pdf)
+        pdf += rows[:, 2]
 
 
 def gelu_parts(x, slope=False):
     """(x Phi(x), its derivative Phi(x) + x phi(x) or None), Phi(x) = (1 + erf(x / sqrt 2)) / 2,
-    phi(x) = exp(-x^2 / 2) / sqrt(2 pi); untraced, in x's dtype: Phi from the table above
-    for float32, from SciPy's erf for float64; large arrays on every core, in blocks that
-    stay in cache. The derivative is computed here, while x is in cache, when `slope`."""
+    phi(x) = exp(-x^2 / 2) / sqrt(2 pi); untraced, in x's dtype: Phi and phi from the table
+    above for float32, from SciPy's erf and NumPy's exp for float64; large arrays on every
+    core, in blocks that stay in cache. The derivative is computed here, while x is in
+    cache, when `slope`."""
     x = onp.ascontiguousarray(x)
     y = onp.empty_like(x)
     dydx = onp.empty_like(x) if slope else None
@@ -244,21 +255,22 @@ def gelu_parts(x, slope=False):
     def work(rows):
         xs = fx[rows]
         c = onp.empty_like(xs)                                         # Phi(x)
+        d = fd[rows] if slope else None                                # phi(x), then the slope
         if x.dtype == onp.float32:
-            _cdf_float32(xs, c, fy[rows])
+            _phi_float32(xs, c, d, fy[rows])
         else:
             onp.multiply(xs, _INV_SQRT_2, out=c)
             scipy.special.erf(c, out=c)
             c += 1.0
             c *= 0.5
+            if slope:
+                onp.multiply(xs, xs, out=d)
+                d *= -0.5
+                onp.exp(d, out=d)
+                d *= _INV_SQRT_2PI
         onp.multiply(xs, c, out=fy[rows])
         if slope:
-            d = fd[rows]
-            onp.multiply(xs, xs, out=d)
-            d *= -0.5
-            onp.exp(d, out=d)
-            d *= xs
-            d *= _INV_SQRT_2PI                                          # x phi(x)
+            d *= xs                                                     # x phi(x)
             d += c
     in_parts(work, fx.size, fx.size, chunk=_CHUNK)
     return y, dydx
