@@ -240,39 +240,41 @@ def _phi_float32(x, cdf, pdf, scratch):
         pdf += rows[:, 2]
 
 
+def gelu_block(xs, ys, ds=None):
+    """ys = x Phi(x) and, unless ds is None, ds = its derivative Phi(x) + x phi(x), for one
+    1-D block xs on the calling thread, into ys and ds (same shape and dtype as xs): Phi and
+    phi from the table above for float32, from SciPy's erf and NumPy's exp for float64."""
+    c = onp.empty_like(xs)                                             # Phi(x)
+    if xs.dtype == onp.float32:
+        _phi_float32(xs, c, ds, ys)                                    # ds: phi(x) for now
+    else:
+        onp.multiply(xs, _INV_SQRT_2, out=c)
+        scipy.special.erf(c, out=c)
+        c += 1.0
+        c *= 0.5
+        if ds is not None:
+            onp.multiply(xs, xs, out=ds)
+            ds *= -0.5
+            onp.exp(ds, out=ds)
+            ds *= _INV_SQRT_2PI
+    onp.multiply(xs, c, out=ys)
+    if ds is not None:
+        ds *= xs                                                       # x phi(x)
+        ds += c
+
+
 def gelu_parts(x, slope=False):
     """(x Phi(x), its derivative Phi(x) + x phi(x) or None), Phi(x) = (1 + erf(x / sqrt 2)) / 2,
-    phi(x) = exp(-x^2 / 2) / sqrt(2 pi); untraced, in x's dtype: Phi and phi from the table
-    above for float32, from SciPy's erf and NumPy's exp for float64; large arrays on every
-    core, in blocks that stay in cache. The derivative is computed here, while x is in
-    cache, when `slope`."""
+    phi(x) = exp(-x^2 / 2) / sqrt(2 pi); untraced, in x's dtype (`gelu_block`); large arrays
+    on every core, in blocks that stay in cache. The derivative is computed here, while x is
+    in cache, when `slope`."""
     x = onp.ascontiguousarray(x)
     y = onp.empty_like(x)
     dydx = onp.empty_like(x) if slope else None
     fx, fy = x.reshape(-1), y.reshape(-1)
     fd = dydx.reshape(-1) if slope else None
-
-    def work(rows):
-        xs = fx[rows]
-        c = onp.empty_like(xs)                                         # Phi(x)
-        d = fd[rows] if slope else None                                # phi(x), then the slope
-        if x.dtype == onp.float32:
-            _phi_float32(xs, c, d, fy[rows])
-        else:
-            onp.multiply(xs, _INV_SQRT_2, out=c)
-            scipy.special.erf(c, out=c)
-            c += 1.0
-            c *= 0.5
-            if slope:
-                onp.multiply(xs, xs, out=d)
-                d *= -0.5
-                onp.exp(d, out=d)
-                d *= _INV_SQRT_2PI
-        onp.multiply(xs, c, out=fy[rows])
-        if slope:
-            d *= xs                                                     # x phi(x)
-            d += c
-    in_parts(work, fx.size, fx.size, chunk=_CHUNK)
+    in_parts(lambda rows: gelu_block(fx[rows], fy[rows], None if fd is None else fd[rows]),
+             fx.size, fx.size, chunk=_CHUNK)
     return y, dydx
 
 
