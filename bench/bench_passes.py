@@ -28,27 +28,18 @@ import argparse
 import json
 import statistics
 import sys
-import timeit
 
 import numpy as np
 
-from _common import append_section, each_kernel, machine, peer_versions, ROOT
+from _common import ROOT, append_section, each_kernel, machine, peer_versions
 from bench_step import run_json
 from minicompacter.core import kernels, threads
+from peer_passes import STEP, best
 
 IN_CACHE = kernels._CHUNK
-STEP = (4096, 1536)
 OPS = {"mul": "x * 2 (one pass)", "exp": "exp(x)",
        "gelu": "GELU forward + backward (minicompacter: with the derivative in the forward)"}
 FUSION_ROWS = (64, 256)
-
-
-def best(fn, repeats):
-    """Seconds of one call of fn: the best of `repeats` timings of loops of at least 20 ms."""
-    timer = timeit.Timer(fn)
-    number, _ = timer.autorange()
-    number = max(1, number // 10) if number > 10 else number
-    return min(timer.repeat(repeats, number)) / number
 
 
 def numpy_passes(repeats):
@@ -66,9 +57,9 @@ def numpy_passes(repeats):
         def halves(fn):                       # one part per thread, as the kernels split
             return lambda: threads.in_parts(lambda r: fn(fx[r], fy[r]), fx.size, fx.size)
 
-        def gelu():
-            _, dydx = kernels.gelu_parts(x, slope=True)
-            return dy * dydx                  # the backward: kernels._gelu_dx's product
+        def gelu():                           # forward, then the backward's vjp
+            y, dydx = kernels.gelu_parts(x, slope=True)
+            return kernels._gelu_dx(y, x, y, dydx)(dy)
         fns = {"mul": halves(lambda a, b: np.multiply(a, 2.0, out=b)),
                "exp": halves(lambda a, b: np.exp(a, out=b)),
                "gelu": gelu}
@@ -165,8 +156,8 @@ def main(argv=None):
     print("\n".join(notes), flush=True)
     me = [sys.executable, str(ROOT / "bench" / "bench_passes.py"), "--worker",
           "--repeats", str(args.repeats)]
-    peer = [args.peer_python, str(ROOT / "bench" / "peer_passes.py"), "--repeats",
-            str(args.repeats)] if args.peer_python else None
+    peer = [args.peer_python, str(ROOT / "bench" / "peer_passes.py"), "--block", str(IN_CACHE),
+            "--repeats", str(args.repeats)] if args.peer_python else None
     mcs, peers = [], []
     for i in range(args.rounds):
         mcs.append(run_json(me))

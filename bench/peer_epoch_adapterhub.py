@@ -7,8 +7,8 @@ bench/peer_adapterhub.py), which also needs what importing minicompacter needs
 (`peer-env/bin/pip install autograd scipy threadpoolctl "datasets<4.1"`: a datasets that
 accepts transformers 4.57's huggingface-hub), with this checkout on PYTHONPATH:
 minicompacter's own data functions pick the training subset, the validation split and the
-length-grouped batch order, so both sides see the same rows. The loop: a one-layer head on [CLS], cross-entropy (MSE for
-STS-B), dropout as the model's config has it (0.1), AdamW (weight decay 0), a linear
+length-grouped batch order, so both sides see the same rows. The loop: a one-layer head on
+[CLS], cross-entropy (MSE for STS-B), dropout as the model's config has it (0.1), AdamW (weight decay 0), a linear
 schedule with minicompacter's warm-up ratio, clipping to global norm 1. Prints one JSON line:
 seconds of the epoch plus the validation pass, peak resident MB, the trainable count.
 

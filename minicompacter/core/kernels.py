@@ -203,7 +203,7 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 # the float64 algorithm one element at a time), which made the exact GELU the largest cost
 # of a training step after the matrix products; NumPy's float32 exp, which phi(x) =
 # exp(-x^2 / 2) / sqrt(2 pi) needs, costs 2.4-3.1 ns an element on an AMD EPYC with AVX2,
-# against 0.2 ns for a multiplication (docs/performance.md). Both are smooth, so linear
+# against 0.2 ns for a multiplication (bench/bench_passes.py). Both are smooth, so linear
 # interpolation in a table of their float64 values at steps of h = 2^-10 over [-8, 8]
 # (16,384 cells, 256 KiB: it stays in cache) is off by at most h^2/8 max|Phi''| = 3e-8 for
 # Phi and h^2/8 max|phi''| = 5e-8 for phi, below float32's rounding of Phi (6e-8 near 1);
